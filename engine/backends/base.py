@@ -1,0 +1,122 @@
+"""The interface every backend implements, and the phase timer used by ``stylegrad bench``."""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, Optional, Sequence
+
+import torch
+
+from ..config import StyleConfig
+from ..targets import Targets
+from ..vgg import VGG
+
+
+@dataclass
+class Evaluation:
+    """Weighted loss terms per image (B,) and the gradient of their sum w.r.t. the image."""
+
+    content: torch.Tensor
+    style: torch.Tensor
+    tv: torch.Tensor
+    grad: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.content + self.style + self.tv
+
+
+class PhaseTimer:
+    """Accumulates wall time per phase. Synchronises CUDA around each phase when enabled, so
+    only use it for measurement (bench), never on the production path."""
+
+    def __init__(self, enabled: bool = False, device: Optional[torch.device] = None):
+        self.enabled = enabled
+        self.cuda = device is not None and torch.device(device).type == "cuda"
+        self.totals: Dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        if not self.enabled:
+            yield
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.cuda:
+            torch.cuda.synchronize()
+        self.totals[name] = self.totals.get(name, 0.0) + (time.perf_counter() - t0) * 1e3
+
+    def reset(self) -> None:
+        self.totals = {}
+
+
+class Backend(ABC):
+    """Turns an image into weighted losses and the image gradient.
+
+    Subclasses that hand-write the backward implement :meth:`forward_saving` and
+    :meth:`backward` and inherit :meth:`evaluate`, which puts the loss kernels in between.
+    """
+
+    name: str = "?"
+    precision: str = "fp32"
+
+    def __init__(self, vgg: VGG, config: StyleConfig, device: torch.device):
+        self.vgg = vgg
+        self.config = config
+        self.device = torch.device(device)
+        self.timer = PhaseTimer()
+
+    # -- features without anything saved (targets) -------------------------------------------
+    @abstractmethod
+    def features(self, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        ...
+
+    def gram(self, f: torch.Tensor) -> torch.Tensor:
+        from stylegrad import kernels
+
+        return kernels.gram(f)
+
+    # -- one evaluation ----------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
+        ...
+
+    def close(self) -> None:
+        """Release sessions / buffers. The backend is unusable afterwards."""
+
+
+class SplitBackend(Backend):
+    """A backend with its own forward (saving what the backward needs) and backward.
+
+    One evaluation: forward -> ``objective`` (loss kernels) -> backward -> + TV gradient.
+    """
+
+    @abstractmethod
+    def forward_saving(self, image: torch.Tensor) -> "tuple[Dict[str, torch.Tensor], object]":
+        """Features at the loss layers, and whatever :meth:`backward` needs."""
+
+    @abstractmethod
+    def backward(self, saved: object, feature_grads: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Gradient w.r.t. the image (N, 3, H, W) given d loss / d features per layer."""
+
+    def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
+        from ..objective import feature_losses_and_grads, tv_loss_and_grad
+
+        with self.timer.phase("forward"):
+            feats, saved = self.forward_saving(image)
+        with self.timer.phase("losses"):
+            if feats:
+                content, style, grads = feature_losses_and_grads(feats, targets, self.config)
+            else:  # image too small for any loss layer
+                content = style = torch.zeros(image.shape[0], device=image.device)
+                grads = {}
+            tv, tv_grad = tv_loss_and_grad(image, self.config)
+        with self.timer.phase("backward"):
+            grad = self.backward(saved, grads) if grads else torch.zeros_like(image)
+            if self.config.tv_weight > 0:
+                grad = grad + tv_grad
+        return Evaluation(content, style, tv, grad)

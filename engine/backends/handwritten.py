@@ -1,0 +1,72 @@
+"""Backend ``torch``: forward in torch, hand-written backward (``stylegrad.backward``), no autograd.
+
+The forward keeps only ReLU masks and max-pool winner codes (see ``stylegrad.backward`` for
+what and how many bytes per pixel); losses and their feature gradients come from
+``stylegrad.kernels`` via :class:`SplitBackend`. Runs wherever torch does (CPU, CUDA).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple
+
+import torch
+
+from .. import backward as bw
+from .. import vgg as vggmod
+from ..config import StyleConfig
+from .base import SplitBackend
+
+
+def loss_layers(config: StyleConfig) -> Tuple[str, ...]:
+    """Layers whose loss term can be non-zero (the objective skips the others)."""
+    layers = []
+    if config.content_weight > 0:
+        layers += [l for l, w in config.content_layer_weight_map().items() if w > 0]
+    if config.style_weight > 0:
+        layers += [l for l, w in config.style_layer_weight_map().items() if w > 0]
+    return tuple(dict.fromkeys(layers))
+
+
+@dataclass
+class SavedState:
+    """What one forward leaves for its backward: loss-layer features (shared with the losses,
+    not copies) and the masks / winner codes of the plan."""
+
+    feats: Dict[str, torch.Tensor]
+    tensors: Dict[str, torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return bw.saved_bytes(self.tensors)
+
+
+class HandwrittenBackend(SplitBackend):
+    name = "torch"
+
+    def __init__(self, vgg, config, device):
+        super().__init__(vgg.to(device=device, dtype=torch.float32), config, device)
+        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, loss_layers(config))
+
+    @classmethod
+    def supports(cls, device: torch.device) -> Tuple[bool, str]:
+        device = torch.device(device)
+        if device.type == "cpu":
+            return True, ""
+        if device.type == "cuda":
+            if torch.cuda.is_available():
+                return True, ""
+            return False, "backend 'torch' on CUDA needs a CUDA build of torch and a GPU"
+        return False, f"backend 'torch' does not support device type {device.type!r}"
+
+    def features(self, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return vggmod.forward(self.vgg, image.to(self.device, torch.float32), layers)
+
+    def forward_saving(self, image: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], SavedState]:
+        with torch.no_grad():
+            feats, saved = bw.forward_saving(self.vgg, self.plan, image.detach().to(self.device, torch.float32))
+        return feats, SavedState(feats, saved)
+
+    def backward(self, saved: SavedState, feature_grads: Dict[str, torch.Tensor]) -> torch.Tensor:
+        with torch.no_grad():
+            return bw.backward(self.vgg, self.plan, saved.feats, saved.tensors, feature_grads)

@@ -1,0 +1,54 @@
+"""Backend ``reference``: PyTorch autograd end to end.
+
+The oracle of every parity test and the rival of every benchmark; never the fast path. It uses
+``stylegrad.losses`` (plain differentiable torch), not ``stylegrad.kernels``, so the two
+implementations check each other.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+from .. import losses, vgg as vggmod
+from ..targets import Targets
+from .base import Backend, Evaluation
+
+
+class ReferenceBackend(Backend):
+    name = "reference"
+
+    def __init__(self, vgg, config, device):
+        super().__init__(vgg.to(device=device), config, device)
+        self._layers = sorted(set(config.content_layers) | set(config.style_layers))
+
+    def features(self, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return vggmod.forward(self.vgg, image.to(self.device), layers)
+
+    def gram(self, f: torch.Tensor) -> torch.Tensor:
+        return losses.gram(f)
+
+    def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
+        cfg = self.config
+        x = image.detach().requires_grad_(True)
+        B = x.shape[0]
+        zero = torch.zeros(B, device=x.device)
+        with self.timer.phase("forward"):
+            with torch.enable_grad():
+                feats = vggmod.forward(self.vgg, x, self._layers)
+                content, style = zero, zero
+                for layer, w in cfg.content_layer_weight_map().items():
+                    if cfg.content_weight > 0 and w > 0 and layer in feats:
+                        content = content + cfg.content_weight * w * losses.content_loss(feats[layer], targets.content[layer])
+                for layer, w in cfg.style_layer_weight_map().items():
+                    if cfg.style_weight > 0 and w > 0 and layer in feats:
+                        style = style + cfg.style_weight * w * losses.style_layer_loss(feats[layer], targets.style[layer])
+                tv = cfg.tv_weight * losses.tv_loss(x) if cfg.tv_weight > 0 else zero
+                total = (content + style + tv).sum()
+        with self.timer.phase("backward"):
+            if total.requires_grad:
+                (grad,) = torch.autograd.grad(total, x)
+            else:
+                grad = torch.zeros_like(x)
+        return Evaluation(content.detach(), style.detach(), tv.detach(), grad)

@@ -1,0 +1,60 @@
+"""``stylegrad info``: what this machine offers stylegrad."""
+from __future__ import annotations
+
+import importlib
+import json
+import platform
+
+import torch
+
+
+def gather_info() -> dict:
+    from .backends.registry import backend_status
+    from .weights import IMAGENET_URLS, hub_checkpoint_path
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "devices": ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())],
+    }
+    try:
+        import onnxruntime as ort
+
+        info["onnxruntime"] = ort.__version__
+        info["onnxruntime_providers"] = ort.get_available_providers()
+    except ImportError as e:
+        info["onnxruntime"] = None
+        info["onnxruntime_providers"] = []
+    for mod, key in (("tensorrt", "tensorrt"), ("cuda.core", "cuda_core"), ("cuda.bindings", "cuda_bindings")):
+        try:
+            m = importlib.import_module(mod)
+            info[key] = getattr(m, "__version__", "imported")
+        except Exception as e:  # ImportError, or a broken install
+            info[key] = None
+    info["weights_cache"] = {m: {"path": str(hub_checkpoint_path(m)), "cached": hub_checkpoint_path(m).exists()}
+                             for m in IMAGENET_URLS}
+    info["backends"] = {}
+    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for name in ("reference", "torch", "onnxruntime", "cuda"):
+            ok, why = backend_status(name, torch.device(dev))
+            info["backends"][f"{name}@{dev}"] = "yes" if ok else f"no: {why}"
+    return info
+
+
+def cmd_info(args) -> int:
+    info = gather_info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"python {info['python']}, torch {info['torch']}")
+    print("devices: " + ", ".join(info["devices"]))
+    print(f"onnxruntime: {info['onnxruntime'] or 'not installed'}; providers: {', '.join(info['onnxruntime_providers']) or '-'}")
+    print(f"tensorrt: {info['tensorrt'] or 'not importable'}")
+    print(f"cuda-python: cuda.core {info['cuda_core'] or 'not importable'}, cuda.bindings {info['cuda_bindings'] or 'not importable'}")
+    for m, w in info["weights_cache"].items():
+        print(f"weights {m}: {'cached' if w['cached'] else 'not cached'} at {w['path']}")
+    print("backends:")
+    for k, v in info["backends"].items():
+        print(f"  {k:24s} {v}")
+    return 0

@@ -1,0 +1,151 @@
+"""``stylegrad stylize``: many content images, one Stylizer, failures isolated per image."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from . import images as imgs
+from .config import StyleConfig
+from .errors import ConfigError, StyleGradError
+from .stylizer import Progress, Stylizer
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+class _Usage(StyleGradError):
+    pass
+
+
+def expand_contents(items: List[str]) -> List[Path]:
+    paths: List[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
+            if not found:
+                raise ConfigError(f"folder {p} holds no images")
+            paths.extend(found)
+        else:
+            paths.append(p)
+    return paths
+
+
+def plan_outputs(args, contents: List[Path]) -> List[Path]:
+    if args.output:
+        if len(contents) != 1:
+            raise ConfigError(f"-o takes one content image, got {len(contents)}: use --out-dir DIR")
+        outs = [Path(args.output)]
+    else:
+        d = Path(args.out_dir)
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"--out-dir {d} exists and is not a folder")
+        ext = args.ext.lstrip(".").lower()
+        outs = [d / f"{c.stem}.{ext}" for c in contents]
+        if len(set(outs)) != len(outs):
+            raise ConfigError("two content images share a name; their outputs would collide in --out-dir")
+    for o in outs:
+        imgs.check_output_path(o)
+    inputs = list(contents) + [Path(s) for s in args.style]
+    if args.init not in ("content", "noise"):
+        inputs.append(Path(args.init))
+    for o in outs:
+        for i in inputs:
+            if imgs.same_file(o, i):
+                raise ConfigError(f"output {o} is an input image; refusing to overwrite it")
+    return outs
+
+
+def config_from_args(args) -> StyleConfig:
+    cl, cw = args.content_layers
+    sl, sw = args.style_layers
+    return StyleConfig(
+        size=args.size, iters=args.iters, optimizer=args.optimizer, lr=args.lr,
+        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
+        content_layers=cl, content_layer_weights=cw, style_layers=sl, style_layer_weights=sw,
+        style_blend_weights=args.style_blend_weights, style_scale=args.style_scale, init=args.init,
+        pool=args.pool, model=args.model, weights=args.weights, device=args.device,
+        backend=args.backend, precision=args.precision, seed=args.seed, save_every=args.save_every,
+    )
+
+
+def _snapshot_path(out: Path, it: int) -> Path:
+    return out.with_name(f"{out.stem}.iter{it:04d}{out.suffix}")
+
+
+def cmd_stylize(args) -> int:
+    config = config_from_args(args)
+    contents = expand_contents(args.content)
+    outputs = plan_outputs(args, contents)
+    styles = [imgs.load_image(s) for s in args.style]          # bad style: exit 2 before any work
+    if args.init not in ("content", "noise"):
+        imgs.load_image(args.init)
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+
+    def note(msg: str) -> None:
+        if not args.quiet:
+            print(f"stylegrad: {msg}", file=sys.stderr)
+
+    def download_bar():
+        state = {}
+
+        def cb(done, total):
+            if not show_bar:
+                return
+            if "bar" not in state:
+                from tqdm import tqdm
+                state["bar"] = tqdm(total=total, unit="B", unit_scale=True, desc="VGG weights", file=sys.stderr)
+            state["bar"].update(done - state["bar"].n)
+        return cb
+
+    stylizer = Stylizer(config, download_progress=download_bar())
+    stylizer.set_styles(styles)
+    if stylizer.weights_are_random:
+        note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
+
+    failed = 0
+    for content, out in zip(contents, outputs):
+        name = str(content)
+        bar = None
+        if show_bar:
+            from tqdm import tqdm
+            bar = tqdm(total=config.iters, desc=content.name, file=sys.stderr, leave=False)
+
+        def on_progress(p: Progress) -> None:
+            if args.json:
+                print(json.dumps({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
+                                  "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
+            if bar is not None and p.iter > 0:
+                bar.update(1)
+                bar.set_postfix(loss=f"{p.loss:.4g}")
+            if p.snapshot is not None and p.iter < config.iters:
+                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter))
+
+        try:
+            img = imgs.load_image(content)
+            result = stylizer.run(img, callback=on_progress, name=name)
+            imgs.save_image(result.image, out)
+            if bar is not None:
+                bar.close()
+            summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
+                       "loss": result.final_loss, "initial_loss": result.history[0].loss,
+                       "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
+                       "seconds": round(result.seconds, 3), "backend": result.backend}
+            if args.json:
+                print(json.dumps(summary), flush=True)
+            elif not args.quiet:
+                print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
+                      f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)
+        except Exception as e:  # one image failing must not lose the others
+            if bar is not None:
+                bar.close()
+            failed += 1
+            msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            print(f"stylegrad: error: {content}: {msg}", file=sys.stderr)
+            if args.json:
+                print(json.dumps({"image": name, "status": "error", "error": msg}), flush=True)
+    stylizer.close()
+    return 1 if failed else 0

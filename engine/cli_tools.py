@@ -1,0 +1,72 @@
+"""``stylegrad export``, ``stylegrad bench`` and ``stylegrad kernels check``."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _write_json_atomic(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def cmd_export(args) -> int:
+    from .config import StyleConfig
+    from .weights import load_vgg, weights_identity
+    from stylegrad.export import export_onnx
+
+    cl, _ = args.content_layers
+    sl, _ = args.style_layers
+    StyleConfig(model=args.model, content_layers=cl, style_layers=sl, pool=args.pool)  # validates names
+    vgg = load_vgg(args.weights, args.model, args.pool)
+    manifest = export_onnx(vgg, Path(args.out), cl, sl, opset=args.opset,
+                           weights_id=weights_identity(args.weights, args.model))
+    print(f"wrote {args.out}/forward.onnx, backward.onnx, manifest.json (opset {manifest.get('opset', args.opset)})")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import format_table, run_bench
+
+    try:
+        sizes = [int(s) for s in args.size]
+        batches = [int(b) for b in args.batch]
+    except ValueError:
+        raise ConfigError("--size and --batch take comma-separated integers") from None
+    command = "stylegrad " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    reports = []
+    for size in sizes:
+        for batch in batches:
+            rep = run_bench(args.backends, size, batch, args.iters, args.repeat, args.warmup, args.device,
+                            args.precision, args.content, args.style, args.weights, args.model, command)
+            reports.append(rep)
+            if args.json:
+                print(json.dumps(rep), flush=True)
+            else:
+                print(format_table(rep), flush=True)
+    if args.out:
+        _write_json_atomic(Path(args.out), reports[0] if len(reports) == 1 else reports)
+    return 0
+
+
+def cmd_kernels_check(args) -> int:
+    from stylegrad import kernels
+
+    results = kernels.check_all(list(args.arch))
+    fmt = getattr(kernels, "format_check_table", None)
+    if fmt is not None:
+        print(fmt(results))
+    else:
+        for r in results:
+            print(f"{r.kernel:28s} {r.arch:6s} {'ok' if r.ok else 'FAIL'} {r.message}")
+    return 0 if all(r.ok for r in results) else 1

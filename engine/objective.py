@@ -1,0 +1,66 @@
+"""Losses and their gradients with respect to the features, from ``stylegrad.kernels``.
+
+This is the middle step of every hand-written backend:
+    features -> (weighted content loss, weighted style loss, d loss / d features)
+
+Gradients (F of shape (N, M) at one layer, G = F F^T, A the target):
+    d/dF [1/2 sum (F-P)^2]                 = F - P
+    d/dF [sum (G-A)^2 / (4 N^2 M^2)]       = (G - A) F / (N^2 M^2)     (G, A symmetric)
+"""
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import torch
+
+from .config import StyleConfig
+from .targets import Targets
+
+
+def feature_losses_and_grads(
+    feats: Dict[str, torch.Tensor], targets: Targets, config: StyleConfig
+) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+    """Weighted content loss (B,), weighted style loss (B,), and per-layer feature gradients.
+
+    Layers absent from ``feats`` (image too small for them) contribute nothing.
+    """
+    from stylegrad import kernels
+
+    any_f = next(iter(feats.values()))
+    B = any_f.shape[0]
+    content = torch.zeros(B, dtype=torch.float32, device=any_f.device)
+    style = torch.zeros(B, dtype=torch.float32, device=any_f.device)
+    grads: Dict[str, torch.Tensor] = {}
+
+    def add(layer: str, g: torch.Tensor) -> None:
+        grads[layer] = g if layer not in grads else grads[layer] + g
+
+    if config.content_weight > 0:
+        for layer, w in config.content_layer_weight_map().items():
+            if layer not in feats or w == 0:
+                continue
+            loss, g = kernels.content_loss(feats[layer], targets.content[layer])
+            scale = config.content_weight * w
+            content = content + scale * loss
+            add(layer, g * scale)
+    if config.style_weight > 0:
+        for layer, w in config.style_layer_weight_map().items():
+            if layer not in feats or w == 0:
+                continue
+            f = feats[layer]
+            N, M = f.shape[1], f.shape[2] * f.shape[3]
+            fv = f.reshape(B, N, M)
+            scale = config.style_weight * w / float(N * N * M * M)
+            loss, D = kernels.style_loss(kernels.gram(fv), targets.style[layer], scale / 4.0, scale)
+            style = style + loss
+            add(layer, kernels.style_feature_grad(D, fv).reshape(f.shape))
+    return content, style, grads
+
+
+def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig) -> Tuple[torch.Tensor, torch.Tensor]:
+    from stylegrad import kernels
+
+    if config.tv_weight == 0:
+        return torch.zeros(image.shape[0], device=image.device), torch.zeros_like(image)
+    loss, g = kernels.tv_loss(image)
+    return loss * config.tv_weight, g * config.tv_weight

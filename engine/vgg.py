@@ -1,0 +1,148 @@
+"""VGG16/VGG19 convolutional layers as plain tensors and a functional forward pass.
+
+We keep the network as a list of :class:`ConvLayer` (weights + bias) rather than an
+``nn.Module`` so that every backend (autograd reference, hand-written backward, ONNX export,
+CUDA) walks the same layer list. Layer names follow the paper (``conv4_2``, ``relu4_2``,
+``pool4``); ``torchvision_index`` is the position in torchvision's ``vgg.features``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+# Channels per conv, "M" for a 2x2 pool (torchvision's cfgs "D" and "E").
+_CFGS = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+}
+
+# ImageNet normalisation (torchvision weights convention), applied inside the model.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    name: str            # conv1_1, relu1_1, pool1, ...
+    kind: str            # "conv" | "relu" | "pool"
+    torchvision_index: int
+    in_channels: int
+    out_channels: int
+
+
+def layer_specs(model: str) -> List[LayerSpec]:
+    if model not in _CFGS:
+        raise ValueError(f"unknown model {model!r}; expected one of {', '.join(_CFGS)}")
+    specs: List[LayerSpec] = []
+    block, conv_in_block, idx, ch = 1, 0, 0, 3
+    for v in _CFGS[model]:
+        if v == "M":
+            specs.append(LayerSpec(f"pool{block}", "pool", idx, ch, ch))
+            idx += 1
+            block += 1
+            conv_in_block = 0
+        else:
+            conv_in_block += 1
+            specs.append(LayerSpec(f"conv{block}_{conv_in_block}", "conv", idx, ch, v))
+            specs.append(LayerSpec(f"relu{block}_{conv_in_block}", "relu", idx + 1, v, v))
+            idx += 2
+            ch = v
+    return specs
+
+
+def layer_names(model: str) -> List[str]:
+    return [s.name for s in layer_specs(model)]
+
+
+def layer_channels(model: str) -> Dict[str, int]:
+    return {s.name: s.out_channels for s in layer_specs(model)}
+
+
+@dataclass
+class ConvLayer:
+    name: str
+    weight: torch.Tensor   # (Cout, Cin, 3, 3) float32
+    bias: torch.Tensor     # (Cout,)
+
+
+@dataclass
+class VGG:
+    """The convolutional part of a VGG network, truncated where the caller needs."""
+
+    model: str
+    convs: Dict[str, ConvLayer]
+    pool: str = "avg"   # the paper recommends average pooling; "max" as in the classifier
+
+    def specs_upto(self, last: str) -> List[LayerSpec]:
+        specs = layer_specs(self.model)
+        names = [s.name for s in specs]
+        if last not in names:
+            raise ValueError(f"unknown layer {last!r} for {self.model}")
+        return specs[: names.index(last) + 1]
+
+    def to(self, device=None, dtype=None) -> "VGG":
+        convs = {
+            k: ConvLayer(k, c.weight.to(device=device, dtype=dtype), c.bias.to(device=device, dtype=dtype))
+            for k, c in self.convs.items()
+        }
+        return VGG(self.model, convs, self.pool)
+
+    def with_pool(self, pool: str) -> "VGG":
+        return VGG(self.model, self.convs, pool)
+
+
+def deepest(model: str, layers: Iterable[str]) -> str:
+    order = {n: i for i, n in enumerate(layer_names(model))}
+    layers = list(layers)
+    if not layers:
+        raise ValueError("no layers requested")
+    return max(layers, key=lambda n: order[n])
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    return (image - mean) / std
+
+
+def pool2x2(x: torch.Tensor, pool: str) -> torch.Tensor:
+    # Floor mode, as torchvision: when a side is odd its last row/column is dropped.
+    if pool == "avg":
+        return F.avg_pool2d(x, 2, 2)
+    return F.max_pool2d(x, 2, 2)
+
+
+def pool_fits(x: torch.Tensor) -> bool:
+    """A 2x2/stride-2 pool of a side of 1 pixel would be empty."""
+    return x.shape[-1] >= 2 and x.shape[-2] >= 2
+
+
+def forward(vgg: VGG, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+    """Features at ``layers`` of an RGB image batch in [0, 1], shape (N, 3, H, W).
+
+    Images too small for a pooling stage stop there: layers after it are absent from the
+    result (an image of side < 2**k has no layers after pool k). Callers treat an absent layer
+    as contributing nothing to the loss.
+    """
+    want = set(layers)
+    out: Dict[str, torch.Tensor] = {}
+    if not want:
+        return out
+    x = normalize(image)
+    for spec in vgg.specs_upto(deepest(vgg.model, want)):
+        if spec.kind == "conv":
+            c = vgg.convs[spec.name]
+            x = F.conv2d(x, c.weight, c.bias, padding=1)
+        elif spec.kind == "relu":
+            x = F.relu(x)
+        else:
+            if not pool_fits(x):
+                break
+            x = pool2x2(x, vgg.pool)
+        if spec.name in want:
+            out[spec.name] = x
+    return out

@@ -1,0 +1,169 @@
+"""The two ONNX graphs: ``nn.Module`` wrappers of ``stylegrad.backward`` and their export.
+
+``forward.onnx``   image (N, 3, H, W) float32 in [0, 1] (normalised inside)
+                   -> one output per loss layer, named by the layer (``relu4_2``), float32
+                   -> ``saved_mask_<relu>`` (bool) and ``saved_winner_<pool>`` (uint8)
+``backward.onnx``  the ReLU loss-layer features (same names as the forward's outputs),
+                   the ``saved_*`` tensors, ``grad_<layer>`` per loss layer
+                   -> ``grad_image`` (N, 3, H, W) float32
+
+Batch, height and width are dynamic. The graphs are traced from the same functions the
+``torch`` backend runs, so the two cannot drift apart. A graph is valid for images whose
+shorter side is at least ``min_side`` = 2**(pools before its deepest layer): a smaller image
+never reaches that layer (see ``stylegrad.vgg.forward``); callers export a graph for the layers
+it does reach (the ``onnxruntime`` backend does so automatically).
+
+Only operators TensorRT's ONNX parser lists as supported (onnx-tensorrt docs/operators.md,
+TensorRT 10.x) are allowed, with its type limits in mind: no MaxUnpool and no MaxPool indices
+(max-pool winners are recomputed from four strided slices), Pad and Equal only on float32,
+uint8 only at graph inputs/outputs (cast at once). Conv/ConvTranspose weights are initializers.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from stylegrad import backward as bw
+from stylegrad.vgg import VGG, ConvLayer, layer_channels
+
+# Operators the exported graphs may contain; each is in onnx-tensorrt's support matrix
+# (TensorRT 10.x) for the types we use (float32 unless noted).
+ALLOWED_OPS = frozenset({
+    "Add", "AveragePool", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "ConvTranspose",
+    "DepthToSpace", "Div", "Equal", "Expand", "Gather", "Greater", "Identity", "MaxPool", "Mul",
+    "Pad", "Relu", "Reshape", "Resize", "Shape", "Slice", "Squeeze", "Sub", "Transpose",
+    "Unsqueeze", "Where",
+})
+
+
+def _dim_names(k: int) -> Tuple[str, str]:
+    """Symbolic height/width after k pools (floor(H / 2**k))."""
+    return ("H", "W") if k == 0 else (f"H_div{2 ** k}", f"W_div{2 ** k}")
+
+
+def tensor_specs(plan: bw.BackwardPlan) -> Dict[str, dict]:
+    """name -> {dtype, shape (symbolic), channels, pools} of every graph tensor a plan has."""
+    ch = layer_channels(plan.model)
+    out: Dict[str, dict] = {}
+    pools = 0
+    for s in plan.specs:
+        if s.kind == "pool":
+            pools += 1
+        h, w = _dim_names(pools)
+        if s.name in plan.loss_layers:
+            out[s.name] = {"dtype": "float32", "shape": ["N", ch[s.name], h, w], "pools": pools}
+        if s.name in plan.mask_layers:
+            out[bw.mask_key(s.name)] = {"dtype": "bool", "shape": ["N", ch[s.name], h, w], "pools": pools}
+        if s.name in plan.winner_pools:
+            out[bw.winner_key(s.name)] = {"dtype": "uint8", "shape": ["N", ch[s.name], h, w], "pools": pools}
+    return out
+
+
+class _Weights(nn.Module):
+    """Conv weights as buffers, so the exporter writes them as initializers (TensorRT needs
+    Conv/ConvTranspose weights to be initializers)."""
+
+    def __init__(self, vgg: VGG, plan: bw.BackwardPlan, with_bias: bool):
+        super().__init__()
+        self.model, self.pool = vgg.model, plan.pool
+        self.names = [s.name for s in plan.specs if s.kind == "conv"]
+        self.with_bias = with_bias
+        for n in self.names:
+            c = vgg.convs[n]
+            self.register_buffer(f"{n}_weight", c.weight.detach().float().cpu().contiguous())
+            if with_bias:
+                self.register_buffer(f"{n}_bias", c.bias.detach().float().cpu().contiguous())
+
+    def vgg(self) -> VGG:
+        convs = {}
+        for n in self.names:
+            w = getattr(self, f"{n}_weight")
+            b = getattr(self, f"{n}_bias") if self.with_bias else torch.zeros(0)
+            convs[n] = ConvLayer(n, w, b)
+        return VGG(self.model, convs, self.pool)
+
+
+class ForwardGraph(nn.Module):
+    def __init__(self, vgg: VGG, plan: bw.BackwardPlan):
+        super().__init__()
+        self.plan = plan
+        self.weights = _Weights(vgg, plan, with_bias=True)
+
+    @property
+    def output_names(self) -> List[str]:
+        return list(self.plan.loss_layers) + list(self.plan.saved_keys)
+
+    def forward(self, image: torch.Tensor):
+        feats, saved = bw.forward_saving(self.weights.vgg(), self.plan, image)
+        return tuple(feats[l] for l in self.plan.loss_layers) + tuple(saved[k] for k in self.plan.saved_keys)
+
+
+class BackwardGraph(nn.Module):
+    def __init__(self, vgg: VGG, plan: bw.BackwardPlan):
+        super().__init__()
+        self.plan = plan
+        self.weights = _Weights(vgg, plan, with_bias=False)   # the backward needs no bias
+
+    @property
+    def input_names(self) -> List[str]:
+        return (list(self.plan.activation_layers) + list(self.plan.saved_keys)
+                + [f"grad_{l}" for l in self.plan.loss_layers])
+
+    def forward(self, *inputs: torch.Tensor):
+        p = self.plan
+        na, ns = len(p.activation_layers), len(p.saved_keys)
+        feats = dict(zip(p.activation_layers, inputs[:na]))
+        saved = dict(zip(p.saved_keys, inputs[na:na + ns]))
+        grads = dict(zip(p.loss_layers, inputs[na + ns:]))
+        return bw.backward(self.weights.vgg(), p, feats, saved, grads)
+
+
+def example_image(plan: bw.BackwardPlan, batch: int = 1) -> torch.Tensor:
+    """A traceable input: odd sides (so the dropped row/column is exercised) reaching every layer."""
+    k = max((bw.pools_before(plan.model, l) for l in plan.loss_layers), default=0)
+    side = 2 ** k
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(batch, 3, side + 3, side + 1, generator=g)
+
+
+def _dynamic_axes(names: Sequence[str], specs: Dict[str, dict]) -> Dict[str, Dict[int, str]]:
+    out = {}
+    for n in names:
+        shape = specs[n]["shape"]
+        out[n] = {0: shape[0], 2: shape[2], 3: shape[3]}
+    return out
+
+
+def export_graphs(vgg: VGG, plan: bw.BackwardPlan, forward_path: str, backward_path: str,
+                  opset: int = 17) -> None:
+    """Trace and write both graphs (plain writes: callers make them atomic)."""
+    specs = tensor_specs(plan)
+    fwd = ForwardGraph(vgg, plan).eval()
+    bwd = BackwardGraph(vgg, plan).eval()
+    image = example_image(plan)
+    with torch.no_grad():
+        outs = fwd(image)
+    out_by_name = dict(zip(fwd.output_names, outs))
+    bwd_inputs = tuple(
+        out_by_name[n] if n in out_by_name else torch.randn_like(out_by_name[n[len("grad_"):]])
+        for n in bwd.input_names
+    )
+    specs = dict(specs, image={"shape": ["N", 3, "H", "W"]}, grad_image={"shape": ["N", 3, "H", "W"]})
+    specs.update({f"grad_{l}": specs[l] for l in plan.loss_layers})
+    with warnings.catch_warnings():
+        # Tracer warnings (Python ints from shapes, shape checks in kernels) and the
+        # TorchScript exporter's deprecation notice: the graphs are checked after export.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            fwd, (image,), forward_path, dynamo=False, opset_version=opset,
+            input_names=["image"], output_names=fwd.output_names,
+            dynamic_axes=_dynamic_axes(["image"] + fwd.output_names, specs), do_constant_folding=True,
+        )
+        torch.onnx.export(
+            bwd, bwd_inputs, backward_path, dynamo=False, opset_version=opset,
+            input_names=bwd.input_names, output_names=["grad_image"],
+            dynamic_axes=_dynamic_axes(bwd.input_names + ["grad_image"], specs), do_constant_folding=True,
+        )

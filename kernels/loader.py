@@ -1,0 +1,212 @@
+"""Compile, cache and launch stylegrad's CUDA kernels.
+
+We use NVIDIA's cuda-python (``cuda.core`` on top of ``cuda.bindings`` and the
+``nvidia-cuda-nvrtc`` wheel) rather than pycuda: it is NVIDIA's maintained
+binding, ships binary wheels on PyPI, needs no nvcc or CUDA toolkit at run
+time (NVRTC compiles in-process), and is what the TensorRT samples use.
+
+Flow: the source of ``kernels/<name>.cu`` (with ``common.cuh`` prepended as
+text, so NVRTC needs no include path) is compiled with NVRTC to a cubin for
+the running GPU's ``sm_XY``. Cubins are cached on disk under
+``$STYLEGRAD_CACHE`` (default ``~/.cache/stylegrad/kernels``), keyed by the
+source hash, compile options, architecture and NVRTC version, and written
+atomically (temporary file + ``os.replace``) so concurrent processes never see
+a half-written file. Kernels are launched on PyTorch's current CUDA stream
+with raw data pointers, so they order with cuDNN/cuBLAS work and can be
+captured in a CUDA graph.
+
+Nothing here imports cuda-python at module import time; a machine without it
+(or without a GPU) raises :class:`KernelUnavailableError` on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from .registry import SOURCES
+
+CSRC = Path(__file__).parent
+CACHE_ENV = "STYLEGRAD_CACHE"
+# Compile options, also part of the cache key. C++17 is NVRTC's default; we
+# state it so a future default change cannot silently alter cached binaries.
+_OPTIONS = {"std": "c++17"}
+
+
+class KernelUnavailableError(RuntimeError):
+    """A CUDA kernel was requested where it cannot run (no GPU or no cuda-python)."""
+
+
+class KernelCompileError(RuntimeError):
+    """NVRTC rejected a kernel source; the message carries the compiler log."""
+
+
+def read_source(name: str) -> str:
+    """Full NVRTC input for kernel source ``name``: common.cuh + ``<name>.cu``."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown kernel source {name!r}; known: {sorted(SOURCES)}")
+    common = (CSRC / "common.cuh").read_text()
+    body = (CSRC / f"{name}.cu").read_text()
+    return f'{common}\n#line 1 "{name}.cu"\n{body}'
+
+
+def _core():
+    try:
+        import cuda.core as core
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        raise KernelUnavailableError(
+            f"cuda-python (cuda-core) is not importable: {exc}; "
+            "install the 'cuda' extra or use the CPU implementations"
+        ) from None
+    return core
+
+
+def nvrtc_version() -> tuple[int, int]:
+    """(major, minor) of the NVRTC library cuda-python loads."""
+    _core()
+    try:
+        from cuda.bindings import nvrtc
+
+        err, major, minor = nvrtc.nvrtcVersion()
+    except Exception as exc:
+        raise KernelUnavailableError(f"NVRTC is not loadable: {exc}") from None
+    if int(err) != 0:
+        raise KernelUnavailableError(f"nvrtcVersion failed with {err}")
+    return int(major), int(minor)
+
+
+def compile_source(name: str, arch: str) -> tuple[bytes, str]:
+    """Compile source ``name`` for ``arch`` (e.g. "sm_90"), bypassing the cache.
+
+    Returns (cubin, log); the log is NVRTC's text with warnings, "" when clean.
+    Raises KernelCompileError on a compile error.
+    """
+    core = _core()
+    source = read_source(name)
+    log = io.StringIO()
+    options = core.ProgramOptions(arch=arch, name=f"{name}.cu", **_OPTIONS)
+    try:
+        program = core.Program(source, "c++", options)
+        obj = program.compile("cubin", logs=log)
+    except Exception as exc:
+        raise KernelCompileError(f"NVRTC failed on {name}.cu for {arch}: {exc}") from None
+    return bytes(obj.code), log.getvalue().replace("\x00", "").strip()
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV)
+    return Path(root) if root else Path.home() / ".cache" / "stylegrad" / "kernels"
+
+
+def cache_path(name: str, arch: str) -> Path:
+    major, minor = nvrtc_version()
+    key = hashlib.sha256()
+    for part in (read_source(name), repr(sorted(_OPTIONS.items())), arch, f"{major}.{minor}"):
+        key.update(part.encode())
+        key.update(b"\0")
+    return cache_dir() / f"{name}-{arch}-nvrtc{major}.{minor}-{key.hexdigest()[:20]}.cubin"
+
+
+def cached_cubin(name: str, arch: str) -> bytes:
+    """Cubin for (name, arch), from the disk cache or compiled and stored."""
+    path = cache_path(name, arch)
+    try:
+        data = path.read_bytes()
+        if data:
+            return data
+    except OSError:
+        pass
+    cubin, _log = compile_source(name, arch)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(cubin)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except OSError:
+        pass  # a read-only or full cache is not fatal: we hold the cubin in memory
+    return cubin
+
+
+_lock = threading.Lock()
+_kernels: dict[tuple[str, str, int], Any] = {}
+_streams: dict[int, Any] = {}
+_current = threading.local()
+
+
+def _device_index(device) -> int:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise KernelUnavailableError("CUDA kernels need a CUDA GPU, and torch.cuda.is_available() is False")
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        raise KernelUnavailableError(f"CUDA kernels need CUDA tensors, got device {dev}")
+    return torch.cuda.current_device() if dev.index is None else dev.index
+
+
+def device_arch(device) -> str:
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(_device_index(device))
+    return f"sm_{major}{minor}"
+
+
+def get_kernel(source: str, symbol: str, device) -> Any:
+    """The cuda.core Kernel ``symbol`` of ``source`` loaded for ``device``."""
+    index = _device_index(device)
+    key = (source, symbol, index)
+    kernel = _kernels.get(key)
+    if kernel is None:
+        core = _core()
+        with _lock:
+            kernel = _kernels.get(key)
+            if kernel is None:
+                _make_current(index)
+                obj = core.ObjectCode.from_cubin(cached_cubin(source, device_arch(device)), name=source)
+                for entry in SOURCES[source].entry_points:
+                    _kernels[(source, entry, index)] = obj.get_kernel(entry)
+                if key not in _kernels:
+                    raise ValueError(f"{source}.cu has no entry point {symbol!r}")
+                kernel = _kernels[key]
+    return kernel
+
+
+def _make_current(index: int) -> None:
+    # cuda.core launches in the thread's current context; PyTorch uses the
+    # device's primary context, which is what Device.set_current() binds.
+    if getattr(_current, "index", None) != index:
+        _core().Device(index).set_current()
+        _current.index = index
+
+
+def launch(kernel: Any, grid: Sequence[int] | int, block: int, args: Sequence[Any], device) -> None:
+    """Launch ``kernel`` on PyTorch's current stream of ``device``.
+
+    ``args``: Python ints are passed as pointers (use ``tensor.data_ptr()``);
+    scalars must be numpy scalars (np.int32, np.int64, np.float32) so their C
+    type is explicit.
+    """
+    import torch
+
+    core = _core()
+    index = _device_index(device)
+    _make_current(index)
+    handle = int(torch.cuda.current_stream(index).cuda_stream)
+    stream = _streams.get(handle)
+    if stream is None:
+        # We wrap, not own, PyTorch's stream. A handle value reused by a later
+        # stream still denotes a valid stream, so caching by value is safe.
+        stream = _streams.setdefault(handle, core.Stream.from_handle(handle))
+    grid = tuple(grid) if not isinstance(grid, int) else (grid,)
+    config = core.LaunchConfig(grid=grid, block=block)
+    core.launch(stream, config, kernel, *args)

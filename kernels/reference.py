@@ -1,0 +1,99 @@
+"""Float64 references: the slow, obviously-correct twin of every operation.
+
+Each ``<name>_reference`` upcasts its inputs to float64 and returns float64
+results. References of in-place operations return new tensors instead of
+mutating their arguments. Tests compare both the CPU implementations
+(``cpu.py``) and the CUDA kernels (``cuda_ops.py``) against these.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _d(t: Tensor) -> Tensor:
+    return t.detach().to(torch.float64)
+
+
+def gram_reference(F: Tensor) -> Tensor:
+    F = _d(F)
+    return F @ F.transpose(1, 2)
+
+
+def style_loss_reference(G: Tensor, A: Tensor, loss_scale: float, grad_scale: float) -> tuple[Tensor, Tensor]:
+    diff = _d(G) - _d(A)
+    return loss_scale * (diff * diff).sum(dim=(1, 2)), grad_scale * diff
+
+
+def style_feature_grad_reference(D: Tensor, F: Tensor) -> Tensor:
+    return _d(D) @ _d(F)
+
+
+def content_loss_reference(F: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
+    diff = _d(F) - _d(P)
+    return 0.5 * (diff * diff).flatten(1).sum(dim=1), diff
+
+
+def tv_loss_reference(x: Tensor) -> tuple[Tensor, Tensor]:
+    # Written as explicit loops over the two difference directions, unlike the
+    # slicing in cpu.tv_loss, so the two are not the same code twice.
+    x = _d(x)
+    B, C, H, W = x.shape
+    loss = torch.zeros(B, dtype=torch.float64, device=x.device)
+    grad = torch.zeros_like(x)
+    for i in range(H - 1):
+        d = x[:, :, i + 1, :] - x[:, :, i, :]
+        loss += (d * d).sum(dim=(1, 2))
+        grad[:, :, i + 1, :] += 2 * d
+        grad[:, :, i, :] -= 2 * d
+    for j in range(W - 1):
+        d = x[:, :, :, j + 1] - x[:, :, :, j]
+        loss += (d * d).sum(dim=(1, 2))
+        grad[:, :, :, j + 1] += 2 * d
+        grad[:, :, :, j] -= 2 * d
+    return loss, grad
+
+
+def relu_backward_accumulate_reference(g_above: Tensor | None, g_loss: Tensor | None,
+                                       activation: Tensor) -> Tensor:
+    g = torch.zeros(activation.shape, dtype=torch.float64, device=activation.device)
+    if g_above is not None:
+        g = g + _d(g_above)
+    if g_loss is not None:
+        g = g + _d(g_loss)
+    return g * (_d(activation) > 0)
+
+
+def adam_step_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+                        step: int | float | Tensor, lr: float | Tensor,
+                        beta1: float, beta2: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (param, exp_avg, exp_avg_sq) after one step, textbook Adam in float64."""
+    step = float(step)
+    lr = float(lr)
+    g = _d(grad)
+    m = beta1 * _d(exp_avg) + (1 - beta1) * g
+    v = beta2 * _d(exp_avg_sq) + (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat_sqrt = v.sqrt() / math.sqrt(1 - beta2**step)
+    return _d(param) - lr * m_hat / (v_hat_sqrt + eps), m, v
+
+
+def lbfgs_dots_reference(V: Tensor, x: Tensor) -> Tensor:
+    return (_d(V) * _d(x)).sum(dim=1)
+
+
+def lbfgs_axpy_reference(y: Tensor, alpha: Tensor, x: Tensor) -> Tensor:
+    return _d(y) + _d(alpha) * _d(x)
+
+
+def normalize_reference(x: Tensor, mean, std) -> Tensor:
+    mean = torch.as_tensor(mean, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
+    return (_d(x) - mean) / std
+
+
+def clamp_reference(x: Tensor) -> Tensor:
+    return _d(x).clamp(0.0, 1.0)

@@ -1,0 +1,215 @@
+"""CUDA kernels against the float64 references (needs a GPU; skipped otherwise).
+
+Acceptance rule for every kernel: its max error against the float64 reference
+is at most 2x the max error of the plain PyTorch expression evaluated at the
+same precision on the same inputs, plus a tiny floor (a few float32 roundings
+of the result's scale) so that exact-on-both-sides cases (M = 1) do not
+compare 0 <= 0 * 2 on noise. Output buffers are NaN-poisoned before each
+launch so an element the kernel forgets to write shows up as an error.
+"""
+
+import math
+
+import pytest
+import torch
+
+import stylegrad.kernels as K
+from stylegrad.kernels import cuda_ops, registry
+from conftest import EPS32
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"),
+]
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+CS = [3, 64, 513]
+MS = [1, 97, 4097]
+
+
+def _err(x, ref):
+    return (x.double() - ref.double()).abs().max().item() if x.numel() else 0.0
+
+
+def _check(ours, plain, ref, what):
+    floor = 4 * EPS32 * max(ref.double().abs().max().item() if ref.numel() else 0.0, 1e-30)
+    e_ours, e_plain = _err(ours, ref), _err(plain, ref)
+    assert not torch.isnan(ours).any(), f"{what}: NaN in output (unwritten element?)"
+    assert e_ours <= 2 * e_plain + floor, f"{what}: error {e_ours:.3g} > 2 x torch's {e_plain:.3g} + {floor:.3g}"
+
+
+def _nan(shape, dtype=torch.float32):
+    return torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+
+
+@pytest.fixture
+def cgen():
+    return torch.Generator(device="cuda").manual_seed(4321)
+
+
+@pytest.mark.parametrize("variant", sorted(registry.VARIANTS["gram"]))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("C", CS)
+@pytest.mark.parametrize("M", MS)
+def test_gram(variant, dtype, B, C, M, cgen):
+    F = torch.randn(B, C, M, device="cuda", generator=cgen).to(dtype)
+    G = cuda_ops.gram(F, out=_nan((B, C, C)), variant=variant)
+    plain = torch.bmm(F, F.transpose(1, 2))
+    _check(G, plain, K.gram_reference(F), f"gram[{variant}] {dtype} B={B} C={C} M={M}")
+
+
+def test_gram_fp16_does_not_overflow():
+    F = torch.full((1, 4, 4097), 200.0, dtype=torch.float16, device="cuda")  # each entry 4097*4e4 >> 65504
+    G = cuda_ops.gram(F)
+    assert torch.isfinite(G).all() and torch.allclose(G, torch.full_like(G, 4097 * 40000.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("C", CS)
+@pytest.mark.parametrize("B,A_batch", [(1, 1), (3, 1), (3, 3)])
+def test_style_loss(C, B, A_batch, cgen):
+    G = torch.randn(B, C, C, device="cuda", generator=cgen)
+    A = torch.randn(A_batch, C, C, device="cuda", generator=cgen)
+    loss, D = cuda_ops.style_loss(G, A, 0.37, 1.9, loss_out=_nan((B,)), D_out=_nan((B, C, C)))
+    diff = G - A
+    loss_ref, D_ref = K.style_loss_reference(G, A, 0.37, 1.9)
+    _check(loss, 0.37 * (diff * diff).sum(dim=(1, 2)), loss_ref, f"style loss C={C}")
+    _check(D, 1.9 * diff, D_ref, f"style D C={C}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_style_feature_grad(dtype, cgen):
+    D = torch.randn(3, 64, 64, device="cuda", generator=cgen)
+    F = torch.randn(3, 64, 97, device="cuda", generator=cgen).to(dtype)
+    out = cuda_ops.style_feature_grad(D, F)
+    assert out.dtype == dtype
+    _check(out, torch.bmm(D.to(dtype), F), K.style_feature_grad_reference(D, F), "style feature grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("C,M", [(3, 1), (3, 4097), (64, 97), (513, 97), (64, 4097)])
+@pytest.mark.parametrize("P_batch_one", [True, False])
+def test_content_loss(dtype, B, C, M, P_batch_one, cgen):
+    F = torch.randn(B, C, M, device="cuda", generator=cgen).to(dtype)
+    P = torch.randn(1 if P_batch_one else B, C, M, device="cuda", generator=cgen).to(dtype)
+    loss, grad = cuda_ops.content_loss(F, P, loss_out=_nan((B,)), grad_out=_nan(F.shape, dtype))
+    loss_ref, grad_ref = K.content_loss_reference(F, P)
+    diff = F - P
+    _check(loss, 0.5 * (diff * diff).flatten(1).sum(1), loss_ref, f"content loss {dtype}")
+    _check(grad, diff, grad_ref, f"content grad {dtype}")
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (3, 3, 1, 9), (1, 3, 8, 1), (3, 3, 97, 41), (1, 64, 33, 31)])
+def test_tv_loss(shape, cgen):
+    x = torch.rand(shape, device="cuda", generator=cgen)
+    loss, grad = cuda_ops.tv_loss(x, loss_out=_nan((shape[0],)), grad_out=_nan(shape))
+    loss_plain, grad_plain = K.tv_loss(x)  # the CPU implementation is plain torch, run on the GPU
+    loss_ref, grad_ref = K.tv_loss_reference(x)
+    _check(loss, loss_plain, loss_ref, f"tv loss {shape}")
+    _check(grad, grad_plain, grad_ref, f"tv grad {shape}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("which", ["both", "above", "loss"])
+def test_relu_backward_accumulate(dtype, which, cgen):
+    shape = (3, 513, 97)
+    act = torch.randn(shape, device="cuda", generator=cgen).clamp_min(0).to(dtype)
+    ga = torch.randn(shape, device="cuda", generator=cgen).to(dtype) if which != "loss" else None
+    gl = torch.randn(shape, device="cuda", generator=cgen).to(dtype) if which != "above" else None
+    out = cuda_ops.relu_backward_accumulate(ga, gl, act, out=_nan(shape, dtype))
+    total = ga if gl is None else (gl if ga is None else ga + gl)
+    _check(out, total * (act > 0), K.relu_backward_accumulate_reference(ga, gl, act), f"relu bwd {dtype}")
+
+
+@pytest.mark.parametrize("step_on_device", [False, True])
+def test_adam_step(step_on_device, cgen):
+    n = 3 * 513 * 97
+    p, g = (torch.randn(n, device="cuda", generator=cgen) for _ in range(2))
+    m = torch.randn(n, device="cuda", generator=cgen) * 0.1
+    v = torch.rand(n, device="cuda", generator=cgen) * 0.01
+    args = (0.9, 0.999, 1e-8)
+    ref = K.adam_step_reference(p, g, m, v, 3, 0.01, *args)
+    plain = [t.clone() for t in (p, m, v)]
+    K.adam_step_(plain[0], g, plain[1], plain[2], 3, 0.01, *args)  # torch ops, same as torch.optim.Adam
+    step = torch.tensor(3.0, device="cuda") if step_on_device else 3
+    lr = torch.tensor(0.01, device="cuda") if step_on_device else 0.01
+    cuda_ops.adam_step_(p, g, m, v, step, lr, *args)
+    for ours, pl, r, name in zip((p, m, v), plain, ref, ("param", "exp_avg", "exp_avg_sq")):
+        _check(ours, pl, r, f"adam {name}")
+
+
+@pytest.mark.parametrize("K_hist,n", [(1, 1), (5, 97), (17, 3 * 512 * 512)])
+def test_lbfgs(K_hist, n, cgen):
+    V = torch.randn(K_hist, n, device="cuda", generator=cgen)
+    x = torch.randn(n, device="cuda", generator=cgen)
+    dots = cuda_ops.lbfgs_dots(V, x, out=_nan((K_hist,)))
+    _check(dots, V @ x, K.lbfgs_dots_reference(V, x), "lbfgs dots")
+    y = torch.randn(n, device="cuda", generator=cgen)
+    alpha = dots[K_hist - 1] / (n + 1)  # a 0-d view into device memory, never read on host
+    ref = K.lbfgs_axpy_reference(y, alpha, x)
+    plain = y + alpha * x
+    cuda_ops.lbfgs_axpy_(y, alpha, x)
+    _check(y, plain, ref, "lbfgs axpy")
+
+
+def test_normalize_and_clamp(cgen):
+    x = torch.rand(3, 3, 97, 41, device="cuda", generator=cgen) * 1.4 - 0.2
+    mean, std = torch.rand(3, device="cuda", generator=cgen), torch.rand(3, device="cuda", generator=cgen) + 0.1
+    out = cuda_ops.normalize(x, mean, std, out=_nan(x.shape))
+    _check(out, (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1), K.normalize_reference(x, mean, std), "normalize")
+    y = x.clone()
+    y[0, 0, 0, :3] = torch.tensor([float("nan"), -math.inf, math.inf], device="cuda")
+    expected = y.clamp(0, 1)
+    cuda_ops.clamp_(y)
+    assert torch.equal(y.isnan(), expected.isnan()) and torch.equal(y.nan_to_num(), expected.nan_to_num())
+
+
+def test_launchers_validate_arguments():
+    F = torch.randn(2, 8, 16, device="cuda")
+    with pytest.raises(ValueError, match="contiguous"):
+        cuda_ops.gram(F.transpose(1, 2))
+    with pytest.raises(TypeError, match="float32"):
+        cuda_ops.gram(F.to(torch.float64))
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        cuda_ops.style_loss(torch.zeros(2, 8, 8, device="cuda"), torch.zeros(1, 8, 8), 1.0, 1.0)
+    with pytest.raises(ValueError, match="out must be"):
+        cuda_ops.gram(F, out=torch.empty(2, 8, 8, dtype=torch.float16, device="cuda"))
+    with pytest.raises(TypeError, match="dtype"):
+        cuda_ops.content_loss(F, F.half())
+
+
+def test_adam_and_lbfgs_capture_in_cuda_graph(cgen):
+    n, k = 4099, 5
+    p, g, V, x, y = (torch.randn(*s, device="cuda", generator=cgen) for s in ((n,), (n,), (k, n), (n,), (n,)))
+    m, v = torch.zeros(n, device="cuda"), torch.zeros(n, device="cuda")
+    step, lr = torch.zeros((), device="cuda"), torch.tensor(0.01, device="cuda")
+    dots, alpha = torch.zeros(k, device="cuda"), torch.zeros((), device="cuda")
+    eager = [t.clone() for t in (p, m, v, y)]
+
+    def iteration(p, m, v, y, step):
+        step.add_(1)
+        cuda_ops.adam_step_(p, g, m, v, step, lr, 0.9, 0.999, 1e-8)
+        cuda_ops.lbfgs_dots(V, x, out=dots)
+        torch.mul(dots[1], -1e-3, out=alpha)
+        cuda_ops.lbfgs_axpy_(y, alpha, x)
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up: compile and load modules outside the capture
+        iteration(*[t.clone() for t in (p, m, v, y)], torch.zeros((), device="cuda"))
+    torch.cuda.current_stream().wait_stream(side)
+
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        iteration(p, m, v, y, step)
+    eager_step = torch.zeros((), device="cuda")
+    for _ in range(3):
+        graph.replay()
+        iteration(*eager, eager_step)
+    torch.cuda.synchronize()
+    assert step.item() == 3.0
+    for got, want, name in zip((p, m, v), eager[:3], ("param", "exp_avg", "exp_avg_sq")):
+        assert torch.equal(got, want), name  # same deterministic kernel, same inputs
+    # y depends on dots, whose atomics may sum in another order: a few ulps.
+    torch.testing.assert_close(y, eager[3], rtol=1e-5, atol=1e-6)

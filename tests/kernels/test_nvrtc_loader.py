@@ -1,0 +1,123 @@
+"""NVRTC compilation of every kernel (no GPU needed) and the loader's disk cache."""
+
+import pytest
+import torch
+
+import stylegrad.kernels as K
+from stylegrad.kernels import loader, registry
+
+try:  # CI installs these through the project's `test` extra; see pyproject.
+    loader.nvrtc_version()
+    HAVE_NVRTC, WHY = True, ""
+except K.KernelUnavailableError as exc:
+    HAVE_NVRTC, WHY = False, str(exc)
+needs_nvrtc = pytest.mark.skipif(not HAVE_NVRTC, reason=f"cuda.core / NVRTC not importable: {WHY}")
+
+
+@needs_nvrtc
+def test_every_kernel_compiles_clean_for_sm80_and_sm90():
+    results = K.check_all(["sm_80", "sm_90"])
+    assert {(r.kernel, r.arch) for r in results} == {(k, a) for k in registry.SOURCES for a in ("sm_80", "sm_90")}
+    failed = [r for r in results if not r.ok]
+    assert not failed, K.format_check_table(results)
+
+
+@needs_nvrtc
+def test_check_reports_warnings_as_failures(tmp_path, monkeypatch):
+    # A source with an unused variable must fail the check, proving the
+    # warnings-are-failures rule is live (not just that our sources are clean).
+    monkeypatch.setattr(loader, "read_source",
+                        lambda name: 'extern "C" __global__ void clamp_f32(float* x, long long n) { int unused = 1; }')
+    monkeypatch.setattr(registry, "SOURCES", {"clamp": registry.SOURCES["clamp"]})
+    import stylegrad.kernels.check as check
+
+    monkeypatch.setattr(check, "SOURCES", registry.SOURCES)
+    (result,) = check.check_all(["sm_80"])
+    assert not result.ok and "unused" in result.message
+    assert "FAIL" in K.format_check_table([result])
+
+
+@needs_nvrtc
+def test_check_reports_missing_entry_points(monkeypatch):
+    import stylegrad.kernels.check as check
+
+    monkeypatch.setattr(loader, "read_source", lambda name: 'extern "C" __global__ void other(float* x) { x[0] = 1.0f; }')
+    monkeypatch.setattr(check, "SOURCES", {"clamp": registry.SOURCES["clamp"]})
+    (result,) = check.check_all(["sm_90"])
+    assert not result.ok and "clamp_f32" in result.message
+
+
+@needs_nvrtc
+def test_compile_error_is_reported(monkeypatch):
+    monkeypatch.setattr(loader, "read_source", lambda name: "this is not C++")
+    with pytest.raises(K.KernelCompileError, match="clamp"):
+        loader.compile_source("clamp", "sm_80")
+
+
+@needs_nvrtc
+def test_disk_cache_roundtrip(tmp_path, monkeypatch):
+    monkeypatch.setenv(loader.CACHE_ENV, str(tmp_path))
+    first = loader.cached_cubin("clamp", "sm_80")
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].read_bytes() == first and files[0].suffix == ".cubin"
+    assert "sm_80" in files[0].name and "nvrtc" in files[0].name
+
+    def no_compile(*args):
+        raise AssertionError("cache hit expected, but the loader compiled")
+
+    monkeypatch.setattr(loader, "compile_source", no_compile)
+    assert loader.cached_cubin("clamp", "sm_80") == first
+    # A different arch or a changed source is a different key -> compiles.
+    with pytest.raises(AssertionError, match="cache hit expected"):
+        loader.cached_cubin("clamp", "sm_90")
+    real_read = loader.read_source
+    monkeypatch.setattr(loader, "read_source", lambda name: real_read(name) + "\n// edited\n")
+    with pytest.raises(AssertionError, match="cache hit expected"):
+        loader.cached_cubin("clamp", "sm_80")
+
+
+@needs_nvrtc
+def test_empty_cache_file_is_recompiled(tmp_path, monkeypatch):
+    monkeypatch.setenv(loader.CACHE_ENV, str(tmp_path))
+    path = loader.cache_path("clamp", "sm_80")
+    path.write_bytes(b"")  # e.g. left by a crash of a non-atomic writer
+    assert len(loader.cached_cubin("clamp", "sm_80")) > 0
+    assert path.stat().st_size > 0
+    assert not list(tmp_path.glob("*.tmp"))  # the temp file was renamed, not left behind
+
+
+def test_registry_symbols():
+    assert registry.symbol("gram", "bf16") == ("gram", f"gram_{registry.PROMOTED['gram']}_bf16")
+    assert registry.symbol("gram", "f32", "naive") == ("gram", "gram_naive_f32")
+    assert registry.symbol("lbfgs_axpy", "f32") == ("lbfgs", "lbfgs_axpy_f32")
+    with pytest.raises(ValueError, match="unknown gram variant"):
+        registry.symbol("gram", "f32", "fastest")
+    for op, variants in registry.VARIANTS.items():
+        assert registry.PROMOTED[op] in variants
+        for source, prefix in variants.values():
+            assert all(f"{prefix}_{s}" in registry.SOURCES[source].entry_points for s in registry.DTYPE_SUFFIXES)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU error path")
+def test_cuda_launcher_without_gpu_raises_clear_error():
+    with pytest.raises(K.KernelUnavailableError, match="CUDA"):
+        K.cuda_ops.gram(torch.zeros(1, 3, 4))
+    with pytest.raises(K.KernelUnavailableError):
+        K.cuda_ops.clamp_(torch.zeros(3))
+    with pytest.raises(K.KernelUnavailableError):
+        loader.get_kernel("clamp", "clamp_f32", "cuda")
+
+
+def test_import_and_cpu_ops_work_without_cuda_python():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['cuda'] = None; sys.modules['cuda.core'] = None\n"
+        "import torch, stylegrad.kernels as K\n"
+        "assert K.gram(torch.ones(1, 2, 3)).sum() == 12\n"
+        "try:\n    K.loader.nvrtc_version()\nexcept K.KernelUnavailableError as e:\n    print('unavailable:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("unavailable: cuda-python") and out.stdout.count("\n") == 1

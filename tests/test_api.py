@@ -1,0 +1,152 @@
+"""The Python API: Stylizer reuse, input/output types, callbacks, reconstructions, options."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import stylegrad
+from stylegrad import Progress, StyleConfig, Stylizer, stylize
+from stylegrad.errors import ConfigError
+
+SMALL = dict(weights="random", backend="reference", size=24, iters=8)
+
+
+def _imgs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(3, 20, 24, generator=g), torch.rand(3, 30, 26, generator=g)
+
+
+def test_config_is_frozen_and_validated():
+    c = StyleConfig()
+    with pytest.raises(Exception):
+        c.size = 3
+    assert c.replace(size=64).size == 64 and c.size == 512
+    with pytest.raises(ConfigError, match="unknown option"):
+        c.replace(colour=1)
+    with pytest.raises(ConfigError, match="layer weight"):
+        StyleConfig(style_layers=("relu1_1",), style_layer_weights=(1.0, 2.0))
+    with pytest.raises(ConfigError, match="--optimizer"):
+        StyleConfig(optimizer="sgd")
+
+
+def test_stylize_returns_the_input_type():
+    c, s = _imgs()
+    out_t = stylize(c, s, **SMALL)
+    assert isinstance(out_t, torch.Tensor) and out_t.shape == (3, 20, 24)
+    pil = Image.fromarray((c.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    out_p = stylize(pil, [s], **SMALL)
+    assert isinstance(out_p, Image.Image) and out_p.size == (24, 20)
+    out_n = stylize(np.asarray(pil), s, **SMALL)
+    assert isinstance(out_n, np.ndarray) and out_n.dtype == np.uint8 and out_n.shape == (20, 24, 3)
+
+
+def test_callback_and_history():
+    c, s = _imgs(1)
+    seen = []
+    r = Stylizer(StyleConfig(**SMALL)).run(c, [s], callback=seen.append, name="photo")
+    assert [p.iter for p in seen] == list(range(9)) and all(isinstance(p, Progress) for p in seen)
+    assert seen[0].image == "photo" and seen[-1].snapshot is not None and seen[3].snapshot is None
+    assert r.history == seen and r.final_loss < seen[0].loss
+    assert torch.allclose(seen[-1].snapshot, r.image)
+
+
+def test_stylizer_is_reusable_and_caches_style_targets(monkeypatch):
+    c, s = _imgs(2)
+    st = Stylizer(StyleConfig(**SMALL))
+    st.set_styles([s])
+    calls = []
+    real = st.backend.features
+    monkeypatch.setattr(st.backend, "features", lambda img, layers: calls.append(tuple(img.shape)) or real(img, layers))
+    a = st.run(c)
+    n_first = len(calls)
+    b = st.run(c.flip(-1))
+    # second image of the same size: only the probe and the content features, no style forward
+    assert len(calls) - n_first == n_first - 1
+    assert a.image.shape == b.image.shape
+
+
+def test_content_only_reconstruction_from_noise():
+    """The paper's Fig. 1 content reconstruction: style weight 0, white-noise init."""
+    c, s = _imgs(3)
+    cfg = StyleConfig(weights="random", backend="reference", size=24, iters=40, style_weight=0.0, init="noise",
+                      content_layers=("relu2_1",))
+    r = Stylizer(cfg).run(c, [s])
+    assert r.history[-1].style == 0.0
+    assert r.final_loss < 0.05 * r.history[0].loss
+    noise = torch.rand(c.shape, generator=torch.Generator().manual_seed(0))
+    assert (r.image - c).abs().mean() < (noise - c).abs().mean()   # moved toward the photo
+
+
+def test_style_only_reconstruction_from_noise():
+    c, s = _imgs(4)
+    cfg = StyleConfig(weights="random", backend="reference", size=24, iters=30, content_weight=0.0, init="noise",
+                      style_layers=("relu1_1", "relu2_1"))
+    r = Stylizer(cfg).run(c, [s])
+    assert r.history[-1].content == 0.0 and r.final_loss < 0.05 * r.history[0].loss
+
+
+def test_blend_weights_interpolate_targets():
+    c, s1 = _imgs(5)
+    s2 = torch.rand(3, 30, 26, generator=torch.Generator().manual_seed(9))
+    cfg = StyleConfig(**SMALL)
+    st = Stylizer(cfg.replace(style_blend_weights=(3.0, 1.0)))
+    st.set_styles([s1, s2])
+    tb = st.prepare(c)[1].style
+    st2 = Stylizer(cfg)
+    st2.set_styles([s2])
+    t2 = st2.prepare(c)[1].style
+    st1 = Stylizer(cfg)
+    st1.set_styles([s1])
+    t1 = st1.prepare(c)[1].style
+    for l in cfg.style_layers:
+        if l in tb:
+            assert torch.allclose(tb[l], 0.75 * t1[l] + 0.25 * t2[l], rtol=1e-5, atol=1e-6)
+
+
+def test_style_scale_and_gram_rescaling(monkeypatch):
+    """The painting is resized to content size * style scale; its Gram is rescaled by M / M_s."""
+    from stylegrad import losses
+    from stylegrad.targets import style_targets
+
+    seen = []
+
+    def fake_features(img, layers):          # 2 channels of ones at the image's resolution
+        seen.append(tuple(img.shape[-2:]))
+        return {"relu1_1": torch.ones(1, 2, *img.shape[-2:])}
+
+    style = torch.rand(1, 3, 10, 6)
+    A = style_targets(fake_features, losses.gram, [style], [1.0], ["relu1_1"], {"relu1_1": 15})
+    # G_s = M_s * ones(2,2) with M_s = 60; rescaled to M = 15 -> 15 * ones
+    assert torch.allclose(A["relu1_1"], torch.full((1, 2, 2), 15.0))
+
+    c = torch.rand(3, 32, 24)
+    st = Stylizer(StyleConfig(weights="random", backend="reference", size=32, style_scale=0.5))
+    st.set_styles([torch.rand(3, 40, 40)])
+    monkeypatch.setattr(st.backend, "features", lambda img, layers: seen.append(tuple(img.shape[-2:]))
+                        or {l: torch.ones(1, 4, 2, 2) for l in layers})
+    seen.clear()
+    st.prepare(c)
+    assert (16, 16) in seen                  # longest side 32 * 0.5
+
+
+def test_tiny_and_odd_sizes_and_adam_and_init_path(tmp_path):
+    c, s = _imgs(7)
+    for size in (1, 2, 7, 17):
+        r = Stylizer(StyleConfig(**{**SMALL, "size": size, "iters": 3})).run(c, [s])
+        assert max(r.image.shape[-2:]) == size and torch.isfinite(r.image).all()
+    r = Stylizer(StyleConfig(**{**SMALL, "optimizer": "adam", "iters": 15})).run(c, [s])
+    assert r.final_loss < r.history[0].loss
+    p = tmp_path / "init.png"
+    Image.fromarray(np.full((5, 5, 3), 128, np.uint8)).save(p)
+    r = Stylizer(StyleConfig(**{**SMALL, "init": str(p), "iters": 0})).run(c, [s])
+    assert torch.allclose(r.image, torch.full_like(r.image, 128 / 255), atol=1e-6)
+
+
+def test_batch_reports_per_image():
+    c, s = _imgs(8)
+    st = Stylizer(StyleConfig(**SMALL))
+    st.set_styles([s])
+    res = st.run_batch([c, c.flip(-1), c.flip(-2)], names=["a", "b", "c"])
+    assert [r.history[0].image for r in res] == ["a", "b", "c"]
+    assert all(r.final_loss < r.history[0].loss for r in res)
+    assert stylegrad.__version__
