@@ -202,8 +202,12 @@ def max_pool_backward(g: torch.Tensor, winner: torch.Tensor, like: torch.Tensor)
     return _pad_to(up, like)
 
 
-def conv_backward(g: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return F.conv_transpose2d(g, weight, padding=1)
+def conv_backward(g: torch.Tensor, weight: torch.Tensor, mode: str = CONV_BACKWARD) -> torch.Tensor:
+    """Gradient w.r.t. a 3x3/stride-1/pad-1 conv's input: the transposed convolution, or
+    equivalently a convolution with the kernel flipped and in/out channels swapped."""
+    if mode == "conv_transpose2d":
+        return F.conv_transpose2d(g, weight, padding=1)
+    return F.conv2d(g, weight.transpose(0, 1).flip(2, 3), padding=1)
 
 
 def _mask_backward(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -227,7 +231,8 @@ def _pool_input_like(plan: BackwardPlan, i: int, feats: Dict[str, torch.Tensor],
 
 
 def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
-             saved: Dict[str, torch.Tensor], feature_grads: Dict[str, torch.Tensor]) -> torch.Tensor:
+             saved: Dict[str, torch.Tensor], feature_grads: Dict[str, torch.Tensor],
+             conv_mode: str = CONV_BACKWARD) -> torch.Tensor:
     """d loss / d image (N, 3, H, W) from d loss / d feature at some of the plan's loss layers.
 
     ``feats`` must hold the plan's ReLU loss layers that the forward reached (the backward reads
@@ -259,7 +264,7 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
                 g = _mask_backward(g, saved[mask_key(spec.name)])
             # else: followed by a max pool, whose winner code already applied the mask
         elif spec.kind == "conv":
-            g = conv_backward(g, vgg.convs[spec.name].weight)
+            g = conv_backward(g, vgg.convs[spec.name].weight, conv_mode)
         else:
             like = _pool_input_like(plan, i, feats, saved)
             if plan.pool == "max":

@@ -102,9 +102,10 @@ class ForwardGraph(nn.Module):
 
 
 class BackwardGraph(nn.Module):
-    def __init__(self, vgg: VGG, plan: bw.BackwardPlan):
+    def __init__(self, vgg: VGG, plan: bw.BackwardPlan, conv_mode: str = bw.CONV_BACKWARD):
         super().__init__()
         self.plan = plan
+        self.conv_mode = conv_mode
         self.weights = _Weights(vgg, plan, with_bias=False)   # the backward needs no bias
 
     @property
@@ -118,7 +119,7 @@ class BackwardGraph(nn.Module):
         feats = dict(zip(p.activation_layers, inputs[:na]))
         saved = dict(zip(p.saved_keys, inputs[na:na + ns]))
         grads = dict(zip(p.loss_layers, inputs[na + ns:]))
-        return bw.backward(self.weights.vgg(), p, feats, saved, grads)
+        return bw.backward(self.weights.vgg(), p, feats, saved, grads, self.conv_mode)
 
 
 def example_image(plan: bw.BackwardPlan, batch: int = 1) -> torch.Tensor:
@@ -138,11 +139,11 @@ def _dynamic_axes(names: Sequence[str], specs: Dict[str, dict]) -> Dict[str, Dic
 
 
 def export_graphs(vgg: VGG, plan: bw.BackwardPlan, forward_path: str, backward_path: str,
-                  opset: int = 17) -> None:
+                  opset: int = 17, conv_mode: str = bw.CONV_BACKWARD) -> None:
     """Trace and write both graphs (plain writes: callers make them atomic)."""
     specs = tensor_specs(plan)
     fwd = ForwardGraph(vgg, plan).eval()
-    bwd = BackwardGraph(vgg, plan).eval()
+    bwd = BackwardGraph(vgg, plan, conv_mode).eval()
     image = example_image(plan)
     with torch.no_grad():
         outs = fwd(image)
