@@ -25,6 +25,7 @@ from . import images as imgs
 from .backends.base import PhaseTimer
 from .config import StyleConfig
 from .errors import ConfigError
+from .flops import iteration_cost
 from .optimize import optimize
 from .stylizer import Stylizer, parse_device
 from .weights import load_vgg
@@ -112,16 +113,45 @@ def run_bench(backends: Sequence[str], size: int, batch: int, iters: int, repeat
         for prec in (("fp32",) if name != "cuda" else precisions):
             results.append(bench_one(name, prec, c, s, vgg, size, batch, iters, repeat, warmup, dev))
     ref = results[0]
+    h, w = imgs.scaled_size(c.shape[-2], c.shape[-1], size)
+    cfg = StyleConfig()
+    cost = iteration_cost(model, cfg.content_layers, cfg.style_layers, h, w, batch)
+    peak = measured_matmul_tflops(dev) if dev.type == "cuda" else None
     for r in results:
         r["loss_rel_diff_vs_reference"] = abs(r["final_loss"] - ref["final_loss"]) / max(abs(ref["final_loss"]), 1e-30)
         r["speedup_vs_reference"] = ref["ms_per_iter"] / r["ms_per_iter"]
+        r["iters_per_s"] = 1e3 / r["ms_per_iter"]
+        r["images_per_hour_500_iters"] = 3600e3 / (r["ms_per_iter"] * 500) * batch
+        r["tflops_achieved"] = cost["total_flops"] / (r["ms_per_iter"] * 1e-3) / 1e12
+        if peak is not None:
+            r["fraction_of_measured_bf16_matmul"] = r["tflops_achieved"] / peak
     dev_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {
         "device": dev_name, "size": size, "batch": batch, "iters": iters, "repeat": repeat, "warmup": warmup,
         "weights": weights, "model": model, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "command": command, "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "height": h, "width": w, "flops_per_iter": cost["total_flops"], "flops_counted": cost,
+        "measured_bf16_matmul_tflops": peak,
         "results": results,
     }
+
+
+def measured_matmul_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> float:
+    """The device's bf16 matrix-product rate, measured now (CUDA events, median of ``reps``)."""
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        a @ b
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1))
+    return 2.0 * n ** 3 / (statistics.median(times) * 1e-3) / 1e12
 
 
 def _cpu_name() -> str:
@@ -138,10 +168,17 @@ def format_table(report: dict) -> str:
     phases = ["forward", "losses", "backward", "optimizer_and_overhead"]
     head = (f"{'backend':12s} {'prec':5s} {'ms/iter':>9s} {'min':>9s} {'speedup':>8s} {'loss rel diff':>13s} "
             f"{'peak MB':>8s}  " + " ".join(f"{p[:9]:>9s}" for p in phases))
-    lines = [f"device {report['device']}, size {report['size']}, batch {report['batch']}, "
-             f"iters {report['iters']} x {report['repeat']} repeats, commit {report['commit']}", head]
+    lines = [f"device {report['device']}, {report['width']}x{report['height']}, batch {report['batch']}, "
+             f"iters {report['iters']} x {report['repeat']} repeats, commit {report['commit']}, "
+             f"{report['flops_per_iter'] / 1e9:.1f} GFLOP/iter (counted)", head]
     for r in report["results"]:
         lines.append(f"{r['backend']:12s} {r['precision']:5s} {r['ms_per_iter']:9.2f} {r['ms_min']:9.2f} "
                      f"{r['speedup_vs_reference']:7.2f}x {r['loss_rel_diff_vs_reference']:13.2e} {r['peak_mem_mb']:8.0f}  "
                      + " ".join(f"{r['phases_ms'].get(p, 0.0):9.2f}" for p in phases))
+    for r in report["results"]:
+        frac = r.get("fraction_of_measured_bf16_matmul")
+        lines.append(f"  {r['backend']}/{r['precision']}: {r['iters_per_s']:.1f} it/s, "
+                     f"{r['images_per_hour_500_iters']:.1f} images/h at 500 iters, {r['tflops_achieved']:.3f} TFLOP/s"
+                     + (f" = {100 * frac:.1f}% of measured bf16 matmul ({report['measured_bf16_matmul_tflops']:.0f} TFLOP/s)"
+                        if frac is not None else ""))
     return "\n".join(lines)

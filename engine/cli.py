@@ -93,7 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=_default("seed"))
     s.add_argument("--save-every", type=int, default=_default("save_every"), metavar="N",
                    help="also write OUT_stem.iterNNNN.ext every N iterations")
-    s.add_argument("--json", action="store_true", help="one JSON object per iteration on stdout")
+    s.add_argument("--print-every", type=int, default=_default("print_every"), metavar="N",
+                   help="report the loss every N iterations (default %(default)s)")
+    s.add_argument("--batch-size", type=int, default=_default("batch_size"), metavar="B",
+                   help="optimise up to B content images of one size together (default %(default)s)")
+    s.add_argument("--json", action="store_true", help="one JSON object per reported iteration on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bar or notes")
 
     i = sub.add_parser("info", help="devices, ONNX Runtime providers, TensorRT/cuda-python, weights cache")

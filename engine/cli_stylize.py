@@ -67,6 +67,7 @@ def config_from_args(args) -> StyleConfig:
         style_blend_weights=args.style_blend_weights, style_scale=args.style_scale, init=args.init,
         pool=args.pool, model=args.model, weights=args.weights, device=args.device,
         backend=args.backend, precision=args.precision, seed=args.seed, save_every=args.save_every,
+        print_every=args.print_every, batch_size=args.batch_size,
     )
 
 
@@ -107,29 +108,64 @@ def cmd_stylize(args) -> int:
         note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
 
     failed = 0
+
+    def fail(name: str, e: BaseException) -> None:
+        nonlocal failed
+        failed += 1
+        msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"image": name, "status": "error", "error": msg}), flush=True)
+
+    # Read every content image first: one that cannot be read fails alone.
+    loaded = []
     for content, out in zip(contents, outputs):
-        name = str(content)
+        try:
+            loaded.append((str(content), out, imgs.resize_longest(imgs.load_image(content), config.size)))
+        except Exception as e:
+            fail(str(content), e)
+    # Group by size (a batch needs one size), keep the given order inside each group.
+    groups: dict = {}
+    for item in loaded:
+        groups.setdefault(tuple(item[2].shape), []).append(item)
+    batches = [g[i:i + config.batch_size] for g in groups.values() for i in range(0, len(g), config.batch_size)]
+
+    for batch in batches:
+        names = [b[0] for b in batch]
+        outs = {b[0]: b[1] for b in batch}
         bar = None
         if show_bar:
             from tqdm import tqdm
-            bar = tqdm(total=config.iters, desc=content.name, file=sys.stderr, leave=False)
+            desc = Path(names[0]).name + (f" +{len(names) - 1}" if len(names) > 1 else "")
+            bar = tqdm(total=config.iters, desc=desc, file=sys.stderr, leave=False)
 
         def on_progress(p: Progress) -> None:
             if args.json:
                 print(json.dumps({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
                                   "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
-            if bar is not None and p.iter > 0:
-                bar.update(1)
+            if bar is not None and p.image == names[0] and p.iter > 0:
+                bar.update(p.iter - bar.n)
                 bar.set_postfix(loss=f"{p.loss:.4g}")
             if p.snapshot is not None and p.iter < config.iters:
-                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter))
+                imgs.save_image(p.snapshot, _snapshot_path(outs[p.image], p.iter))
 
         try:
-            img = imgs.load_image(content)
-            result = stylizer.run(img, callback=on_progress, name=name)
-            imgs.save_image(result.image, out)
+            results = stylizer.run_batch([b[2] for b in batch], callback=on_progress, names=names)
+        except Exception as e:  # the whole batch failed; other batches go on
             if bar is not None:
                 bar.close()
+            for n in names:
+                fail(n, e)
+            continue
+        if bar is not None:
+            bar.close()
+        for name, result in zip(names, results):
+            out = outs[name]
+            try:
+                imgs.save_image(result.image, out)
+            except Exception as e:  # one image failing to write must not lose the others
+                fail(name, e)
+                continue
             summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
                        "loss": result.final_loss, "initial_loss": result.history[0].loss,
                        "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
@@ -139,13 +175,5 @@ def cmd_stylize(args) -> int:
             elif not args.quiet:
                 print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
                       f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)
-        except Exception as e:  # one image failing must not lose the others
-            if bar is not None:
-                bar.close()
-            failed += 1
-            msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-            print(f"stylegrad: error: {content}: {msg}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"image": name, "status": "error", "error": msg}), flush=True)
     stylizer.close()
     return 1 if failed else 0

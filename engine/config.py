@@ -53,6 +53,8 @@ class StyleConfig:
     precision: str = "fp32"
     seed: int = 0
     save_every: int = 0                  # 0: only the final image
+    print_every: int = 1                 # report losses every N iterations (and the first and last)
+    batch_size: int = 1                  # CLI: content images of one size optimised together
 
     def __post_init__(self) -> None:
         self.validate()
@@ -99,6 +101,8 @@ class StyleConfig:
         need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.style_scale > 0, f"--style-scale must be > 0, got {self.style_scale!r}")
         need(self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every!r}")
+        need(isinstance(self.print_every, int) and self.print_every >= 1, f"--print-every must be >= 1, got {self.print_every!r}")
+        need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size!r}")
         need(isinstance(self.seed, int), f"--seed must be an integer, got {self.seed!r}")
         known = set(layer_names(self.model))
         for kind, layers, weights in (

@@ -184,6 +184,8 @@ class Stylizer:
             return cfg.save_every > 0 and i > 0 and i % cfg.save_every == 0
 
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
+            if i % cfg.print_every != 0 and i != cfg.iters and x is None:
+                return
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
             for b in range(len(tensors)):
                 snap = x[b].clamp(0, 1).cpu() if x is not None else None

@@ -145,3 +145,24 @@ def test_info_runs(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert "onnxruntime_providers" in info and "weights_cache" in info and info["backends"]["reference@cpu"] == "yes"
+
+
+def test_batch_size_groups_by_size_and_print_every(tmp_path, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, (w, h) in enumerate([(16, 12), (12, 16), (16, 12), (16, 12)]):
+        write_image(d / f"{i}.png", w, h, seed=i)
+    s = write_image(tmp_path / "s.png", 16, 16, seed=9)
+    out = tmp_path / "out"
+    rc = main(["stylize", str(d), "--style", str(s), "--out-dir", str(out), "--size", "16", "--iters", "4",
+               "--batch-size", "2", "--print-every", "2", "--json"] + FAST)
+    assert rc == 0
+    lines = _json_lines(capsys.readouterr().out)
+    assert sorted(os.listdir(out)) == ["0.png", "1.png", "2.png", "3.png"]
+    per_image = {}
+    for l in lines:
+        if "iter" in l:
+            per_image.setdefault(l["image"].rsplit("/", 1)[1], []).append(l["iter"])
+    assert all(v == [0, 2, 4] for v in per_image.values()) and len(per_image) == 4
+    with Image.open(out / "1.png") as im:
+        assert im.size == (12, 16)
