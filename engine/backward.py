@@ -13,9 +13,10 @@ Walking down from the deepest loss layer, each layer's backward step is:
            the step is ``kernels.relu_backward_accumulate(g_above, g_loss, a)`` with ``a`` the
            layer's feature, which the losses hold anyway.
 ``conv``   transposed convolution with the same weights (3x3, stride 1, pad 1: output size =
-           input size, so no output_padding question). No weight gradient, so no input saved.
-           (F.conv_transpose2d and F.conv2d with flipped, transposed weights measured within
-           noise of each other on CPU; see ``CONV_BACKWARD`` below.)
+           input size, so no output_padding question), or equivalently a convolution with the
+           kernel flipped and in/out channels swapped; ``conv_mode`` picks one (measured:
+           ``CONV_BACKWARD`` below, ``stylegrad.export.onnx_graphs.EXPORT_CONV_BACKWARD``).
+           No weight gradient, so no input saved.
 ``pool``   avg: each output gradient / 4 to its 2x2 window. max: the whole gradient to the
            window's first maximum in row-major order (torch's tie rule). Floor mode: the
            row/column a pool drops on an odd side gets gradient 0 (zero padding).
@@ -39,14 +40,19 @@ relu4_1, relu5_1), from the rules above (block b has 1/4**(b-1) of the pixels):
   max pooling: masks relu3_2, relu3_3 2*256/16 + relu4_3 512/64 = 40, winners pool1..pool4
                64/4 + 128/16 + 256/64 + 512/256 = 30; total 70 bytes per input pixel
 
-(autograd keeps every ReLU output as float32 plus max-pool int64 indices: measured 1488 bytes per
-pixel with avg pooling and the same layers, see ``tests/test_backward.py``). Masks could be
-bit-packed for another 8x, at the cost of unpacking in the backward; not done.
-``saved_bytes`` measures a concrete saved state; the test checks it against these numbers.
+The loss-layer features themselves (520 bytes per pixel with these layers) are held by every
+backend. Autograd, for the same forward, saves 1292 (avg) / 1532 (max) bytes per pixel
+(measured with saved_tensors_hooks, torch 2.13: float32 ReLU outputs, max-pool int64 indices),
+i.e. 772 / 1012 beyond those features against our 160 / 70. ``saved_bytes`` measures a saved
+state; ``tests/test_backward.py`` checks both numbers on a 256x256 image. Masks could be
+bit-packed for another 8x at the cost of unpacking in the backward; not done.
+
+This is the exact gradient of the paper's objective: nothing here departs from the paper (which
+does not say how ties in max pooling break; we follow torch).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -54,9 +60,11 @@ import torch.nn.functional as F
 
 from .vgg import IMAGENET_STD, VGG, LayerSpec, layer_names, normalize, pool2x2, pool_fits
 
-# Measured (bench in the report of issue 3): conv_transpose2d vs conv2d with flipped weights were
-# within run-to-run noise on a 2-core CPU; conv_transpose2d needs no weight copy.
+# Eager torch on CPU: conv_transpose2d and conv2d with flipped weights measured within
+# run-to-run noise of each other (VGG19 backward at 256x256, 2 cores, torch 2.13);
+# conv_transpose2d needs no flipped copy of the weights.
 CONV_BACKWARD = "conv_transpose2d"
+CONV_MODES = ("conv_transpose2d", "conv2d")
 
 NO_WINNER = 4  # max-pool winner code: window maximum is 0, no gradient flows
 
@@ -96,10 +104,6 @@ class BackwardPlan:
         """Loss layers whose feature the backward reads (ReLU loss layers: their mask)."""
         kinds = {s.name: s.kind for s in self.specs}
         return tuple(l for l in self.loss_layers if kinds[l] == "relu")
-
-    def truncated(self, present: Sequence[str]) -> "BackwardPlan":
-        """The plan for the loss layers an image actually reaches."""
-        return make_plan(self.model, self.pool, [l for l in self.loss_layers if l in set(present)])
 
 
 def make_plan(model: str, pool: str, loss_layers: Sequence[str]) -> BackwardPlan:
@@ -202,12 +206,21 @@ def max_pool_backward(g: torch.Tensor, winner: torch.Tensor, like: torch.Tensor)
     return _pad_to(up, like)
 
 
-def conv_backward(g: torch.Tensor, weight: torch.Tensor, mode: str = CONV_BACKWARD) -> torch.Tensor:
+def flip_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(Cout, Cin, 3, 3) -> (Cin, Cout, 3, 3) flipped: conv2d with it = conv_transpose2d."""
+    return weight.transpose(0, 1).flip(2, 3).contiguous()
+
+
+def conv_backward(g: torch.Tensor, weight: torch.Tensor, mode: str = CONV_BACKWARD,
+                  flipped: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Gradient w.r.t. a 3x3/stride-1/pad-1 conv's input: the transposed convolution, or
-    equivalently a convolution with the kernel flipped and in/out channels swapped."""
+    equivalently a convolution with the kernel flipped and in/out channels swapped
+    (``flipped``: precomputed :func:`flip_weight`, e.g. an exported graph's initializer)."""
     if mode == "conv_transpose2d":
         return F.conv_transpose2d(g, weight, padding=1)
-    return F.conv2d(g, weight.transpose(0, 1).flip(2, 3), padding=1)
+    if mode == "conv2d":
+        return F.conv2d(g, flipped if flipped is not None else flip_weight(weight), padding=1)
+    raise ValueError(f"conv_mode must be one of {CONV_MODES}, got {mode!r}")
 
 
 def _mask_backward(g: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -232,12 +245,18 @@ def _pool_input_like(plan: BackwardPlan, i: int, feats: Dict[str, torch.Tensor],
 
 def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
              saved: Dict[str, torch.Tensor], feature_grads: Dict[str, torch.Tensor],
-             conv_mode: str = CONV_BACKWARD) -> torch.Tensor:
+             conv_mode: str = CONV_BACKWARD,
+             flipped: Optional[Dict[str, torch.Tensor]] = None, ops=None) -> torch.Tensor:
     """d loss / d image (N, 3, H, W) from d loss / d feature at some of the plan's loss layers.
 
     ``feats`` must hold the plan's ReLU loss layers that the forward reached (the backward reads
     their masks from them); ``feature_grads`` may omit layers (they contribute nothing).
+    ``conv_mode`` / ``flipped``: see :func:`conv_backward` (``flipped`` maps conv names to
+    precomputed flipped weights). ``ops``: where ``relu_backward_accumulate`` comes from
+    (default ``stylegrad.kernels``; the CUDA backend passes its kernels).
     """
+    if ops is None:
+        from stylegrad import kernels as ops
     names = [s.name for s in plan.specs]
     stray = [l for l in feature_grads if l not in plan.loss_layers]
     if stray:
@@ -251,9 +270,7 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
         spec = plan.specs[i]
         g_loss = feature_grads.get(spec.name)
         if spec.kind == "relu" and spec.name in plan.loss_layers:
-            from stylegrad import kernels
-
-            g = kernels.relu_backward_accumulate(g, g_loss, feats[spec.name])
+            g = ops.relu_backward_accumulate(g, g_loss, feats[spec.name])
             continue
         if g_loss is not None:
             g = g_loss if g is None else g + g_loss
@@ -264,7 +281,8 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
                 g = _mask_backward(g, saved[mask_key(spec.name)])
             # else: followed by a max pool, whose winner code already applied the mask
         elif spec.kind == "conv":
-            g = conv_backward(g, vgg.convs[spec.name].weight, conv_mode)
+            g = conv_backward(g, vgg.convs[spec.name].weight, conv_mode,
+                              flipped.get(spec.name) if flipped else None)
         else:
             like = _pool_input_like(plan, i, feats, saved)
             if plan.pool == "max":

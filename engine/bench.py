@@ -64,7 +64,7 @@ def bench_one(backend_name: str, precision: str, content: torch.Tensor, style: t
     st = Stylizer(cfg, vgg=vgg)
     try:
         st.set_styles([style])
-        x_content, targets = st.prepare(imgs.resize_longest(content, size)[None].expand(batch, -1, -1, -1).contiguous())
+        x_content, targets = st.prepare(content[None].expand(batch, -1, -1, -1).contiguous())
         x0 = st.initial_image(x_content)
         backend = st.backend
         evaluate = lambda img: backend.evaluate(img, targets)
@@ -104,16 +104,19 @@ def run_bench(backends: Sequence[str], size: int, batch: int, iters: int, repeat
     if iters < 1 or repeat < 1 or size < 1 or batch < 1:
         raise ConfigError("bench needs --iters, --repeat, --size and --batch >= 1")
     dev = parse_device(device)
-    c = imgs.load_image(content) if content else imgs.load_image(EXAMPLES / "content.png")
+    # Benchmarks run square images (size x size): the content is centre-cropped to a square.
+    c = square(imgs.load_image(content) if content else imgs.load_image(EXAMPLES / "content.png"), size)
     s = imgs.load_image(style) if style else imgs.load_image(EXAMPLES / "style.png")
     vgg = load_vgg(weights, model, "avg")
     order = ["reference"] + [b for b in backends if b != "reference"]
     results = []
     for name in order:
-        for prec in (("fp32",) if name != "cuda" else precisions):
+        for prec in (precisions if name in ("torch", "cuda") else ("fp32",)):
+            if prec == "tf32" and dev.type != "cuda":
+                continue
             results.append(bench_one(name, prec, c, s, vgg, size, batch, iters, repeat, warmup, dev))
     ref = results[0]
-    h, w = imgs.scaled_size(c.shape[-2], c.shape[-1], size)
+    h, w = c.shape[-2:]
     cfg = StyleConfig()
     cost = iteration_cost(model, cfg.content_layers, cfg.style_layers, h, w, batch)
     peak = measured_matmul_tflops(dev) if dev.type == "cuda" else None
@@ -134,6 +137,13 @@ def run_bench(backends: Sequence[str], size: int, batch: int, iters: int, repeat
         "measured_bf16_matmul_tflops": peak,
         "results": results,
     }
+
+
+def square(image: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return imgs.resize(image[:, top:top + side, left:left + side].contiguous(), size, size)
 
 
 def measured_matmul_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> float:

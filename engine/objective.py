@@ -17,14 +17,36 @@ from .config import StyleConfig
 from .targets import Targets
 
 
+def _as_bcm(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H*W) without a copy: a plain view for NCHW tensors, a transposed
+    view of the (B, H*W, C) storage for channels-last ones."""
+    B, C, H, W = f.shape
+    if f.is_contiguous():
+        return f.reshape(B, C, H * W)
+    if f.is_contiguous(memory_format=torch.channels_last):
+        return f.permute(0, 2, 3, 1).reshape(B, H * W, C).transpose(1, 2)
+    return f.reshape(B, C, H * W)
+
+
+def _as_nchw_like(g: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_as_bcm`: (B, C, M) back to f's shape and layout, no copy."""
+    B, C, H, W = f.shape
+    if not g.is_contiguous() and g.transpose(1, 2).is_contiguous():
+        return g.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)
+    return g.reshape(f.shape)
+
+
 def feature_losses_and_grads(
-    feats: Dict[str, torch.Tensor], targets: Targets, config: StyleConfig
+    feats: Dict[str, torch.Tensor], targets: Targets, config: StyleConfig, ops=None
 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
     """Weighted content loss (B,), weighted style loss (B,), and per-layer feature gradients.
 
-    Layers absent from ``feats`` (image too small for them) contribute nothing.
+    Layers absent from ``feats`` (image too small for them) contribute nothing. ``ops`` is
+    where the kernels come from: ``stylegrad.kernels`` (default) or the CUDA backend's.
     """
-    from stylegrad import kernels
+    kernels = ops
+    if kernels is None:
+        from stylegrad import kernels
 
     any_f = next(iter(feats.values()))
     B = any_f.shape[0]
@@ -49,16 +71,18 @@ def feature_losses_and_grads(
                 continue
             f = feats[layer]
             N, M = f.shape[1], f.shape[2] * f.shape[3]
-            fv = f.reshape(B, N, M)
+            fv = _as_bcm(f)
             scale = config.style_weight * w / float(N * N * M * M)
             loss, D = kernels.style_loss(kernels.gram(fv), targets.style[layer], scale / 4.0, scale)
             style = style + loss
-            add(layer, kernels.style_feature_grad(D, fv).reshape(f.shape))
+            add(layer, _as_nchw_like(kernels.style_feature_grad(D, fv), f))
     return content, style, grads
 
 
-def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig) -> Tuple[torch.Tensor, torch.Tensor]:
-    from stylegrad import kernels
+def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig, ops=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    kernels = ops
+    if kernels is None:
+        from stylegrad import kernels
 
     if config.tv_weight == 0:
         return torch.zeros(image.shape[0], device=image.device), torch.zeros_like(image)

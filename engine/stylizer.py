@@ -14,7 +14,6 @@ from .backends import create_backend
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
 from .errors import ConfigError, ImageError
-from .optimize import optimize
 from .targets import Targets, content_targets, style_targets
 from .vgg import VGG
 from .weights import DownloadProgress, load_vgg, parse_weights
@@ -80,8 +79,10 @@ class Stylizer:
                  download_progress: Optional[DownloadProgress] = None):
         self.config = config or StyleConfig()
         self.device = parse_device(self.config.device)
-        if self.config.precision != "fp32" and self.config.backend not in ("cuda", "auto"):
-            raise ConfigError(f"--precision {self.config.precision} needs --backend cuda; "
+        if self.config.precision == "tf32" and self.device.type != "cuda":
+            raise ConfigError("--precision tf32 needs --device cuda (TF32 is a GPU tensor-core mode)")
+        if self.config.precision != "fp32" and self.config.backend in ("reference", "onnxruntime"):
+            raise ConfigError(f"--precision {self.config.precision} needs --backend torch or cuda; "
                               f"backend {self.config.backend} runs in fp32")
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
                                     download_progress)).with_pool(self.config.pool)
@@ -194,7 +195,7 @@ class Stylizer:
                 if callback is not None:
                     callback(p)
 
-        x = optimize(x0, lambda img: self.backend.evaluate(img, targets), cfg, report, keep)
+        x = self.backend.optimize(x0, targets, report, keep)
         seconds = time.perf_counter() - t_start
         out = x.clamp(0, 1).cpu()
         return [StyleResult(out[b], histories[b], seconds, self.backend.name) for b in range(len(tensors))]

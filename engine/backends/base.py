@@ -63,6 +63,7 @@ class Backend(ABC):
 
     name: str = "?"
     precision: str = "fp32"
+    ops = None   # kernels namespace for SplitBackend; None: stylegrad.kernels
 
     def __init__(self, vgg: VGG, config: StyleConfig, device: torch.device):
         self.vgg = vgg
@@ -84,6 +85,14 @@ class Backend(ABC):
     @abstractmethod
     def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
         ...
+
+    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False) -> torch.Tensor:
+        """The whole optimisation loop. Default: PyTorch's optimisers around :meth:`evaluate`
+        (see ``stylegrad.optimize``). A backend may run the loop its own way (the CUDA backend
+        replays one CUDA graph per iteration) as long as it reports the same iterations."""
+        from ..optimize import optimize
+
+        return optimize(x0, lambda img: self.evaluate(img, targets), self.config, report, keep_image)
 
     def close(self) -> None:
         """Release sessions / buffers. The backend is unusable afterwards."""
@@ -110,11 +119,11 @@ class SplitBackend(Backend):
             feats, saved = self.forward_saving(image)
         with self.timer.phase("losses"):
             if feats:
-                content, style, grads = feature_losses_and_grads(feats, targets, self.config)
+                content, style, grads = feature_losses_and_grads(feats, targets, self.config, self.ops)
             else:  # image too small for any loss layer
                 content = style = torch.zeros(image.shape[0], device=image.device)
                 grads = {}
-            tv, tv_grad = tv_loss_and_grad(image, self.config)
+            tv, tv_grad = tv_loss_and_grad(image, self.config, self.ops)
         with self.timer.phase("backward"):
             grad = self.backward(saved, grads) if grads else torch.zeros_like(image)
             if self.config.tv_weight > 0:

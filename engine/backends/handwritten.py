@@ -14,6 +14,7 @@ import torch
 from .. import backward as bw
 from .. import vgg as vggmod
 from ..config import StyleConfig
+from ..errors import BackendUnavailableError
 from .base import SplitBackend
 
 
@@ -43,9 +44,28 @@ class SavedState:
 class HandwrittenBackend(SplitBackend):
     name = "torch"
 
+    # channels-last (NHWC) tensors: oneDNN / cuDNN convolutions run faster on them (measured on
+    # the 2-core CPU at 256^2: forward convs 116 -> 103 ms, transposed convs 123 -> 94 ms).
+    memory_format = torch.channels_last
+    precisions = ("fp32", "bf16")
+
     def __init__(self, vgg, config, device):
-        super().__init__(vgg.to(device=device, dtype=torch.float32), config, device)
+        if config.precision not in self.precisions:
+            raise BackendUnavailableError(f"backend {self.name!r} supports --precision "
+                                          f"{', '.join(self.precisions)}, not {config.precision}")
+        # bf16: weights, activations, masks' source and the backward convolutions in bf16;
+        # Gram matrices, losses and the image gradient in fp32 (stylegrad.kernels accumulate
+        # in fp32 whatever the input dtype).
+        self.precision = config.precision
+        self.dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
+        vgg = vgg.to(device=device, dtype=self.dtype)
+        for c in vgg.convs.values():
+            c.weight = c.weight.contiguous(memory_format=self.memory_format)
+        super().__init__(vgg, config, device)
         self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, loss_layers(config))
+
+    def _input(self, image: torch.Tensor) -> torch.Tensor:
+        return image.detach().to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
 
     @classmethod
     def supports(cls, device: torch.device) -> Tuple[bool, str]:
@@ -60,13 +80,14 @@ class HandwrittenBackend(SplitBackend):
 
     def features(self, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
         with torch.no_grad():
-            return vggmod.forward(self.vgg, image.to(self.device, torch.float32), layers)
+            return vggmod.forward(self.vgg, self._input(image), layers)
 
     def forward_saving(self, image: torch.Tensor) -> Tuple[Dict[str, torch.Tensor], SavedState]:
         with torch.no_grad():
-            feats, saved = bw.forward_saving(self.vgg, self.plan, image.detach().to(self.device, torch.float32))
+            feats, saved = bw.forward_saving(self.vgg, self.plan, self._input(image))
         return feats, SavedState(feats, saved)
 
     def backward(self, saved: SavedState, feature_grads: Dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
-            return bw.backward(self.vgg, self.plan, saved.feats, saved.tensors, feature_grads)
+            g = bw.backward(self.vgg, self.plan, saved.feats, saved.tensors, feature_grads, ops=self.ops)
+        return g.float().contiguous()

@@ -51,7 +51,11 @@ def available_backends(device: torch.device) -> List[str]:
     return [n for n in _BACKENDS if backend_status(n, device)[0]]
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
+def backend_precisions(name: str) -> tuple:
+    return getattr(_load(name), "precisions", ("fp32",))
+
+
+def resolve_backend(name: str, device: torch.device, precision: str = "fp32") -> str:
     device = torch.device(device)
     if name != "auto":
         ok, why = backend_status(name, device)
@@ -59,11 +63,11 @@ def resolve_backend(name: str, device: torch.device) -> str:
             raise BackendUnavailableError(why or f"backend {name!r} does not support device {device}")
         return name
     for cand in _AUTO_ORDER.get(device.type, ["reference"]):
-        if backend_status(cand, device)[0]:
+        if backend_status(cand, device)[0] and precision in backend_precisions(cand):
             return cand
-    return "reference"
+    raise BackendUnavailableError(f"no backend runs --precision {precision} on {device}")
 
 
 def create_backend(name: str, vgg, config, device):
-    name = resolve_backend(name, device)
+    name = resolve_backend(name, device, config.precision)
     return _load(name)(vgg, config, torch.device(device))

@@ -1,0 +1,186 @@
+"""Backend ``cuda``: the whole iteration on the GPU, replayed from one CUDA graph.
+
+One iteration = forward (cuDNN convolutions through torch functional ops) -> Gram / losses /
+feature gradients (``stylegrad.kernels`` CUDA kernels) -> hand-written backward (transposed
+convolutions, ReLU-mask accumulation kernel, pooling backward) -> optimiser step
+(``CapturableLBFGS`` / ``CapturableAdam``: device-side state, no host branching). After
+``WARMUP_ITERS`` eager iterations (which also autotune cuDNN and compile the kernels) one
+iteration is captured in a ``torch.cuda.CUDAGraph`` and replayed. The host synchronises only
+when losses are reported (every ``print_every`` iterations) or a snapshot is taken; the losses
+of every iteration are written on the device into a history buffer, so reports lose nothing.
+
+Precision (``--precision``):
+  fp32  convolutions in strict fp32 (cuDNN TF32 off; PyTorch's default would allow it)
+  tf32  fp32 tensors, TF32 tensor-core convolutions and matmuls
+  bf16  weights, activations and backward convolutions in bf16; Gram accumulation in fp32
+        (the kernels take bf16 and accumulate fp32, so the Gram matrix cannot overflow as the
+        anchors' fp16 attempts did); loss values, the image, its gradient and the optimiser
+        state in fp32.
+
+Batches: B images of one size are optimised together, each with its own L-BFGS history
+(``per_image=True``), so a batch gives the results of B separate runs.
+
+Memory per pixel (per image of the batch; VGG19, default layers, bf16, avg pooling; computed,
+not yet measured on a GPU): L-BFGS history 2 x 100 x 3 x 4 B = 2400 B (it dominates: Adam
+needs 3 x 3 x 4 B); backward masks 160 B (``stylegrad.backward``); loss-layer features in bf16
+~260 B; transient forward/backward activations at full resolution (64 channels, a few live at
+once) ~3 x 128 B (bf16) plus the fp32 image, gradient and L-BFGS direction vectors ~100 B:
+about 3.3 KB per pixel, so a 3840x2160 image (8.3 Mpx) needs about 28 GB plus cuDNN workspace.
+Not verified on a GPU: see the closing notes / bench/NOTES.md.
+
+If capture fails (for instance a launcher that cannot be captured), the loop continues eagerly
+and ``graph_status`` says why; results are the same, only slower.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from types import SimpleNamespace
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+
+from ..targets import Targets
+from .base import Evaluation
+from .handwritten import HandwrittenBackend
+
+WARMUP_ITERS = 2
+
+
+def kernel_ops(use_cuda_kernels: bool = True) -> SimpleNamespace:
+    """The loss/ReLU kernels as one namespace: NVRTC CUDA kernels for contiguous CUDA tensors,
+    the torch implementations otherwise (e.g. CPU tensors in tests)."""
+    from stylegrad import kernels
+
+    names = ("gram", "style_loss", "style_feature_grad", "content_loss", "tv_loss", "relu_backward_accumulate")
+    if not use_cuda_kernels:
+        return SimpleNamespace(**{n: getattr(kernels, n) for n in names})
+    from stylegrad.kernels import cuda_ops
+
+    def pick(name):
+        fast, slow = getattr(cuda_ops, name), getattr(kernels, name)
+
+        def call(*args, **kw):
+            ts = [a for a in args if isinstance(a, torch.Tensor)]
+            if ts and all(t.is_cuda and t.is_contiguous() for t in ts):
+                return fast(*args, **kw)
+            return slow(*args, **kw)
+
+        call.__name__ = name
+        return call
+
+    return SimpleNamespace(**{n: pick(n) for n in names})
+
+
+class CudaBackend(HandwrittenBackend):
+    """The ``torch`` backend's forward/backward plus CUDA kernels and a graph-replayed loop."""
+
+    name = "cuda"
+    precisions = ("fp32", "tf32", "bf16")
+    # NCHW, not channels-last: the NVRTC kernels take contiguous (B, C, H*W) features; a
+    # channels-last Gram kernel ((H*W, C) row-major) is not written yet. Which layout wins on
+    # a GPU (cuDNN prefers NHWC for bf16) awaits a measurement.
+    memory_format = torch.contiguous_format
+
+    def __init__(self, vgg, config, device, use_cuda_kernels: Optional[bool] = None):
+        super().__init__(vgg, config, device)
+        if use_cuda_kernels is None:
+            use_cuda_kernels = self.device.type == "cuda"
+        self.ops = kernel_ops(use_cuda_kernels)
+        self.graph_status = "not run"
+
+    @classmethod
+    def supports(cls, device: torch.device) -> Tuple[bool, str]:
+        device = torch.device(device)
+        if device.type != "cuda":
+            return False, "backend 'cuda' needs --device cuda"
+        if not torch.cuda.is_available():
+            return False, "backend 'cuda' needs a CUDA GPU and a CUDA build of torch"
+        try:
+            import cuda.core  # noqa: F401
+        except ImportError:
+            return False, "backend 'cuda' needs cuda-python: pip install 'stylegrad[cuda]'"
+        return True, ""
+
+    @contextlib.contextmanager
+    def _precision(self):
+        if self.device.type != "cuda":
+            yield
+            return
+        tf32 = self.precision != "fp32"
+        old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+    def features(self, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        with self._precision():
+            return super().features(image, layers)
+
+    def gram(self, f: torch.Tensor) -> torch.Tensor:
+        return self.ops.gram(f.contiguous())
+
+    def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
+        with self._precision():
+            return super().evaluate(image, targets)
+
+    # -- the loop ------------------------------------------------------------------------------
+    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False) -> torch.Tensor:
+        from ..optim_capturable import make_capturable
+
+        cfg = self.config
+        iters = cfg.iters
+        x = x0.detach().to(self.device, torch.float32).clone().contiguous()
+        B = x.shape[0]
+        opt = make_capturable(x, cfg, per_image=True)
+        hist = torch.zeros(iters + 1, 3, B, device=self.device)
+        k_dev = torch.zeros(1, dtype=torch.long, device=self.device)
+
+        def iteration() -> None:
+            ev = self.evaluate(x, targets)
+            hist.index_copy_(0, k_dev, torch.stack([ev.content, ev.style, ev.tv]).float()[None])
+            opt.step(ev.grad)
+            k_dev.add_(1)
+
+        graph = None
+        use_graph = self.device.type == "cuda" and iters > WARMUP_ITERS
+        self.graph_status = "eager (cpu)" if self.device.type != "cuda" else "eager"
+        t_last, k_last = time.perf_counter(), 0
+        for k in range(iters):
+            snap = x.clone() if keep_image(k) else None
+            if graph is None and use_graph and k == WARMUP_ITERS:
+                graph = self._capture(iteration)
+            if graph is not None:
+                graph.replay()
+            else:
+                iteration()
+            if report is not None and (k % cfg.print_every == 0 or snap is not None):
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                now = time.perf_counter()
+                ms = (now - t_last) * 1e3 / (k + 1 - k_last)
+                t_last, k_last = now, k + 1
+                h = hist[k]
+                report(k, Evaluation(h[0], h[1], h[2], torch.empty(0)), ms, snap)
+        t0 = time.perf_counter()
+        final = self.evaluate(x, targets)
+        if report is not None:
+            report(iters, final, (time.perf_counter() - t0) * 1e3, x.clone())
+        return x
+
+    def _capture(self, iteration):
+        """Capture one iteration (warm-up already ran eagerly). On failure: None, eager."""
+        try:
+            torch.cuda.synchronize(self.device)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                iteration()
+            self.graph_status = "captured"
+            return graph
+        except Exception as e:  # capture unsupported: carry on eagerly, say why
+            torch.cuda.synchronize(self.device)
+            self.graph_status = f"eager: capture failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            return None
