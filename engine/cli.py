@@ -127,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", choices=["vgg19", "vgg16"], default="vgg19")
     b.add_argument("--json", action="store_true")
     b.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (atomically)")
+    b.add_argument("--out-dir", default=None, metavar="DIR",
+                   help="also write one JSON file per (size, batch) into DIR (atomically)")
 
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)

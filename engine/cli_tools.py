@@ -56,6 +56,10 @@ def cmd_bench(args) -> int:
                 print(format_table(rep), flush=True)
     if args.out:
         _write_json_atomic(Path(args.out), reports[0] if len(reports) == 1 else reports)
+    if args.out_dir:
+        for rep in reports:
+            dev = "cuda" if args.device.startswith("cuda") else "cpu"
+            _write_json_atomic(Path(args.out_dir) / f"{dev}-{rep['size']}-b{rep['batch']}.json", rep)
     return 0
 
 

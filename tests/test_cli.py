@@ -166,3 +166,31 @@ def test_batch_size_groups_by_size_and_print_every(tmp_path, capsys):
     assert all(v == [0, 2, 4] for v in per_image.values()) and len(per_image) == 4
     with Image.open(out / "1.png") as im:
         assert im.size == (12, 16)
+
+
+def test_export_bench_and_kernels_check_commands(tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert main(["export", "--weights", "random", "--out", str(out), "--style-layers", "relu1_1,relu2_1",
+                 "--content-layers", "relu2_2"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["opset"] == 17 and (out / "forward.onnx").exists() and (out / "backward.onnx").exists()
+    capsys.readouterr()
+    rd = tmp_path / "results"
+    assert main(["bench", "--backends", "reference,torch", "--size", "24,20", "--iters", "2", "--repeat", "2",
+                 "--warmup", "1", "--json", "--out-dir", str(rd)]) == 0
+    reports = _json_lines(capsys.readouterr().out)
+    assert [r["size"] for r in reports] == [24, 20]
+    for r in reports:
+        assert {"device", "size", "batch", "iters", "commit", "date", "results"} <= set(r)
+        names = [x["backend"] for x in r["results"]]
+        assert names == ["reference", "torch"]
+        for x in r["results"]:
+            assert x["ms_per_iter"] > 0 and x["ms_min"] <= x["ms_per_iter"]
+            assert {"precision", "final_loss", "loss_rel_diff_vs_reference", "speedup_vs_reference", "peak_mem_mb",
+                    "phases_ms"} <= set(x)
+            assert {"forward", "losses", "backward"} <= set(x["phases_ms"]) or x["backend"] == "reference"
+    assert sorted(p.name for p in rd.iterdir()) == ["cpu-20-b1.json", "cpu-24-b1.json"]
+    rc = main(["kernels", "check", "--arch", "sm_80"])
+    table = capsys.readouterr().out
+    assert rc == 0 and "gram" in table and "sm_80" in table
+    assert main(["bench", "--iters", "0"]) == 2

@@ -1,0 +1,65 @@
+"""bf16 in the hand-written backend: held to plain PyTorch at the same precision (the
+flash-attention rule: at most ~2x its error against a float64 reference), and whole runs held
+to the fp32 result."""
+import pytest
+import torch
+
+from stylegrad import StyleConfig, Stylizer
+from stylegrad.backends.handwritten import HandwrittenBackend
+from stylegrad.backends.reference import ReferenceBackend
+from stylegrad.errors import ConfigError
+from stylegrad.targets import Targets
+from tests.helpers import rel_err
+
+
+@pytest.mark.parametrize("pool,h,w", [("avg", 29, 21), ("max", 40, 33), ("avg", 17, 1)])
+def test_bf16_gradient_within_2x_of_plain_bf16_autograd(pool, h, w):
+    g = torch.Generator().manual_seed(h * w)
+    c, s = torch.rand(1, 3, h, w, generator=g), torch.rand(3, h, w, generator=g)
+    cfg = StyleConfig(weights="random", size=max(h, w), pool=pool, tv_weight=1e-3)
+    st = Stylizer(cfg.replace(backend="reference"))
+    st.set_styles([s])
+    x, t = st.prepare(c)
+    x = x + 0.1 * torch.randn(x.shape, generator=g)
+    g64 = ReferenceBackend(st.vgg.to(dtype=torch.float64), cfg, "cpu").evaluate(
+        x.double(), Targets({k: v.double() for k, v in t.content.items()},
+                            {k: v.double() for k, v in t.style.items()})).grad
+    plain = ReferenceBackend(st.vgg.to(dtype=torch.bfloat16), cfg, "cpu").evaluate(
+        x.bfloat16(), Targets({k: v.bfloat16() for k, v in t.content.items()},
+                              {k: v.bfloat16() for k, v in t.style.items()})).grad
+    ours = HandwrittenBackend(st.vgg, cfg.replace(backend="torch", precision="bf16"), "cpu").evaluate(x, t)
+    assert ours.grad.dtype == torch.float32 and torch.isfinite(ours.grad).all()
+    # measured: plain 4e-2..2e-1 (bf16 features carry 8 bits), ours within 1.05x of it
+    assert rel_err(ours.grad, g64) <= 2.0 * rel_err(plain, g64)
+
+
+def test_bf16_run_ends_near_fp32():
+    """Scaled-down version of issue 5's bar (500 iterations at 512^2 within 2% of fp32): 100
+    iterations at 128 px on the bundled examples, both final images scored by the fp32
+    objective (the bf16 run's own loss is evaluated on bf16 features, ~1% off by itself).
+    Measured: 0.9% (0.26% after 300 iterations; 6% on 64 px white-noise images, where the
+    problem is much smaller than bf16's rounding allows)."""
+    from tests.helpers import EXAMPLES
+    from stylegrad.images import load_image
+
+    c, s = load_image(EXAMPLES / "content.png"), load_image(EXAMPLES / "style.png")
+    finals = {}
+    score = None
+    for prec in ("fp32", "bf16"):
+        st = Stylizer(StyleConfig(weights="random", backend="torch", precision=prec, size=128, iters=100))
+        st.set_styles([s])
+        x, t = st.prepare(c)
+        out = st.backend.optimize(st.initial_image(x), t)
+        assert torch.isfinite(out).all()
+        if score is None:
+            score = lambda img, b=st.backend, t=t: float(b.evaluate(img, t).total.sum())
+        finals[prec] = score(out)
+    assert finals["bf16"] == pytest.approx(finals["fp32"], rel=2e-2)
+
+
+def test_precision_rules():
+    with pytest.raises(ConfigError, match="tf32 needs --device cuda"):
+        Stylizer(StyleConfig(weights="random", backend="torch", precision="tf32"))
+    with pytest.raises(ConfigError, match="needs --backend torch or cuda"):
+        Stylizer(StyleConfig(weights="random", backend="reference", precision="bf16"))
+    assert Stylizer(StyleConfig(weights="random", precision="bf16")).backend_name == "torch"   # auto
