@@ -60,6 +60,37 @@ def quality(size: int, iters: int) -> dict:
     return out
 
 
+def lbfgs_step_times(size: int = 512, history: int = 100) -> dict:
+    """ms per CapturableLBFGS step, eager and replayed from a CUDA graph, both directions."""
+    import statistics
+
+    import torch
+    from stylegrad.optim_capturable import CapturableLBFGS
+
+    out = {}
+    for direction in ("two_loop", "compact"):
+        x = torch.randn(1, 3, size, size, device="cuda")
+        opt = CapturableLBFGS(x, history=history, per_image=True, direction=direction)
+        grads = [torch.randn_like(x) for _ in range(history + 5)]
+        for g in grads:                       # fill the history (ring wraps)
+            opt.step(g)
+        g = grads[0]
+        torch.cuda.synchronize()
+        def timed(fn, reps=30):
+            ts = []
+            for _ in range(reps):
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record(); fn(); e1.record(); e1.synchronize()
+                ts.append(e0.elapsed_time(e1))
+            return statistics.median(ts)
+        eager = timed(lambda: opt.step(g))
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            opt.step(g)
+        out[direction] = {"eager_ms": eager, "graph_ms": timed(graph.replay)}
+    return out
+
+
 def largest(sizes) -> list:
     import torch
     from stylegrad import StyleConfig, Stylizer
@@ -99,6 +130,7 @@ def main() -> int:
     summary["bench_rc"] = sh(["stylegrad", "bench", "--device", "cuda", "--backends", "reference,torch,cuda",
                               "--precision", "fp32,bf16", "--size", "256,512,1024", "--batch", "1,8", "--iters", "20",
                               "--repeat", "5", "--out-dir", str(out)], out / "bench.log", 600)
+    summary["lbfgs_step_512_h100"] = lbfgs_step_times()
     if not a.quick:
         summary["quality_512_500"] = quality(512, 500)
     summary["largest"] = largest([(1024, 1024), (2048, 2048), (2160, 3840), (3072, 4096)])

@@ -45,6 +45,15 @@ Tests (tests/test_optim_capturable.py) bound the effect at 1e-12 relative in flo
 150 iterations on an ill-conditioned quadratic; on CPU the flat mode has in fact reproduced
 torch's iterates bit for bit in every test so far (float64 and float32).
 
+``direction="compact"`` computes the same search direction from the compact representation
+(Byrd, Nocedal & Schnabel 1994) instead of the two-loop recursion: ~30 ops per step
+independent of H (two (2 x n)(n x H) matmuls, two H x H triangular solves, two matmuls back)
+instead of ~11 H, same bytes moved; see :meth:`CapturableLBFGS._compact`. The arithmetic is
+rearranged, so iterates agree with torch's to rounding amplified by the trajectory's own
+sensitivity, not bit for bit (measured: as far as torch's from a start perturbed by 1e-15
+relative). The default stays ``"two_loop"`` until ``"compact"`` has been measured (and its
+capture checked) on a GPU.
+
 ``use_kernels`` defaults to False on every device: on CUDA the NVRTC kernels of
 ``stylegrad.kernels.cuda_ops`` have not been verified on a GPU yet; on CPU the
 ``stylegrad.kernels`` functions are the same torch math but only float32 and ``lbfgs_dots``
@@ -67,6 +76,8 @@ from torch import Tensor
 from .config import StyleConfig
 
 __all__ = ["CapturableAdam", "CapturableLBFGS", "make_capturable"]
+
+_DIRECTIONS = ("two_loop", "compact")
 
 
 def _kernels_module(device: torch.device):
@@ -148,13 +159,20 @@ class CapturableLBFGS:
     ``per_image=True``: x is (B, ...) and each image x[b] runs its own, independent L-BFGS
     (own history, step, first iteration and curvature-pair tests), i.e. the same as B
     separate optimisers.
+
+    ``direction``: ``"two_loop"`` (default; torch's recursion, ~11 H small ops per step) or
+    ``"compact"`` (compact representation, ~30 ops per step whatever H; keeps two extra
+    (H+1) x H matrices of history products per image). Same algorithm; see :meth:`_compact`.
     """
 
     def __init__(self, x: Tensor, history: int = 100, lr: float = 1.0, per_image: bool = False,
-                 use_kernels: Optional[bool] = None):
+                 use_kernels: Optional[bool] = None, direction: str = "two_loop"):
         batch, n = _check_param(x, per_image)
         if int(history) < 1:
             raise ValueError(f"history must be >= 1, got {history!r}")
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+        self.direction = direction
         self.x = x
         self.history = H = int(history)
         self.lr = float(lr)
@@ -194,8 +212,14 @@ class CapturableLBFGS:
         self._visit1 = self._visit + 1
         # -- scratch (n-sized) --
         self._q = f(B, n)
-        self._s = f(B, n)
-        self._y = f(B, n)
+        if direction == "compact":
+            # rows [s, g, y]: the new pair (s, y) and a copy of g, so that [g; y] is one (2, n)
+            # operand of the history matmuls (see _compact)
+            self._sgy = f(B, 3, n)
+            self._s, self._y = self._sgy[:, 0], self._sgy[:, 2]
+        else:
+            self._s = f(B, n)
+            self._y = f(B, n)
         # -- scratch (small) --
         self._gmax, self._gsum, self._ys, self._yy = f(B), f(B), f(B), f(B)
         self._tmp, self._tmp2, self._t_new, self._gtd = f(B), f(B), f(B), f(B)
@@ -206,6 +230,33 @@ class CapturableLBFGS:
         self._active, self._first, self._accept = b8(B), b8(B), b8(B)
         self._take, self._bmask = b8(B), b8(B)
         self._widx, self._widx2 = i64(B), i64(B)
+        self._constants = [self._slot_base, self._visit, self._visit1]
+        if direction == "compact":
+            self._init_compact(f, i64, b8)
+
+    def _init_compact(self, f, i64, b8) -> None:
+        B, H, dev = self.batch, self.history, self.x.device
+        # -- state: H x H products, written one row per accepted pair (slot H: discard row) --
+        self.ys_rows = f(B, H + 1, H)       # ys_rows[k, l] = y_k . s_l, written with pair k
+        self.yy_rows = f(B, H + 1, H)       # yy_rows[k, l] = y_k . y_l, written with pair k
+        # -- views / constants --
+        self._S = self.s_hist[:, :H]        # (B, H, n) history in slot order, no discard slot
+        self._Y = self.y_hist[:, :H]
+        self._gy = self._sgy[:, 1:]         # (B, 2, n): [g; y_new]
+        self._mat_base = torch.arange(B, device=dev, dtype=torch.long) * ((H + 1) * H)
+        ones = torch.ones(H, H, dtype=torch.bool, device=dev)
+        self._triu = torch.triu(ones)                         # t1 <= t2 (time order)
+        self._tril1 = torch.tril(ones, diagonal=-1)           # t1 > t2
+        self._constants += [self._mat_base, self._triu, self._tril1]
+        # -- scratch (small) --
+        self._ps, self._py = f(B, 2, H), f(B, 2, H)           # [S g, S y_new], [Y g, Y y_new]
+        self._perm, self._iH = i64(B, H), i64(B, H)
+        self._idx = i64(B, H, H)
+        self._unf_t = b8(B, H)
+        self._R, self._YYq, self._YY = f(B, H, H), f(B, H, H), f(B, H, H)
+        self._pt, self._qt = f(B, H, 1), f(B, H, 1)
+        self._u, self._w, self._a = f(B, H, 1), f(B, H, 1), f(B, H, 1)
+        self._us, self._as = f(B, 1, H), f(B, 1, H)
 
     # ------------------------------------------------------------------------------------
     def state_tensors(self) -> List[Tensor]:
@@ -216,9 +267,8 @@ class CapturableLBFGS:
     def reset(self) -> None:
         """Forget everything, as a freshly built optimiser; in place, so a captured graph
         stays valid. x is left as it is."""
-        constants = (self._slot_base, self._visit, self._visit1)
         for t in self.state_tensors():
-            if not any(t is c for c in constants):
+            if not any(t is c for c in self._constants):
                 t.zero_()
         self.h_diag.fill_(1.0)
 
@@ -269,7 +319,11 @@ class CapturableLBFGS:
         self.n_accepted.add_(accept)
 
         # [d = -g on iteration 1 (no pairs, H_diag = 1), else the two-loop recursion]
-        self._two_loop(g)
+        # (or the same direction from the compact representation)
+        if self.direction == "compact":
+            self._compact(g)
+        else:
+            self._two_loop(g)
         torch.where(col(active), self._q, self.d, out=self.d)
         torch.where(col(active), g, self.prev_grad, out=self.prev_grad)
 
@@ -325,6 +379,86 @@ class CapturableLBFGS:
             torch.sub(self._tmp2, nal[j], out=self._tmp)      # [al_i - be_i]
             torch.index_select(s_flat, 0, order[j], out=s)
             ops.axpy_(q, self._tmp, s)                        # [r += (al_i - be_i) s_i]
+
+    def _compact(self, g: Tensor) -> None:
+        """q <- -H g from the compact representation (Byrd, Nocedal & Schnabel 1994, thm 2.2).
+
+        Derivation. With rho_i = 1/(s_i.y_i) and V_i = I - rho_i y_i s_i^T, the L-BFGS matrix
+        that the two-loop recursion applies is H = V^T H0 V + sum_i (...) rho_i s_i s_i^T (...)
+        with V = V_0 V_1 ... V_{m-1} (pairs oldest..newest, H0 = gamma I, gamma = H_diag).
+        BNS lemma 2.1: V = I - Y^T R^{-1} S, where S, Y are (m, n) with rows s_i, y_i and R is
+        (m, m) upper triangular, R_ij = s_i.y_j for i <= j (time order); the rank-one sum is
+        S^T R^{-T} D R^{-1} S with D = diag(s_i.y_i). Expanding (I - S^T R^{-T} Y) gamma
+        (I - Y^T R^{-1} S) + S^T R^{-T} D R^{-1} S:
+
+            H g = gamma g + S^T a - gamma Y^T u,   u = R^{-1} (S g),
+                  a = R^{-T} ((D + gamma Y Y^T) u - gamma (Y g)),
+
+        i.e. the block form gamma g + [S^T, gamma Y^T] [[R^{-T}(D + gamma Y Y^T) R^{-1}, -R^{-T}],
+        [-R^{-1}, 0]] [S g; gamma Y g], so d = -H g = gamma (Y^T u - g) - S^T a.
+
+        Work per step: one (2 x n)(n x H) matmul against S and one against Y give S g, Y g and
+        the new row S y_new, Y y_new; two (1 x H)(H x n) matmuls back; the rest is H x H.
+        Bookkeeping (fixed shapes, no branches):
+        * S, Y stay in ring-slot order. ys_rows[k] = S y_k and yy_rows[k] = Y y_k are written
+          when pair k is accepted (index_copy to the discard row H when not). An entry is exact
+          in the row of the newer of its two pairs (the older pair was already stored then);
+          entries in the older pair's row can be stale, and are never read.
+        * time order t = 0 (oldest) .. H-1 (newest): slot perm[t] = (head + t) mod H. Unfilled
+          slots (never written: zero s, y, rows and columns) take t < H - count. R and YY are
+          gathered in time order from the newer pair's row: R[t1, t2] = ys_rows[perm t2,
+          perm t1] for t1 <= t2 (0 below the diagonal), YY symmetrised the same way.
+        * unfilled slots: R diagonal 1 there, S g = Y g = 0 and their R rows/columns are exactly
+          0, so u = a = 0 there and they contribute exactly nothing; with no pairs at all,
+          d = -gamma g = -g (iteration 1, H_diag = 1), as torch.
+        * results go back to slot order with scatter by perm, then the matmuls with S, Y.
+        No allocation on CPU (profiled: the triangular solves write in place into out=); on
+        CUDA solve_triangular may take small H x H / pointer-array workspace from the caching
+        allocator (fine under capture; unverified on a GPU so far). Nothing of size n.
+        """
+        B, H = self.batch, self.history
+        gam = self.h_diag.view(B, 1, 1)
+        perm, idx, R, YY = self._perm, self._idx, self._R, self._YY
+        u, w, a = self._u, self._w, self._a
+
+        # [S g, S y_new] and [Y g, Y y_new]: (B, 2, n) x (B, n, H)
+        self._sgy[:, 1].copy_(g)
+        torch.bmm(self._gy, self._S.mT, out=self._ps)
+        torch.bmm(self._gy, self._Y.mT, out=self._py)
+        # new rows (into the discard row H when the pair was rejected / the step inactive)
+        self.ys_rows.view(-1, H).index_copy_(0, self._widx, self._ps[:, 1])
+        self.yy_rows.view(-1, H).index_copy_(0, self._widx, self._py[:, 1])
+
+        # time order: perm[b, t] = (head + t) mod H (head = oldest slot once full)
+        torch.add(self.head.unsqueeze(1), self._visit.unsqueeze(0), out=perm)
+        perm.remainder_(H)
+        # idx[b, t1, t2] -> flat element (b, row perm[b, t2], col perm[b, t1])
+        torch.add(self._mat_base.unsqueeze(1), perm, alpha=H, out=self._iH)
+        torch.add(self._iH.unsqueeze(1), perm.unsqueeze(2), out=idx)
+        torch.index_select(self.ys_rows.view(-1), 0, idx.view(-1), out=R.view(-1))
+        R.masked_fill_(self._tril1, 0.0)                  # R[t1, t2] = s_t1 . y_t2, t1 <= t2
+        torch.index_select(self.yy_rows.view(-1), 0, idx.view(-1), out=self._YYq.view(-1))
+        torch.where(self._triu, self._YYq, self._YYq.mT, out=YY)   # y_t1 . y_t2
+        # unfilled: t + count < H -> unit diagonal
+        torch.add(self._visit.unsqueeze(0), self.count.unsqueeze(1), out=self._iH)
+        torch.lt(self._iH, H, out=self._unf_t)
+        Dg = R.diagonal(dim1=1, dim2=2)                    # D (1 at unfilled: u = 0 there)
+        Dg.masked_fill_(self._unf_t, 1.0)                  # (it was exactly 0 there)
+        torch.gather(self._ps[:, 0], 1, perm, out=self._pt.view(B, H))   # S g, time order
+        torch.gather(self._py[:, 0], 1, perm, out=self._qt.view(B, H))   # Y g
+
+        torch.linalg.solve_triangular(R, self._pt, upper=True, out=u)   # u = R^-1 S g
+        torch.bmm(YY, u, out=w)                            # w = gamma (YY u - Y g) + D u
+        w.sub_(self._qt).mul_(gam).addcmul_(Dg.unsqueeze(2), u)
+        torch.linalg.solve_triangular(R.mT, w, upper=False, out=a)      # a = R^-T w
+
+        # back to slot order; q = gamma (Y^T u - g) - S^T a
+        self._us.view(B, H).scatter_(1, perm, u.view(B, H))
+        self._as.view(B, H).scatter_(1, perm, a.view(B, H))
+        q3 = self._q.view(B, 1, self.n)
+        torch.bmm(self._us, self._Y, out=q3)
+        q3.sub_(g.view(B, 1, self.n)).mul_(gam)
+        q3.baddbmm_(self._as, self._S, alpha=-1.0)
 
 
 class CapturableAdam:
@@ -404,9 +538,11 @@ class CapturableAdam:
 
 
 def make_capturable(x: Tensor, config: StyleConfig, per_image: bool = False,
-                    use_kernels: Optional[bool] = None):
-    """The capturable optimiser ``config`` asks for (as engine.optimize.make_optimizer)."""
+                    use_kernels: Optional[bool] = None, direction: str = "two_loop"):
+    """The capturable optimiser ``config`` asks for (as engine.optimize.make_optimizer);
+    ``direction`` is passed to :class:`CapturableLBFGS` (ignored for Adam)."""
     if config.optimizer == "lbfgs":
         return CapturableLBFGS(x, history=config.lbfgs_history, lr=config.effective_lr,
-                               per_image=per_image, use_kernels=use_kernels)
+                               per_image=per_image, use_kernels=use_kernels,
+                               direction=direction)
     return CapturableAdam(x, lr=config.effective_lr, per_image=per_image, use_kernels=use_kernels)

@@ -81,6 +81,10 @@ class CudaBackend(HandwrittenBackend):
     # channels-last Gram kernel ((H*W, C) row-major) is not written yet. Which layout wins on
     # a GPU (cuDNN prefers NHWC for bf16) awaits a measurement.
     memory_format = torch.contiguous_format
+    # L-BFGS search direction: "two_loop" (~1100 small kernels per step at history 100) or
+    # "compact" (~76 ops; Byrd-Nocedal-Schnabel). Both match torch.optim.LBFGS on CPU; which is
+    # faster inside a CUDA graph awaits a GPU (bench/gpu_check.py times both).
+    lbfgs_direction = "two_loop"
 
     def __init__(self, vgg, config, device, use_cuda_kernels: Optional[bool] = None):
         super().__init__(vgg, config, device)
@@ -135,7 +139,7 @@ class CudaBackend(HandwrittenBackend):
         iters = cfg.iters
         x = x0.detach().to(self.device, torch.float32).clone().contiguous()
         B = x.shape[0]
-        opt = make_capturable(x, cfg, per_image=True)
+        opt = make_capturable(x, cfg, per_image=True, direction=self.lbfgs_direction)
         hist = torch.zeros(iters + 1, 3, B, device=self.device)
         k_dev = torch.zeros(1, dtype=torch.long, device=self.device)
 
