@@ -58,7 +58,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .vgg import IMAGENET_STD, VGG, LayerSpec, layer_names, normalize, pool2x2, pool_fits
+from .vgg import VGG, imagenet_stats, LayerSpec, layer_names, normalize, pool2x2, pool_fits
 
 # Eager torch on CPU: conv_transpose2d and conv2d with flipped weights measured within
 # run-to-run noise of each other (VGG19 backward at 256x256, 2 cores, torch 2.13);
@@ -289,7 +289,7 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
                 g = max_pool_backward(g, saved[winner_key(spec.name)], like)
             else:
                 g = avg_pool_backward(g, like)
-    std = torch.tensor(IMAGENET_STD, dtype=g.dtype, device=g.device).view(1, 3, 1, 1)
+    std = imagenet_stats(g.device, g.dtype)[1]
     return g / std
 
 

@@ -6,7 +6,6 @@ Exit codes: 0 success; 1 some image failed (the others are still written) or a r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,7 +15,6 @@ from .config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleConfig
 from .errors import StyleGradError
 
 _D = StyleConfig.__dataclass_fields__  # defaults come from the one config
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
 
 class UsageError(Exception):
@@ -93,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=_default("seed"))
     s.add_argument("--save-every", type=int, default=_default("save_every"), metavar="N",
                    help="also write OUT_stem.iterNNNN.ext every N iterations")
-    s.add_argument("--print-every", type=int, default=_default("print_every"), metavar="N",
-                   help="report the loss every N iterations (default %(default)s)")
+    s.add_argument("--print-every", type=int, default=None, metavar="N",
+                   help="report the loss every N iterations (default 1 with --json, else 10)")
     s.add_argument("--batch-size", type=int, default=_default("batch_size"), metavar="B",
                    help="optimise up to B content images of one size together (default %(default)s)")
     s.add_argument("--json", action="store_true", help="one JSON object per reported iteration on stdout")

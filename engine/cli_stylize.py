@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -10,6 +11,7 @@ from . import images as imgs
 from .config import StyleConfig
 from .errors import ConfigError, StyleGradError
 from .stylizer import Progress, Stylizer
+import torch
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
@@ -67,8 +69,15 @@ def config_from_args(args) -> StyleConfig:
         style_blend_weights=args.style_blend_weights, style_scale=args.style_scale, init=args.init,
         pool=args.pool, model=args.model, weights=args.weights, device=args.device,
         backend=args.backend, precision=args.precision, seed=args.seed, save_every=args.save_every,
-        print_every=args.print_every, batch_size=args.batch_size,
+        print_every=args.print_every if args.print_every is not None else (1 if args.json else 10),
+        batch_size=args.batch_size,
     )
+
+
+def _json(obj: dict) -> str:
+    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
+    return json.dumps(clean, allow_nan=False)
 
 
 def _snapshot_path(out: Path, it: int) -> Path:
@@ -107,6 +116,13 @@ def cmd_stylize(args) -> int:
     if stylizer.weights_are_random:
         note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
 
+    try:
+        return _run_all(args, config, stylizer, contents, outputs, show_bar)
+    finally:
+        stylizer.close()
+
+
+def _run_all(args, config, stylizer, contents, outputs, show_bar) -> int:
     failed = 0
 
     def fail(name: str, e: BaseException) -> None:
@@ -115,7 +131,7 @@ def cmd_stylize(args) -> int:
         msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
         if args.json:
-            print(json.dumps({"image": name, "status": "error", "error": msg}), flush=True)
+            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
 
     # Read every content image first: one that cannot be read fails alone.
     loaded = []
@@ -140,14 +156,18 @@ def cmd_stylize(args) -> int:
             bar = tqdm(total=config.iters, desc=desc, file=sys.stderr, leave=False)
 
         def on_progress(p: Progress) -> None:
-            if args.json:
-                print(json.dumps({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
-                                  "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
+            reported = p.iter % config.print_every == 0 or p.iter == config.iters
+            if args.json and reported:
+                print(_json({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
+                             "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
             if bar is not None and p.image == names[0] and p.iter > 0:
                 bar.update(p.iter - bar.n)
                 bar.set_postfix(loss=f"{p.loss:.4g}")
             if p.snapshot is not None and p.iter < config.iters:
-                imgs.save_image(p.snapshot, _snapshot_path(outs[p.image], p.iter))
+                try:
+                    imgs.save_image(p.snapshot, _snapshot_path(outs[p.image], p.iter))
+                except Exception as e:  # a lost snapshot must not lose the run
+                    print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
         try:
             results = stylizer.run_batch([b[2] for b in batch], callback=on_progress, names=names)
@@ -161,6 +181,10 @@ def cmd_stylize(args) -> int:
             bar.close()
         for name, result in zip(names, results):
             out = outs[name]
+            if not (math.isfinite(result.final_loss) and bool(torch.isfinite(result.image).all())):
+                fail(name, StyleGradError(f"the optimisation diverged (final loss {result.final_loss}); "
+                                          f"nothing written: lower --lr or the loss weights"))
+                continue
             try:
                 imgs.save_image(result.image, out)
             except Exception as e:  # one image failing to write must not lose the others
@@ -171,9 +195,8 @@ def cmd_stylize(args) -> int:
                        "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
                        "seconds": round(result.seconds, 3), "backend": result.backend}
             if args.json:
-                print(json.dumps(summary), flush=True)
+                print(_json(summary), flush=True)
             elif not args.quiet:
                 print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
                       f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)
-    stylizer.close()
     return 1 if failed else 0

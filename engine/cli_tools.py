@@ -2,22 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
+from .atomic import write_json_atomic
+
 from .errors import ConfigError
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def cmd_export(args) -> int:
@@ -55,11 +46,13 @@ def cmd_bench(args) -> int:
             else:
                 print(format_table(rep), flush=True)
     if args.out:
-        _write_json_atomic(Path(args.out), reports[0] if len(reports) == 1 else reports)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(args.out), reports[0] if len(reports) == 1 else reports)
     if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         for rep in reports:
             dev = "cuda" if args.device.startswith("cuda") else "cpu"
-            _write_json_atomic(Path(args.out_dir) / f"{dev}-{rep['size']}-b{rep['batch']}.json", rep)
+            write_json_atomic(Path(args.out_dir) / f"{dev}-{rep['size']}-b{rep['batch']}.json", rep)
     return 0
 
 

@@ -80,6 +80,18 @@ class StyleConfig:
         w = self.style_layer_weights or tuple(1.0 / n for _ in self.style_layers)
         return dict(zip(self.style_layers, w))
 
+    def active_content_layers(self) -> dict:
+        """Content layers whose term can be non-zero, with their weights (empty when the
+        content weight is 0). Every backend loops over these."""
+        if self.content_weight == 0:
+            return {}
+        return {l: w for l, w in self.content_layer_weight_map().items() if w > 0}
+
+    def active_style_layers(self) -> dict:
+        if self.style_weight == 0:
+            return {}
+        return {l: w for l, w in self.style_layer_weight_map().items() if w > 0}
+
     def validate(self) -> None:
         from .vgg import layer_names  # local import: vgg imports nothing from config
 

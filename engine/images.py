@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Tuple, Union
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomic import atomic_write
 from .errors import ImageError
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -171,20 +171,9 @@ def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise ImageError(f"cannot write {p}: folder {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + p.name + ".", suffix=".tmp", dir=parent)
+    kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     try:
-        with os.fdopen(fd, "wb") as f:
-            kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
-            pil.save(f, format=fmt, **kwargs)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise ImageError(f"cannot write {p}: {e.strerror or e}") from None
-        raise
+        atomic_write(p, lambda f: pil.save(f, format=fmt, **kwargs))
+    except OSError as e:
+        raise ImageError(f"cannot write {p}: {e.strerror or e}") from None
     return p

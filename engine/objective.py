@@ -9,7 +9,7 @@ Gradients (F of shape (N, M) at one layer, G = F F^T, A the target):
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -57,34 +57,32 @@ def feature_losses_and_grads(
     def add(layer: str, g: torch.Tensor) -> None:
         grads[layer] = g if layer not in grads else grads[layer] + g
 
-    if config.content_weight > 0:
-        for layer, w in config.content_layer_weight_map().items():
-            if layer not in feats or w == 0:
-                continue
-            loss, g = kernels.content_loss(feats[layer], targets.content[layer])
-            scale = config.content_weight * w
-            content = content + scale * loss
-            add(layer, g * scale)
-    if config.style_weight > 0:
-        for layer, w in config.style_layer_weight_map().items():
-            if layer not in feats or w == 0:
-                continue
-            f = feats[layer]
-            N, M = f.shape[1], f.shape[2] * f.shape[3]
-            fv = _as_bcm(f)
-            scale = config.style_weight * w / float(N * N * M * M)
-            loss, D = kernels.style_loss(kernels.gram(fv), targets.style[layer], scale / 4.0, scale)
-            style = style + loss
-            add(layer, _as_nchw_like(kernels.style_feature_grad(D, fv), f))
+    for layer, w in config.active_content_layers().items():
+        if layer not in feats:
+            continue
+        loss, g = kernels.content_loss(feats[layer], targets.content[layer])
+        scale = config.content_weight * w
+        content = content + scale * loss
+        add(layer, g * scale)
+    for layer, w in config.active_style_layers().items():
+        if layer not in feats:
+            continue
+        f = feats[layer]
+        N, M = f.shape[1], f.shape[2] * f.shape[3]
+        fv = _as_bcm(f)
+        scale = config.style_weight * w / float(N * N * M * M)
+        loss, D = kernels.style_loss(kernels.gram(fv), targets.style[layer], scale / 4.0, scale)
+        style = style + loss
+        add(layer, _as_nchw_like(kernels.style_feature_grad(D, fv), f))
     return content, style, grads
 
 
-def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig, ops=None) -> Tuple[torch.Tensor, torch.Tensor]:
+def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig, ops=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     kernels = ops
     if kernels is None:
         from stylegrad import kernels
 
-    if config.tv_weight == 0:
-        return torch.zeros(image.shape[0], device=image.device), torch.zeros_like(image)
+    if config.tv_weight == 0:   # no gradient term: callers add nothing
+        return torch.zeros(image.shape[0], device=image.device), None
     loss, g = kernels.tv_loss(image)
     return loss * config.tv_weight, g * config.tv_weight

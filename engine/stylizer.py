@@ -1,6 +1,7 @@
 """The Python API: :class:`Stylizer` (reusable) and :func:`stylize` (one call)."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -152,8 +153,10 @@ class Stylizer:
         if init == "content":
             return content.clone()
         if init == "noise":
+            # one noise image, the same for every image of a batch: what each would get alone
             g = torch.Generator().manual_seed(self.config.seed)
-            return torch.rand(content.shape, generator=g).to(self.device)
+            noise = torch.rand((1,) + tuple(content.shape[1:]), generator=g)
+            return noise.expand_as(content).contiguous().to(self.device)
         t = imgs.resize(imgs.load_image(init), content.shape[-2], content.shape[-1])
         return t[None].expand_as(content).contiguous().to(self.device)
 
@@ -191,7 +194,8 @@ class Stylizer:
             for b in range(len(tensors)):
                 snap = x[b].clamp(0, 1).cpu() if x is not None else None
                 p = Progress(names[b], i, cfg.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap)
-                histories[b].append(p)
+                # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
+                histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None:
                     callback(p)
 

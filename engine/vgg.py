@@ -103,9 +103,22 @@ def deepest(model: str, layers: Iterable[str]) -> str:
     return max(layers, key=lambda n: order[n])
 
 
+_STATS: Dict[Tuple[str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def imagenet_stats(device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) as (1, 3, 1, 1) tensors, made once per device and dtype. Built from host data
+    only the first time: a host-to-device copy inside a CUDA graph capture is illegal, and the
+    CUDA backend's eager warm-up iterations create these before it captures."""
+    key = (str(device), dtype)
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1),
+                       torch.tensor(IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1))
+    return _STATS[key]
+
+
 def normalize(image: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+    mean, std = imagenet_stats(image.device, image.dtype)
     return (image - mean) / std
 
 

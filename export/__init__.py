@@ -20,7 +20,9 @@ from stylegrad import backward as bw
 from stylegrad.errors import ConfigError, StyleGradError
 from stylegrad.vgg import VGG, layer_names
 
-from .manifest import FORMAT_VERSION, read_manifest, verify_files, write_json_atomic
+from stylegrad.atomic import write_json_atomic
+
+from .manifest import FORMAT_VERSION, read_manifest, verify_files
 
 MIN_OPSET, MAX_OPSET = 13, 20   # Resize/Pad/DepthToSpace forms we emit; TorchScript exporter's top
 

@@ -46,6 +46,7 @@ def test_callback_and_history():
     r = Stylizer(StyleConfig(**SMALL)).run(c, [s], callback=seen.append, name="photo")
     assert [p.iter for p in seen] == list(range(9)) and all(isinstance(p, Progress) for p in seen)
     assert seen[0].image == "photo" and seen[-1].snapshot is not None and seen[3].snapshot is None
+    assert all(p.snapshot is None for p in r.history)          # no images kept in the history
     assert r.history == seen and r.final_loss < seen[0].loss
     assert torch.allclose(seen[-1].snapshot, r.image)
 

@@ -194,3 +194,15 @@ def test_export_bench_and_kernels_check_commands(tmp_path, capsys):
     table = capsys.readouterr().out
     assert rc == 0 and "gram" in table and "sm_80" in table
     assert main(["bench", "--iters", "0"]) == 2
+
+
+def test_diverged_run_is_an_error_and_json_stays_valid(tmp_path, capsys):
+    c, s = write_image(tmp_path / "c.png", 16, 16, 1), write_image(tmp_path / "s.png", 16, 16, 2)
+    out = tmp_path / "o.png"
+    rc = main(["stylize", str(c), "--style", str(s), "-o", str(out), "--size", "16", "--iters", "30",
+               "--lr", "1e9", "--json"] + FAST)
+    cap = capsys.readouterr()
+    assert rc == 1 and not out.exists()
+    assert "NaN" not in cap.out and "Infinity" not in cap.out
+    lines = _json_lines(cap.out)                     # strict JSON throughout
+    assert lines[-1]["status"] == "error" and "diverged" in lines[-1]["error"]

@@ -126,6 +126,6 @@ class SplitBackend(Backend):
             tv, tv_grad = tv_loss_and_grad(image, self.config, self.ops)
         with self.timer.phase("backward"):
             grad = self.backward(saved, grads) if grads else torch.zeros_like(image)
-            if self.config.tv_weight > 0:
+            if tv_grad is not None:
                 grad = grad + tv_grad
         return Evaluation(content, style, tv, grad)

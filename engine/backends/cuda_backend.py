@@ -85,6 +85,7 @@ class CudaBackend(HandwrittenBackend):
     # "compact" (~76 ops; Byrd-Nocedal-Schnabel). Both match torch.optim.LBFGS on CPU; which is
     # faster inside a CUDA graph awaits a GPU (bench/gpu_check.py times both).
     lbfgs_direction = "two_loop"
+    use_graph = True          # False: the same loop, eagerly (tests compare the two)
 
     def __init__(self, vgg, config, device, use_cuda_kernels: Optional[bool] = None):
         super().__init__(vgg, config, device)
@@ -150,15 +151,23 @@ class CudaBackend(HandwrittenBackend):
             k_dev.add_(1)
 
         graph = None
-        use_graph = self.device.type == "cuda" and iters > WARMUP_ITERS
+        use_graph = self.use_graph and self.device.type == "cuda" and iters > WARMUP_ITERS
         self.graph_status = "eager (cpu)" if self.device.type != "cuda" else "eager"
+        # Warm-up iterations and the capture run on one side stream (PyTorch's documented
+        # pattern: libraries set up per-stream state lazily during the first calls).
+        side = torch.cuda.Stream(self.device) if use_graph else None
         t_last, k_last = time.perf_counter(), 0
         for k in range(iters):
             snap = x.clone() if keep_image(k) else None
             if graph is None and use_graph and k == WARMUP_ITERS:
-                graph = self._capture(iteration)
+                graph = self._capture(iteration, side)
             if graph is not None:
                 graph.replay()
+            elif side is not None:
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    iteration()
+                torch.cuda.current_stream(self.device).wait_stream(side)
             else:
                 iteration()
             if report is not None and (k % cfg.print_every == 0 or snap is not None):
@@ -175,12 +184,14 @@ class CudaBackend(HandwrittenBackend):
             report(iters, final, (time.perf_counter() - t0) * 1e3, x.clone())
         return x
 
-    def _capture(self, iteration):
-        """Capture one iteration (warm-up already ran eagerly). On failure: None, eager."""
+    def _capture(self, iteration, stream):
+        """Capture one iteration (warm-up already ran eagerly on ``stream``). Capture records
+        and does not execute, so a failed capture leaves x and the optimiser state (all on the
+        device) untouched and the loop goes on eagerly. On failure: None."""
         try:
             torch.cuda.synchronize(self.device)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=stream):
                 iteration()
             self.graph_status = "captured"
             return graph

@@ -20,12 +20,7 @@ from .base import SplitBackend
 
 def loss_layers(config: StyleConfig) -> Tuple[str, ...]:
     """Layers whose loss term can be non-zero (the objective skips the others)."""
-    layers = []
-    if config.content_weight > 0:
-        layers += [l for l, w in config.content_layer_weight_map().items() if w > 0]
-    if config.style_weight > 0:
-        layers += [l for l, w in config.style_layer_weight_map().items() if w > 0]
-    return tuple(dict.fromkeys(layers))
+    return tuple(dict.fromkeys(list(config.active_content_layers()) + list(config.active_style_layers())))
 
 
 @dataclass

@@ -38,11 +38,11 @@ class ReferenceBackend(Backend):
             with torch.enable_grad():
                 feats = vggmod.forward(self.vgg, x, self._layers)
                 content, style = zero, zero
-                for layer, w in cfg.content_layer_weight_map().items():
-                    if cfg.content_weight > 0 and w > 0 and layer in feats:
+                for layer, w in cfg.active_content_layers().items():
+                    if layer in feats:
                         content = content + cfg.content_weight * w * losses.content_loss(feats[layer], targets.content[layer])
-                for layer, w in cfg.style_layer_weight_map().items():
-                    if cfg.style_weight > 0 and w > 0 and layer in feats:
+                for layer, w in cfg.active_style_layers().items():
+                    if layer in feats:
                         style = style + cfg.style_weight * w * losses.style_layer_loss(feats[layer], targets.style[layer])
                 tv = cfg.tv_weight * losses.tv_loss(x) if cfg.tv_weight > 0 else zero
                 total = (content + style + tv).sum()

@@ -1,0 +1,34 @@
+"""Atomic file writes: a temporary file in the target's folder, fsync, then ``os.replace``.
+A reader sees the old file or the new one, never a partial one; a failure leaves no temporary."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Union
+
+
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temporary binary file and move it to ``path``."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + p.name + ".", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        os.chmod(tmp, 0o644)   # mkstemp makes 0600; our outputs are ordinary readable files
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return p
+
+
+def write_json_atomic(path: Union[str, os.PathLike], data) -> Path:
+    text = json.dumps(data, indent=2) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()))
