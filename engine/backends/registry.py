@@ -18,7 +18,7 @@ _BACKENDS: Dict[str, Tuple[str, str]] = {
 }
 
 # Order `auto` tries per device type. CPU, measured at 256^2 fp32 (bench/results/cpu-256-b1.json):
-# onnxruntime 1.23x and torch 1.18x the reference, within run-to-run noise of each other; torch
+# onnxruntime 1.27x and torch 1.24x the reference, within run-to-run noise of each other; torch
 # first as it needs no export step and also runs bf16. CUDA: the `cuda` backend joins `auto` once
 # its GPU tests have passed on a GPU; until then (no GPU in any session so far) it must be asked
 # for by name.
