@@ -6,7 +6,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from .fileio import write_json_atomic
 
 from .errors import ConfigError
 

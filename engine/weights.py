@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .errors import WeightsError
+from .fileio import atomic_write, file_sha256
 from .vgg import VGG, ConvLayer, layer_specs
 
 # torchvision's published checkpoints; the hex in the name is the start of the file's SHA-256.
@@ -107,21 +107,13 @@ def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
     return state
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def download(url: str, dest: Path, hash_prefix: Optional[str], progress: Optional[DownloadProgress] = None,
              timeout: float = 30.0) -> None:
     """Download ``url`` to ``dest`` atomically, checking the SHA-256 prefix."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".partial", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+
+    def fetch(out) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             total = resp.headers.get("Content-Length")
             total = int(total) if total and total.isdigit() else None
             done = 0
@@ -135,18 +127,11 @@ def download(url: str, dest: Path, hash_prefix: Optional[str], progress: Optiona
                 done += len(chunk)
                 if progress:
                     progress(done, total)
-            out.flush()
-            os.fsync(out.fileno())
         if hash_prefix and not h.hexdigest().startswith(hash_prefix):
             raise WeightsError(f"downloaded {url} has SHA-256 {h.hexdigest()[:16]}..., expected {hash_prefix}...: "
                                "corrupt download, try again")
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+
+    atomic_write(dest, fetch)   # a failed or corrupt download leaves nothing behind
 
 
 def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgress] = None,
@@ -184,4 +169,4 @@ def weights_identity(spec: str, model: str) -> str:
     if src.kind == "random":
         return f"random:{src.seed}"
     path = src.path if src.kind == "path" else hub_checkpoint_path(model)
-    return "sha256:" + _sha256(path)[:16] if path.exists() else f"missing:{path}"
+    return "sha256:" + file_sha256(path)[:16] if path.exists() else f"missing:{path}"

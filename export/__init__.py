@@ -20,7 +20,7 @@ from stylegrad import backward as bw
 from stylegrad.errors import ConfigError, StyleGradError
 from stylegrad.vgg import VGG, layer_names
 
-from stylegrad.atomic import write_json_atomic
+from stylegrad.fileio import write_json_atomic
 
 from .manifest import FORMAT_VERSION, read_manifest, verify_files
 

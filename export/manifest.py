@@ -9,6 +9,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from stylegrad import backward as bw
+from stylegrad.fileio import file_sha256
 from stylegrad.vgg import VGG
 
 FORMAT = "stylegrad-onnx"
@@ -37,14 +38,6 @@ def weights_digest(vgg: VGG, plan: bw.BackwardPlan) -> str:
                 h.update(s.name.encode())
                 h.update(str(tuple(a.shape)).encode())
                 h.update(a.numpy().tobytes())
-    return h.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
     return h.hexdigest()
 
 

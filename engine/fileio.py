@@ -1,7 +1,9 @@
-"""Atomic file writes: a temporary file in the target's folder, fsync, then ``os.replace``.
-A reader sees the old file or the new one, never a partial one; a failure leaves no temporary."""
+"""File helpers. Atomic writes: a temporary file in the target's folder, fsync, then
+``os.replace``; a reader sees the old file or the new one, never a partial one, and a failure
+leaves no temporary. And the SHA-256 of a file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -32,3 +34,11 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[BinaryIO], None
 def write_json_atomic(path: Union[str, os.PathLike], data) -> Path:
     text = json.dumps(data, indent=2) + "\n"
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def file_sha256(path: Union[str, os.PathLike]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
