@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report the loss every N iterations (default 1 with --json, else 10)")
     s.add_argument("--batch-size", type=int, default=_default("batch_size"), metavar="B",
                    help="optimise up to B content images of one size together (default %(default)s)")
+    s.add_argument("--pair-styles", action="store_true",
+                   help="content image i takes style image i (as many --style as content images)")
     s.add_argument("--json", action="store_true", help="one JSON object per reported iteration on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bar or notes")
 

@@ -89,6 +89,11 @@ def cmd_stylize(args) -> int:
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, contents)
     styles = [imgs.load_image(s) for s in args.style]          # bad style: exit 2 before any work
+    if args.pair_styles:
+        if len(styles) != len(contents):
+            raise ConfigError(f"--pair-styles needs one --style per content image: {len(styles)} for {len(contents)}")
+        if args.style_blend_weights is not None:
+            raise ConfigError("--pair-styles and --style-blend-weights do not go together")
     if args.init not in ("content", "noise"):
         imgs.load_image(args.init)
     if args.out_dir:
@@ -112,17 +117,18 @@ def cmd_stylize(args) -> int:
         return cb
 
     stylizer = Stylizer(config, download_progress=download_bar())
-    stylizer.set_styles(styles)
+    stylizer.set_styles(styles if not args.pair_styles else styles[:1])
     if stylizer.weights_are_random:
         note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
 
     try:
-        return _run_all(args, config, stylizer, contents, outputs, show_bar)
+        pairs = dict(zip(map(str, contents), styles)) if args.pair_styles else None
+        return _run_all(args, config, stylizer, contents, outputs, show_bar, pairs)
     finally:
         stylizer.close()
 
 
-def _run_all(args, config, stylizer, contents, outputs, show_bar) -> int:
+def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) -> int:
     failed = 0
 
     def fail(name: str, e: BaseException) -> None:
@@ -170,7 +176,8 @@ def _run_all(args, config, stylizer, contents, outputs, show_bar) -> int:
                     print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
         try:
-            results = stylizer.run_batch([b[2] for b in batch], callback=on_progress, names=names)
+            results = stylizer.run_batch([b[2] for b in batch], callback=on_progress, names=names,
+                                         styles=[[pairs[n]] for n in names] if pairs else None)
         except Exception as e:  # the whole batch failed; other batches go on
             if bar is not None:
                 bar.close()

@@ -112,19 +112,28 @@ class Stylizer:
         self._styles = [imgs.to_tensor(s) for s in styles]
         self._style_cache.clear()
 
-    def _style_targets(self, h: int, w: int, positions: Dict[str, int]) -> Dict[str, torch.Tensor]:
+    def _style_targets(self, h: int, w: int, positions: Dict[str, int],
+                       styles: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Blended Gram targets for an output of h x w: of the styles set with set_styles()
+        (cached per size), or of ``styles`` (not cached)."""
         key = (h, w)
-        if key not in self._style_cache:
-            cfg = self.config
-            if self._styles is None:
-                raise ConfigError("no style images set: pass styles to run() or call set_styles()")
-            longest = max(1, round(max(h, w) * cfg.style_scale))
-            scaled = [imgs.resize_longest(s, longest)[None].to(self.device) for s in self._styles]
-            blend = cfg.style_blend_weights or tuple(1.0 for _ in scaled)
-            layers = cfg.style_layers if cfg.style_weight > 0 else ()
-            self._style_cache[key] = style_targets(self.backend.features, self.backend.gram, scaled, blend,
-                                                   layers, positions)
-        return self._style_cache[key]
+        if styles is None and key in self._style_cache:
+            return self._style_cache[key]
+        cfg = self.config
+        use = styles if styles is not None else self._styles
+        if use is None:
+            raise ConfigError("no style images set: pass styles to run() or call set_styles()")
+        bw = cfg.style_blend_weights
+        if bw is not None and len(bw) != len(use):
+            raise ConfigError(f"{len(bw)} --style-blend-weights for {len(use)} style image(s)")
+        longest = max(1, round(max(h, w) * cfg.style_scale))
+        scaled = [imgs.resize_longest(s, longest)[None].to(self.device) for s in use]
+        blend = bw or tuple(1.0 for _ in scaled)
+        layers = cfg.style_layers if cfg.style_weight > 0 else ()
+        targets = style_targets(self.backend.features, self.backend.gram, scaled, blend, layers, positions)
+        if styles is None:
+            self._style_cache[key] = targets
+        return targets
 
     def _positions(self, h: int, w: int) -> Dict[str, int]:
         """M (positions) per loss layer present for an image of h x w."""
@@ -135,8 +144,10 @@ class Stylizer:
         return {k: v.shape[-1] * v.shape[-2] for k, v in feats.items()}
 
     # -- running -------------------------------------------------------------------------------
-    def prepare(self, content: torch.Tensor) -> Tuple[torch.Tensor, Targets]:
-        """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets."""
+    def prepare(self, content: torch.Tensor,
+                styles_per_image: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> Tuple[torch.Tensor, Targets]:
+        """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets: shared style
+        targets (set_styles), or one blend per image (``styles_per_image``: B lists)."""
         cfg = self.config
         if content.ndim == 3:
             content = imgs.resize_longest(content, cfg.size)[None]
@@ -145,7 +156,14 @@ class Stylizer:
         positions = self._positions(h, w)
         ctargets = content_targets(self.backend.features, content,
                                    cfg.content_layers if cfg.content_weight > 0 else ())
-        style = self._style_targets(h, w, {k: v for k, v in positions.items() if k in cfg.style_layers})
+        spos = {k: v for k, v in positions.items() if k in cfg.style_layers}
+        if styles_per_image is None:
+            style = self._style_targets(h, w, spos)
+        else:
+            if len(styles_per_image) != content.shape[0]:
+                raise ConfigError(f"{len(styles_per_image)} style lists for {content.shape[0]} content image(s)")
+            per = [self._style_targets(h, w, spos, [imgs.to_tensor(s) for s in group]) for group in styles_per_image]
+            style = {l: torch.cat([p[l] for p in per]) for l in per[0]}     # (B, C, C)
         return content, Targets(ctargets, style)
 
     def initial_image(self, content: torch.Tensor) -> torch.Tensor:
@@ -168,11 +186,14 @@ class Stylizer:
         return self.run_batch([content], callback=callback, names=[name])[0]
 
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
-                  names: Optional[Sequence[str]] = None) -> List[StyleResult]:
-        """Optimise several content images of one size together (one joint problem).
+                  names: Optional[Sequence[str]] = None,
+                  styles: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> List[StyleResult]:
+        """Optimise several content images of one size together.
 
-        With L-BFGS the batch shares one curvature history, so results differ slightly from
-        one-at-a-time runs; losses are reported per image.
+        ``styles``: one list of style images per content image (per-image targets); default,
+        the styles of :meth:`set_styles` for all. The CPU backends optimise the batch as one
+        problem (with L-BFGS one shared curvature history); the ``cuda`` backend runs one
+        L-BFGS per image. Losses are reported per image.
         """
         cfg = self.config
         tensors = [imgs.resize_longest(imgs.to_tensor(c), cfg.size) for c in contents]
@@ -180,7 +201,7 @@ class Stylizer:
             raise ImageError("images of a batch must have the same size after resizing")
         names = list(names) if names is not None else [f"image{i}" for i in range(len(tensors))]
         t_start = time.perf_counter()
-        content, targets = self.prepare(torch.stack(tensors))
+        content, targets = self.prepare(torch.stack(tensors), styles)
         x0 = self.initial_image(content)
         histories: List[List[Progress]] = [[] for _ in tensors]
 

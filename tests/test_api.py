@@ -151,3 +151,24 @@ def test_batch_reports_per_image():
     assert [r.history[0].image for r in res] == ["a", "b", "c"]
     assert all(r.final_loss < r.history[0].loss for r in res)
     assert stylegrad.__version__
+
+
+def test_per_image_style_targets():
+    """A batch with one style per image: each image's targets are those it gets alone."""
+    g = torch.Generator().manual_seed(11)
+    c = [torch.rand(3, 20, 24, generator=g) for _ in range(2)]
+    s = [torch.rand(3, 26, 30, generator=g) for _ in range(2)]
+    cfg = StyleConfig(**SMALL)
+    st = Stylizer(cfg)
+    _, t = st.prepare(torch.stack(c), styles_per_image=[[s[0]], [s[1]]])
+    for b in range(2):
+        alone = Stylizer(cfg)
+        alone.set_styles([s[b]])
+        _, ta = alone.prepare(c[b])
+        for l, A in ta.style.items():
+            assert t.style[l].shape[0] == 2
+            assert torch.allclose(t.style[l][b:b + 1], A, rtol=1e-6, atol=1e-6)
+    res = st.run_batch(c, styles=[[s[0]], [s[1]]])
+    assert all(r.final_loss < r.history[0].loss for r in res)
+    with pytest.raises(ConfigError, match="style lists"):
+        st.prepare(torch.stack(c), styles_per_image=[[s[0]]])

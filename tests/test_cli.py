@@ -206,3 +206,15 @@ def test_diverged_run_is_an_error_and_json_stays_valid(tmp_path, capsys):
     assert "NaN" not in cap.out and "Infinity" not in cap.out
     lines = _json_lines(cap.out)                     # strict JSON throughout
     assert lines[-1]["status"] == "error" and "diverged" in lines[-1]["error"]
+
+
+def test_pair_styles(tmp_path, capsys):
+    c1, c2 = write_image(tmp_path / "a.png", 12, 12, 1), write_image(tmp_path / "b.png", 12, 12, 2)
+    s1, s2 = write_image(tmp_path / "s1.png", 12, 12, 3), write_image(tmp_path / "s2.png", 12, 12, 4)
+    out = tmp_path / "out"
+    assert main(["stylize", str(c1), str(c2), "--style", str(s1), "--style", str(s2), "--pair-styles",
+                 "--out-dir", str(out), "--size", "12", "--iters", "3", "--batch-size", "2"] + FAST) == 0
+    assert sorted(os.listdir(out)) == ["a.png", "b.png"]
+    assert main(["stylize", str(c1), str(c2), "--style", str(s1), "--pair-styles", "--out-dir", str(out),
+                 "--iters", "1"] + FAST) == 2
+    assert "one --style per content image" in capsys.readouterr().err
