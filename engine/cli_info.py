@@ -23,14 +23,14 @@ def gather_info() -> dict:
 
         info["onnxruntime"] = ort.__version__
         info["onnxruntime_providers"] = ort.get_available_providers()
-    except ImportError as e:
+    except ImportError:
         info["onnxruntime"] = None
         info["onnxruntime_providers"] = []
     for mod, key in (("tensorrt", "tensorrt"), ("cuda.core", "cuda_core"), ("cuda.bindings", "cuda_bindings")):
         try:
             m = importlib.import_module(mod)
             info[key] = getattr(m, "__version__", "imported")
-        except Exception as e:  # ImportError, or a broken install
+        except Exception:  # ImportError, or a broken install
             info[key] = None
     info["weights_cache"] = {m: {"path": str(hub_checkpoint_path(m)), "cached": hub_checkpoint_path(m).exists()}
                              for m in IMAGENET_URLS}

@@ -5,7 +5,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 from . import images as imgs
 from .config import StyleConfig

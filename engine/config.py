@@ -6,7 +6,7 @@ so the two can never disagree.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .errors import ConfigError

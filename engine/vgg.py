@@ -8,7 +8,7 @@ CUDA) walks the same layer list. Layer names follow the paper (``conv4_2``, ``re
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
