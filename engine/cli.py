@@ -10,6 +10,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
 from .config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleConfig
 from .errors import StyleGradError
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="content image i takes style image i (as many --style as content images)")
     s.add_argument("--json", action="store_true", help="one JSON object per reported iteration on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    add_job_arguments(s)                  # CLI-only: --resume, --devices, --ray, ... (engine/cli_job.py)
 
     i = sub.add_parser("info", help="devices, ONNX Runtime providers, TensorRT/cuda-python, weights cache")
     i.add_argument("--json", action="store_true")
@@ -128,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (atomically)")
     b.add_argument("--out-dir", default=None, metavar="DIR",
                    help="also write one JSON file per (size, batch) into DIR (atomically)")
+    add_bench_job_arguments(b)
+
+    add_job_command(sub)
 
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -140,10 +145,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is needed: stylize, info, export, bench or kernels check (see --help)")
+            raise UsageError("a command is needed: stylize, job status, info, export, bench or kernels check (see --help)")
         if args.command == "stylize":
             from .cli_stylize import cmd_stylize
             return cmd_stylize(args)
+        if args.command == "job":
+            from .cli_job import cmd_job
+            return cmd_job(args)
         if args.command == "info":
             from .cli_info import cmd_info
             return cmd_info(args)

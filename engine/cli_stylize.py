@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import List
 
 from . import images as imgs
+from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, StyleGradError
+from .jobs.work import snapshot_path as _snapshot_path
 from .stylizer import Progress, Stylizer
 import torch
 
@@ -80,11 +82,8 @@ def _json(obj: dict) -> str:
     return json.dumps(clean, allow_nan=False)
 
 
-def _snapshot_path(out: Path, it: int) -> Path:
-    return out.with_name(f"{out.stem}.iter{it:04d}{out.suffix}")
-
-
 def cmd_stylize(args) -> int:
+    check_job_arguments(args)
     config = config_from_args(args)
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, contents)
@@ -98,6 +97,7 @@ def cmd_stylize(args) -> int:
         imgs.load_image(args.init)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
 
     def note(msg: str) -> None:

@@ -27,6 +27,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.job:
+        from .cli_job import cmd_bench_job
+        return cmd_bench_job(args)
     from .bench import format_table, run_bench
 
     try:
