@@ -111,8 +111,7 @@ def choose_executor(args, config):
             dtype = ""
         if dtype not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, got {config.device!r}")
-        return dtype, RayPool(args.ray, dtype, threads if dtype == "cpu" else None, max_actors=args.workers,
-                              ship_bytes=args.ray_bytes)
+        return dtype, RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes)
     if args.devices:
         spec = args.devices.strip()
         if spec == "all":
@@ -133,7 +132,7 @@ def choose_executor(args, config):
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
             n = args.workers or max(1, cpu_count() // threads)
-            return "cpu", LocalPool(["cpu"] * n, threads)
+            return "cpu", LocalPool(["cpu"] * n)
         if args.workers:
             raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
         return "cuda", LocalPool(devices, max(1, cpu_count() // len(devices)))
@@ -141,8 +140,8 @@ def choose_executor(args, config):
     if args.workers:
         if dtype != "cpu":
             raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
-        return "cpu", LocalPool(["cpu"] * args.workers, threads)
-    return dtype, InlineExecutor(config.device, threads if dtype == "cpu" else None)
+        return "cpu", LocalPool(["cpu"] * args.workers)
+    return dtype, InlineExecutor(config.device)
 
 
 class _CliListener:
@@ -247,14 +246,14 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
-    dtype, executor = choose_executor(args, config)
+    _, executor = choose_executor(args, config)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
     listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random)
     if args.ray and args.json:
         listener.note("per-iteration progress is not reported from Ray actors; one line per image")
     _maybe_fetch_weights(config, executor, listener.note)
     req = JobRequest(Path(args.out_dir), list(contents), list(outputs), config, [str(s) for s in args.style],
-                     device_type=dtype, cpu_threads=args.threads or 1, pair_styles=args.pair_styles,
+                     cpu_threads=args.threads or 1, pair_styles=args.pair_styles,
                      resume=args.resume, force=args.force, ship_bytes=args.ray_bytes,
                      relay_progress=(args.json or show_bar) and not args.ray)
     restore = _sigterm_as_interrupt()

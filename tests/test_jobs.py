@@ -168,6 +168,28 @@ def test_job_status(tmp_path, capsys):
     assert "no stylegrad job" in capsys.readouterr().err
 
 
+def test_job_writes_snapshots_and_stops_cleanly_on_sigterm(tmp_path):
+    _images(tmp_path / "in", [(12, 12)] * 8)
+    s = write_image(tmp_path / "s.png", 12, 12, seed=9)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "stylegrad.cli", "stylize", str(tmp_path / "in"), "--style", str(s), "--size", "12",
+            "--iters", "30", "--save-every", "10", "--out-dir", str(out)] + FAST
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not _image_records(out):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    state = load_state(out)
+    done = [r for r in state.images if r["status"] == "ok"]
+    assert 1 <= len(done) < 8 and state.ends[state.runs[0]["run"]]["interrupted"] is True
+    first = Path(done[0]["output"]).stem
+    assert sorted(p.name for p in out.glob(first + ".*")) == [f"{first}.iter0010.png", f"{first}.iter0020.png",
+                                                               f"{first}.png"]
+    assert not list(out.glob(".*.tmp"))
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["-o", "x.png", "--resume"], "--resume works with --out-dir"),
     (["--out-dir", "o", "--ray-bytes"], "--ray-bytes needs --ray"),
@@ -189,15 +211,24 @@ def test_job_usage_errors(tmp_path, capsys, monkeypatch, argv, needle):
 
 # -- worker processes --------------------------------------------------------------------------
 
-def test_worker_processes_give_the_same_bytes_and_records_as_one_process(tmp_path):
+def test_worker_processes_give_the_same_bytes_and_records_as_one_process(tmp_path, capsys):
     """Batches of 2 over mixed sizes: the batch partners, the thread count (1 per image) and the
-    code are the same in both runs, so every byte is."""
+    code are the same in both runs, so every byte is. Workers relay --json progress."""
     _images(tmp_path / "in", [(20, 14), (14, 20), (20, 14), (20, 14), (14, 20)])
     s = write_image(tmp_path / "s.png", 16, 16, seed=9)
     base = ["stylize", str(tmp_path / "in"), "--style", str(s), "--size", "18", "--iters", "4",
             "--batch-size", "2"] + FAST
     assert main(base + ["--out-dir", str(tmp_path / "one")]) == 0
-    assert main(base + ["--out-dir", str(tmp_path / "two"), "--devices", "cpu", "--workers", "2"]) == 0
+    capsys.readouterr()
+    assert main(base + ["--out-dir", str(tmp_path / "two"), "--devices", "cpu", "--workers", "2", "--json"]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    iters = {}
+    for l in lines:
+        if "iter" in l:
+            iters.setdefault(Path(l["image"]).name, []).append(l["iter"])
+    assert iters == {f"{i}.png": [0, 1, 2, 3, 4] for i in range(5)}
+    assert sum(l.get("status") == "ok" for l in lines) == 5 and lines[-1]["summary"] == "job"
+    assert lines[-1]["workers"] == 2 and lines[-1]["ok"] == 5
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
     assert len(one) == 5 and one == two
     r1, r2 = _image_records(tmp_path / "one"), _image_records(tmp_path / "two")
@@ -217,8 +248,8 @@ def test_dead_workers_are_restarted_and_a_poison_image_is_an_error(tmp_path):
     def request(d):
         return JobRequest(tmp_path / d, ins, [tmp_path / d / p.name for p in ins], cfg, [str(s)])
 
-    run_job(request("ref"), InlineExecutor("cpu", 1))
-    pool = LocalPool(["cpu", "cpu"], 1, before_task=functools.partial(job_hooks.crash_on, "2.png"))
+    run_job(request("ref"), InlineExecutor("cpu"))
+    pool = LocalPool(["cpu", "cpu"], before_task=functools.partial(job_hooks.crash_on, "2.png"))
     notes, killed = [], []
 
     class Killer(JobListener):

@@ -55,8 +55,8 @@ def test_an_actor_killed_mid_job_is_restarted_and_the_job_completes(ray_cluster,
     def request(d):
         return JobRequest(tmp_path / d, ins, [tmp_path / d / p.name for p in ins], cfg, [str(s)])
 
-    run_job(request("ref"), InlineExecutor("cpu", 1))
-    pool = RayPool("auto", "cpu", 1)
+    run_job(request("ref"), InlineExecutor("cpu"))
+    pool = RayPool("auto", "cpu")
     killed = []
 
     class Killer(JobListener):

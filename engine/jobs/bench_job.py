@@ -55,10 +55,9 @@ def _inputs(folder: Path, n: int, size: int, content: Optional[str]) -> list:
     return paths
 
 
-def _run(name: str, root: Path, inputs, style: str, config: StyleConfig, dtype: str, threads, executor) -> dict:
+def _run(name: str, root: Path, inputs, style: str, config: StyleConfig, threads, executor) -> dict:
     out = root / name.replace(" ", "-").replace(",", "")
-    req = JobRequest(out, inputs, [out / p.name for p in inputs], config, [style], device_type=dtype,
-                     cpu_threads=threads)
+    req = JobRequest(out, inputs, [out / p.name for p in inputs], config, [style], cpu_threads=threads)
     s = run_job(req, executor)
     steady = s.wall_seconds - s.startup_seconds
     return {"name": name, "executor": s.executor, "workers": s.workers, "threads": threads,
@@ -82,17 +81,17 @@ def bench_job(images: int = 8, size: int = 64, iters: int = 20, device: str = "c
         runs = []
         if dev.type == "cpu":
             n = workers or max(1, _cores() // threads)
-            one = _run("one process", root, inputs, style, config, "cpu", threads, InlineExecutor("cpu", threads))
+            one = _run("one process", root, inputs, style, config, threads, InlineExecutor("cpu"))
             runs.append(one)
             if _cores() > threads:
-                runs.append(_run("one process, all cores", root, inputs, style, config, "cpu", _cores(),
-                                 InlineExecutor("cpu", _cores())))
-            pool = _run("pool", root, inputs, style, config, "cpu", threads, LocalPool(["cpu"] * n, threads))
+                runs.append(_run("one process, all cores", root, inputs, style, config, _cores(),
+                                 InlineExecutor("cpu")))
+            pool = _run("pool", root, inputs, style, config, threads, LocalPool(["cpu"] * n))
         else:
             gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-            one = _run("one process", root, inputs, style, config, "cuda", None, InlineExecutor(gpus[0]))
+            one = _run("one process", root, inputs, style, config, None, InlineExecutor(gpus[0]))
             runs.append(one)
-            pool = _run("pool", root, inputs, style, config, "cuda", None,
+            pool = _run("pool", root, inputs, style, config, None,
                         LocalPool(gpus, max(1, _cores() // len(gpus))))
         runs.append(pool)
         identical = all((one["_dir"] / p.name).read_bytes() == (pool["_dir"] / p.name).read_bytes()

@@ -73,15 +73,23 @@ class _Slot:
 
 
 class LocalPool:
-    """Executor: one worker process per entry of ``devices`` (repeat ``cpu`` for N CPU workers)."""
+    """Executor: one worker process per entry of ``devices`` (repeat ``cpu`` for N CPU workers).
 
-    def __init__(self, devices: Sequence[str], threads_per_worker: Optional[int] = None, retries: int = 1,
+    CPU workers use the job's ``cpu_threads``; ``gpu_worker_threads`` sets torch's threads in
+    GPU workers (host-side work; default: torch's own).
+    """
+
+    def __init__(self, devices: Sequence[str], gpu_worker_threads: Optional[int] = None, retries: int = 1,
                  max_restarts: Optional[int] = None, before_task: Optional[Callable[[Task], None]] = None):
         if not devices:
             raise StyleGradError("a worker pool needs at least one device")
         self.devices = list(devices)
+        kinds = {d.split(":")[0] for d in self.devices}
+        if len(kinds) != 1:
+            raise StyleGradError("a worker pool runs on one kind of device (CPU and GPU round differently)")
+        self.device_type = kinds.pop()
         self.workers = len(self.devices)
-        self.threads = threads_per_worker
+        self.threads = gpu_worker_threads
         self.retries = retries
         self.max_restarts = max_restarts if max_restarts is not None else 2 * len(self.devices) + 2
         self.before_task = before_task

@@ -40,7 +40,7 @@ def import_ray():
 class StyleActor:
     """The body of a Ray actor (``ray.remote`` is applied when the pool starts)."""
 
-    def __init__(self, spec: JobSpec, device_type: str, threads: Optional[int]):
+    def __init__(self, spec: JobSpec, device_type: str):
         if device_type == "cuda":
             import ray
             ids = ray.get_gpu_ids()
@@ -48,7 +48,7 @@ class StyleActor:
             device = "cuda:0"          # Ray makes the actor's GPU the only visible one
         else:
             self.label, device = "cpu", "cpu"
-        self.worker = JobWorker(spec, device, threads)
+        self.worker = JobWorker(spec, device)
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "host": socket.gethostname(), "device": self.label}
@@ -69,12 +69,10 @@ class RayPool:
     this process is used as it is.
     """
 
-    def __init__(self, address: str = "auto", device_type: str = "cpu", threads: Optional[int] = 1,
-                 max_actors: Optional[int] = None, ship_bytes: bool = False, max_restarts: int = 3,
-                 max_task_retries: int = 1, start_timeout: float = 900.0):
+    def __init__(self, address: str = "auto", device_type: str = "cpu", max_actors: Optional[int] = None,
+                 ship_bytes: bool = False, max_restarts: int = 3, max_task_retries: int = 1, start_timeout: float = 900.0):
         self.address = address
         self.device_type = device_type
-        self.threads = threads
         self.max_actors = max_actors
         self.ship_bytes = ship_bytes
         self.max_restarts = max_restarts
@@ -92,6 +90,8 @@ class RayPool:
         ray = self._ray = import_ray()
         if not ray.is_initialized():
             addr = None if self.address == "auto" else self.address
+            if addr not in (None, "local"):
+                _check_reachable(addr)
             try:
                 ray.init(address=addr, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, ValueError, RuntimeError) as e:
@@ -103,18 +103,19 @@ class RayPool:
             if n == 0:
                 raise StyleGradError("the Ray cluster has no GPU: use --device cpu for CPU actors")
             opts = {"num_gpus": 1, "num_cpus": 1}
-        else:
-            n = int(res.get("CPU", 0) // max(1, self.threads or 1))
+        else:   # one actor per CPU slot: a slot is the job's threads per image
+            threads = max(1, spec.cpu_threads or 1)
+            n = int(res.get("CPU", 0) // threads)
             if n == 0:
-                raise StyleGradError(f"the Ray cluster has {res.get('CPU', 0)} CPU(s), fewer than --threads {self.threads}")
-            opts = {"num_cpus": max(1, self.threads or 1)}
+                raise StyleGradError(f"the Ray cluster has {res.get('CPU', 0)} CPU(s), fewer than --threads {threads}")
+            opts = {"num_cpus": threads}
         if self.max_actors:
             n = min(n, self.max_actors)
         if n_tasks is not None:
             n = max(1, min(n, n_tasks))
         actor_cls = ray.remote(StyleActor).options(max_restarts=self.max_restarts,
                                                    max_task_retries=self.max_task_retries, **opts)
-        self.actors = [actor_cls.remote(spec, self.device_type, self.threads) for _ in range(n)]
+        self.actors = [actor_cls.remote(spec, self.device_type) for _ in range(n)]
         try:
             self.actor_info = ray.get([a.ready.remote() for a in self.actors], timeout=self.start_timeout)
         except ray.exceptions.GetTimeoutError:
@@ -200,6 +201,18 @@ class RayPool:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Ray waits minutes for a cluster it cannot reach: try the TCP port first."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise StyleGradError(f"--ray {address}: expected auto, local, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise StyleGradError(f"cannot reach a Ray cluster at {address}: {e.strerror or e}") from None
 
 
 def _cause(e: BaseException) -> str:

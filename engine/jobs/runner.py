@@ -49,6 +49,7 @@ class JobListener:
 class Executor(Protocol):
     description: str
     workers: int
+    device_type: str                     # "cpu" | "cuda": part of the pixel settings
 
     def start(self, spec: JobSpec, note: Callable[[str], None], n_tasks: int) -> None:
         """Build the workers (no more than ``n_tasks``); raise if they cannot start."""
@@ -66,7 +67,6 @@ class JobRequest:
     outputs: List[Path]                  # one per input, inside job_dir
     config: StyleConfig
     styles: List[str]
-    device_type: str = "cpu"             # "cpu" | "cuda"
     cpu_threads: Optional[int] = 1       # torch threads per image on the CPU (a pixel setting)
     pair_styles: bool = False
     resume: bool = False
@@ -146,7 +146,9 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
     listener = listener or JobListener()
     job_dir = Path(req.job_dir)
     job_dir.mkdir(parents=True, exist_ok=True)
-    settings = pixel_settings(req.config, req.device_type, req.cpu_threads if req.device_type == "cpu" else None)
+    device_type = executor.device_type
+    cpu_threads = req.cpu_threads if device_type == "cpu" else None
+    settings = pixel_settings(req.config, device_type, cpu_threads)
     chash = settings_hash(settings)
     try:
         style_hashes = [file_sha256(s) for s in req.styles]
@@ -187,8 +189,7 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
                       "pair_styles": req.pair_styles, "resume": req.resume, "force": req.force,
                       "host": socket.gethostname(), "stylegrad": __version__, "torch": torch.__version__}
         listener.planned(len(inputs), todo, len(done))
-        spec = JobSpec(req.config, tuple(str(s) for s in req.styles), req.pair_styles,
-                       req.cpu_threads if req.device_type == "cpu" else None, req.ship_bytes,
+        spec = JobSpec(req.config, tuple(str(s) for s in req.styles), req.pair_styles, cpu_threads, req.ship_bytes,
                        tuple(Path(s).read_bytes() for s in req.styles) if req.ship_bytes else None,
                        req.relay_progress)
         records: List[dict] = []
@@ -300,22 +301,21 @@ def _record(o: dict, run_id: str, chash: str, styles_sha: str, out_name: str) ->
 # -- executors ---------------------------------------------------------------------------------
 
 class InlineExecutor:
-    """One process, one device: the driver computes every task itself."""
+    """One process, one device: the driver computes every task itself (torch's thread count is
+    set for the job as the spec says, and restored after)."""
 
     workers = 1
 
-    def __init__(self, device: str = "cpu", threads: Optional[int] = None):
+    def __init__(self, device: str = "cpu"):
         self.device = device
-        self.threads = threads
+        self.device_type = torch.device(device).type
         self.description = f"one process on {device}"
         self._worker: Optional[JobWorker] = None
         self._saved_threads: Optional[int] = None
         self.weights_are_random = False
 
     def start(self, spec: JobSpec, note: Callable[[str], None], n_tasks: int = 1) -> None:
-        if self.threads and torch.device(self.device).type == "cpu":
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
+        self._saved_threads = torch.get_num_threads()
         self._worker = JobWorker(spec, self.device)
         self.weights_are_random = self._worker.weights_are_random
 

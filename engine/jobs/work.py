@@ -38,7 +38,8 @@ class JobSpec:
     config: StyleConfig                       # ``device`` is replaced per worker
     styles: Tuple[str, ...]                   # style image paths (the shared blend, or one per image)
     pair_styles: bool = False                 # each item names its style by index into ``styles``
-    cpu_threads: Optional[int] = None         # torch threads per image on the CPU (None: leave as is)
+    cpu_threads: Optional[int] = None         # torch threads per image on the CPU (a pixel setting;
+                                              # the worker applies it, whoever runs the worker)
     ship_bytes: bool = False                  # no shared filesystem: inputs, styles and outputs travel as bytes
     style_bytes: Optional[Tuple[bytes, ...]] = None   # with ship_bytes: the styles' file contents
     relay_progress: bool = False              # send per-iteration progress back to the driver
@@ -84,10 +85,16 @@ def error_outcome(item: Item, message: str, device: str = "", backend: str = "")
 
 
 class JobWorker:
-    """One Stylizer for the whole job on one device."""
+    """One Stylizer for the whole job on one device.
+
+    Torch threads: on the CPU, ``spec.cpu_threads`` (the job's rule; it changes the bits); on
+    a GPU, ``threads`` if given (host-side work only; it does not change the bits).
+    """
 
     def __init__(self, spec: JobSpec, device: str, threads: Optional[int] = None):
-        if threads:
+        if torch.device(device).type == "cpu" and spec.cpu_threads:
+            torch.set_num_threads(spec.cpu_threads)
+        elif threads:
             torch.set_num_threads(threads)
         self.spec = spec
         self.device = device
