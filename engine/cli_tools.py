@@ -19,10 +19,11 @@ def cmd_export(args) -> int:
     cl, _ = args.content_layers
     sl, _ = args.style_layers
     StyleConfig(model=args.model, content_layers=cl, style_layers=sl, pool=args.pool)  # validates names
-    vgg = load_vgg(args.weights, args.model, args.pool)
+    vgg = load_vgg(args.weights, args.model, args.pool, preprocess=args.preprocess)
     manifest = export_onnx(vgg, Path(args.out), cl, sl, opset=args.opset,
                            weights_id=weights_identity(args.weights, args.model))
-    print(f"wrote {args.out}/forward.onnx, backward.onnx, manifest.json (opset {manifest.get('opset', args.opset)})")
+    print(f"wrote {args.out}/forward.onnx, backward.onnx, manifest.json (opset {manifest.get('opset', args.opset)}, "
+          f"{vgg.preprocess} input convention)")
     return 0
 
 

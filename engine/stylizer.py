@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -14,7 +15,7 @@ from . import images as imgs
 from .backends import create_backend
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
-from .errors import ConfigError, ImageError
+from .errors import ConfigError, DivergedError, ImageError, StalledError
 from .targets import Targets, content_targets, style_targets
 from .vgg import VGG
 from .weights import DownloadProgress, load_vgg, parse_weights
@@ -44,14 +45,69 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class StyleResult:
-    image: torch.Tensor            # (3, H, W) float32 in [0, 1], CPU
+    """One image's outcome. ``status``: ``ok``; ``diverged`` (the loss became non-finite) or
+    ``stalled`` (no progress: see :func:`check_progress`), with ``message`` saying what
+    happened and ``image`` None -- a failed run never hands out its NaN or unchanged image."""
+
+    image: Optional[torch.Tensor]  # (3, H, W) float32 in [0, 1], CPU; None unless status is ok
     history: List[Progress]
     seconds: float
     backend: str
+    status: str = "ok"
+    message: str = ""
 
     @property
     def final_loss(self) -> float:
         return self.history[-1].loss
+
+    @property
+    def initial_loss(self) -> float:
+        return self.history[0].loss
+
+    def raise_for_status(self) -> "StyleResult":
+        """Raise :class:`DivergedError` / :class:`StalledError` unless the run is ok."""
+        if self.status == "diverged":
+            # the first non-finite loss, or (a loss that grew) the last report
+            bad = next((p for p in self.history if not math.isfinite(p.loss)), self.history[-1])
+            good = [p for p in self.history if p.iter < bad.iter and math.isfinite(p.loss)]
+            raise DivergedError(self.message, self, bad.iter, good[-1].iter if good else None,
+                                good[-1].loss if good else None)
+        if self.status == "stalled":
+            raise StalledError(self.message, self)
+        return self
+
+
+# A run "stalls" when, after STALL_MIN_ITERS or more iterations from the content or noise, the
+# loss is still above STALL_FRACTION of its initial value, or when the image did not change
+# (no pixel moved by half a quantisation step) although the loss was not 0.
+STALL_MIN_ITERS = 20
+STALL_FRACTION = 0.5
+
+
+def check_progress(history: List[Progress], init: str, moved: float) -> Tuple[str, str]:
+    """(status, message) of one image's run from its reported losses and the largest pixel
+    change ``moved`` between the initial and final image (both clamped to [0, 1]).
+
+    diverged: a non-finite loss, or a final loss above the initial one. stalled: see above."""
+    for p in history:
+        if not math.isfinite(p.loss):
+            good = [q for q in history if q.iter < p.iter]
+            last = f"last finite loss {good[-1].loss:.4g} at iteration {good[-1].iter}" if good else "no finite loss"
+            return "diverged", (f"diverged: the loss became {p.loss} at iteration {p.iter} ({last}); "
+                                f"try --optimizer adam, a smaller --lr or a smaller --style-weight")
+    first, last = history[0], history[-1]
+    if last.iter == 0 or first.loss <= 0:
+        return "ok", ""
+    if last.loss > first.loss:
+        return "diverged", (f"diverged: the loss grew from {first.loss:.4g} to {last.loss:.4g} in {last.iter} "
+                            f"iterations; try --optimizer adam, a smaller --lr or a smaller --style-weight")
+    if moved < 0.5 / 255:
+        return "stalled", (f"stalled: the image did not change in {last.iter} iterations "
+                           f"(loss {first.loss:.4g} -> {last.loss:.4g})")
+    if last.iter >= STALL_MIN_ITERS and init in ("content", "noise") and last.loss > STALL_FRACTION * first.loss:
+        return "stalled", (f"stalled: the loss fell only from {first.loss:.4g} to {last.loss:.4g} in "
+                           f"{last.iter} iterations; try --optimizer adam or check --style-weight")
+    return "ok", ""
 
 
 def parse_device(spec: str) -> torch.device:
@@ -86,7 +142,10 @@ class Stylizer:
             raise ConfigError(f"--precision {self.config.precision} needs --backend torch or cuda; "
                               f"backend {self.config.backend} runs in fp32")
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
-                                    download_progress)).with_pool(self.config.pool)
+                                    download_progress, self.config.preprocess)).with_pool(self.config.pool)
+        # from here on the config is concrete: the weights' input convention and the style
+        # weight (None: the convention's default) are filled in
+        self.config = self.config.resolved(self.vgg.preprocess)
         self.backend: Backend = create_backend(self.config.backend, self.vgg, self.config, self.device)
         self._styles: Optional[List[torch.Tensor]] = None
         self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
@@ -180,10 +239,11 @@ class Stylizer:
 
     def run(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
             callback: Optional[ProgressCallback] = None, name: str = "image") -> StyleResult:
-        """Stylise one content image; returns the image and the loss history."""
+        """Stylise one content image; returns the image and the loss history. A run that
+        diverges or stalls raises :class:`DivergedError` / :class:`StalledError`."""
         if styles is not None:
             self.set_styles(styles)
-        return self.run_batch([content], callback=callback, names=[name])[0]
+        return self.run_batch([content], callback=callback, names=[name])[0].raise_for_status()
 
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
                   names: Optional[Sequence[str]] = None,
@@ -191,9 +251,10 @@ class Stylizer:
         """Optimise several content images of one size together.
 
         ``styles``: one list of style images per content image (per-image targets); default,
-        the styles of :meth:`set_styles` for all. The CPU backends optimise the batch as one
-        problem (with L-BFGS one shared curvature history); the ``cuda`` backend runs one
-        L-BFGS per image. Losses are reported per image.
+        the styles of :meth:`set_styles` for all. Each image has its own optimiser state, so a
+        batch gives the results of separate runs. Losses are reported per image. Images whose
+        run diverged or stalled come back with that ``status`` and no image (nothing raised,
+        so the others are not lost).
         """
         cfg = self.config
         tensors = [imgs.resize_longest(imgs.to_tensor(c), cfg.size) for c in contents]
@@ -208,10 +269,15 @@ class Stylizer:
         def keep(i: int) -> bool:
             return cfg.save_every > 0 and i > 0 and i % cfg.save_every == 0
 
+        diverged: set = set()   # images whose first non-finite loss was already reported
+
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
-            if i % cfg.print_every != 0 and i != cfg.iters and x is None:
-                return
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
+            # the first non-finite loss of an image is always reported (it is the verdict)
+            newly = {b for b in range(len(tensors)) if b not in diverged and not math.isfinite(c[b] + s[b] + t[b])}
+            diverged.update(newly)
+            if i % cfg.print_every != 0 and i != cfg.iters and x is None and not newly:
+                return
             for b in range(len(tensors)):
                 snap = x[b].clamp(0, 1).cpu() if x is not None else None
                 p = Progress(names[b], i, cfg.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap)
@@ -223,7 +289,13 @@ class Stylizer:
         x = self.backend.optimize(x0, targets, report, keep)
         seconds = time.perf_counter() - t_start
         out = x.clamp(0, 1).cpu()
-        return [StyleResult(out[b], histories[b], seconds, self.backend.name) for b in range(len(tensors))]
+        moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
+        results = []
+        for b in range(len(tensors)):
+            status, message = check_progress(histories[b], cfg.init, moved[b])
+            image = out[b] if status == "ok" else None
+            results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
+        return results
 
     def stylize(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
                 callback: Optional[ProgressCallback] = None):

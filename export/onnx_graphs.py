@@ -82,7 +82,7 @@ class _Weights(nn.Module):
 
     def __init__(self, vgg: VGG, plan: bw.BackwardPlan, with_bias: bool, flipped: bool = False):
         super().__init__()
-        self.model, self.pool = vgg.model, plan.pool
+        self.model, self.pool, self.preprocess = vgg.model, plan.pool, vgg.preprocess
         self.names = [s.name for s in plan.specs if s.kind == "conv"]
         self.with_bias = with_bias
         self.has_flipped = flipped
@@ -106,7 +106,7 @@ class _Weights(nn.Module):
             w = getattr(self, f"{n}_weight") if not self.has_flipped else torch.zeros(0)
             b = getattr(self, f"{n}_bias") if self.with_bias else torch.zeros(0)
             convs[n] = ConvLayer(n, w, b)
-        return VGG(self.model, convs, self.pool)
+        return VGG(self.model, convs, self.pool, self.preprocess)
 
 
 class ForwardGraph(nn.Module):
