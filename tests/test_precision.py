@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.backends.handwritten import HandwrittenBackend
+from stylegrad.backends.torch_backend import TorchBackend
 from stylegrad.backends.reference import ReferenceBackend
 from stylegrad.errors import ConfigError
 from stylegrad.targets import Targets
@@ -27,7 +27,7 @@ def test_bf16_gradient_within_2x_of_plain_bf16_autograd(pool, h, w):
     plain = ReferenceBackend(st.vgg.to(dtype=torch.bfloat16), cfg, "cpu").evaluate(
         x.bfloat16(), Targets({k: v.bfloat16() for k, v in t.content.items()},
                               {k: v.bfloat16() for k, v in t.style.items()})).grad
-    ours = HandwrittenBackend(st.vgg, cfg.replace(backend="torch", precision="bf16"), "cpu").evaluate(x, t)
+    ours = TorchBackend(st.vgg, cfg.replace(backend="torch", precision="bf16"), "cpu").evaluate(x, t)
     assert ours.grad.dtype == torch.float32 and torch.isfinite(ours.grad).all()
     # measured: plain 4e-2..2e-1 (bf16 features carry 8 bits), ours within 1.05x of it
     assert rel_err(ours.grad, g64) <= 2.0 * rel_err(plain, g64)

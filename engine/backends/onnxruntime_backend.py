@@ -35,7 +35,7 @@ from .. import backward as bw
 from .. import vgg as vggmod
 from ..errors import BackendUnavailableError
 from .base import SplitBackend
-from .handwritten import loss_layers
+from .torch_backend import loss_layers
 
 OPSET = 17
 # Conv with flipped weights: measured ~25% faster than ConvTranspose in ORT's CPU backward

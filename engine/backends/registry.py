@@ -12,7 +12,7 @@ from ..errors import BackendUnavailableError
 # when that backend is asked for.
 _BACKENDS: Dict[str, Tuple[str, str]] = {
     "reference": ("stylegrad.backends.reference", "ReferenceBackend"),
-    "torch": ("stylegrad.backends.handwritten", "HandwrittenBackend"),
+    "torch": ("stylegrad.backends.torch_backend", "TorchBackend"),
     "onnxruntime": ("stylegrad.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "cuda": ("stylegrad.backends.cuda_backend", "CudaBackend"),
 }

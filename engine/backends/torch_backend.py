@@ -36,7 +36,7 @@ class SavedState:
         return bw.saved_bytes(self.tensors)
 
 
-class HandwrittenBackend(SplitBackend):
+class TorchBackend(SplitBackend):
     name = "torch"
 
     # channels-last (NHWC) tensors: oneDNN / cuDNN convolutions run faster on them (measured on
