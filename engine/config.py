@@ -92,6 +92,11 @@ class StyleConfig:
             return {}
         return {l: w for l, w in self.style_layer_weight_map().items() if w > 0}
 
+    def loss_layers(self) -> Tuple[str, ...]:
+        """Layers whose loss term can be non-zero, content layers first, each once: what a
+        backend's forward must produce (the objective skips the others)."""
+        return tuple(dict.fromkeys(list(self.active_content_layers()) + list(self.active_style_layers())))
+
     def validate(self) -> None:
         from .vgg import layer_names  # local import: vgg imports nothing from config
 

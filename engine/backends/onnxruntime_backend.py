@@ -35,7 +35,6 @@ from .. import backward as bw
 from .. import vgg as vggmod
 from ..errors import BackendUnavailableError
 from .base import SplitBackend
-from .torch_backend import loss_layers
 
 OPSET = 17
 # Conv with flipped weights: measured ~25% faster than ConvTranspose in ORT's CPU backward
@@ -166,7 +165,7 @@ class OnnxRuntimeBackend(SplitBackend):
         self.ort = _ort()
         self.opset = opset
         self.cache_dir = cache_dir
-        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, loss_layers(config))
+        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, config.loss_layers())
         self.threads = max(1, torch.get_num_threads())   # torch's default: physical cores
         self._pairs: Dict[Tuple[str, ...], _GraphPair] = {}
         self._torch_vgg = None   # device copy for the torch fallback in features()

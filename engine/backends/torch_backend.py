@@ -13,14 +13,8 @@ import torch
 
 from .. import backward as bw
 from .. import vgg as vggmod
-from ..config import StyleConfig
 from ..errors import BackendUnavailableError
 from .base import SplitBackend
-
-
-def loss_layers(config: StyleConfig) -> Tuple[str, ...]:
-    """Layers whose loss term can be non-zero (the objective skips the others)."""
-    return tuple(dict.fromkeys(list(config.active_content_layers()) + list(config.active_style_layers())))
 
 
 @dataclass
@@ -57,7 +51,7 @@ class TorchBackend(SplitBackend):
         for c in vgg.convs.values():
             c.weight = c.weight.contiguous(memory_format=self.memory_format)
         super().__init__(vgg, config, device)
-        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, loss_layers(config))
+        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, config.loss_layers())
 
     def _input(self, image: torch.Tensor) -> torch.Tensor:
         return image.detach().to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
