@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from .config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, StyleConfig
 from .errors import StyleGradError
+from stylegrad.export.onnx_graphs import DEFAULT_OPSET
 
 _D = StyleConfig.__dataclass_fields__  # defaults come from the one config
 
@@ -109,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--content-layers", type=_layers_with_weights, default=(DEFAULT_CONTENT_LAYERS, None))
     e.add_argument("--style-layers", type=_layers_with_weights, default=(DEFAULT_STYLE_LAYERS, None))
-    e.add_argument("--opset", type=int, default=17)
+    e.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
 
     b = sub.add_parser("bench", help="time backends against the autograd reference")
     b.add_argument("--backends", type=_csv, default=("reference", "torch", "onnxruntime"))

@@ -21,6 +21,7 @@ from stylegrad.vgg import VGG, layer_names
 from stylegrad.fileio import atomic_path, write_json_atomic
 
 from .manifest import FORMAT_VERSION, read_manifest, verify_files
+from .onnx_graphs import DEFAULT_OPSET, EXPORT_CONV_BACKWARD
 
 MIN_OPSET, MAX_OPSET = 13, 20   # Resize/Pad/DepthToSpace forms we emit; TorchScript exporter's top
 
@@ -53,14 +54,14 @@ def check_graph(path: Union[str, Path]) -> None:
 
 
 def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[str], style_layers: Sequence[str],
-                opset: int = 17, weights_id: str = "unknown", conv_mode: str = "conv2d") -> dict:
+                opset: int = DEFAULT_OPSET, weights_id: str = "unknown", conv_mode: str = EXPORT_CONV_BACKWARD) -> dict:
     """Export forward/backward graphs for ``vgg`` (its model and pooling) and the loss layers
     ``content_layers`` + ``style_layers``; returns the manifest written to ``out_dir``.
 
     ``weights_id`` is recorded as given (e.g. ``stylegrad.weights.weights_identity``); the
     manifest also holds a SHA-256 of the weights themselves. ``conv_mode`` is how the backward
-    graph undoes a convolution (``"conv2d"`` with flipped weights, the measured faster one in
-    ONNX Runtime, or ``"conv_transpose2d"``); both are exact.
+    graph undoes a convolution (``"conv2d"`` with flipped weights, the default, measured faster
+    in ONNX Runtime, or ``"conv_transpose2d"``); both are exact.
     """
     from .manifest import build_manifest
     from .onnx_graphs import backward_input_names, export_graphs, forward_output_names, tensor_specs
@@ -96,5 +97,5 @@ def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[st
     return manifest
 
 
-__all__ = ["ExportError", "FORMAT_VERSION", "check_graph", "export_onnx", "graph_ops", "read_manifest",
+__all__ = ["DEFAULT_OPSET", "EXPORT_CONV_BACKWARD", "ExportError", "FORMAT_VERSION", "check_graph", "export_onnx", "graph_ops", "read_manifest",
            "verify_files"]
