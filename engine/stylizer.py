@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from . import images as imgs
-from .backends import create_backend
+from .backends import create_backend, resolve_backend
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
 from .errors import ConfigError, ImageError
@@ -80,14 +80,11 @@ class Stylizer:
                  download_progress: Optional[DownloadProgress] = None):
         self.config = config or StyleConfig()
         self.device = parse_device(self.config.device)
-        if self.config.precision == "tf32" and self.device.type != "cuda":
-            raise ConfigError("--precision tf32 needs --device cuda (TF32 is a GPU tensor-core mode)")
-        if self.config.precision != "fp32" and self.config.backend in ("reference", "onnxruntime"):
-            raise ConfigError(f"--precision {self.config.precision} needs --backend torch or cuda; "
-                              f"backend {self.config.backend} runs in fp32")
+        # before the weights load (maybe a download): a combination no backend runs fails now
+        backend = resolve_backend(self.config.backend, self.device, self.config.precision)
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
                                     download_progress)).with_pool(self.config.pool)
-        self.backend: Backend = create_backend(self.config.backend, self.vgg, self.config, self.device)
+        self.backend: Backend = create_backend(backend, self.vgg, self.config, self.device)
         self._styles: Optional[List[torch.Tensor]] = None
         self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
 

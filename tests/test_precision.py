@@ -63,3 +63,16 @@ def test_precision_rules():
     with pytest.raises(ConfigError, match="needs --backend torch or cuda"):
         Stylizer(StyleConfig(weights="random", backend="reference", precision="bf16"))
     assert Stylizer(StyleConfig(weights="random", precision="bf16")).backend_name == "torch"   # auto
+
+
+def test_the_registry_owns_the_precision_rules():
+    """Backends declare precisions and devices; resolve_backend combines them (one owner)."""
+    from stylegrad.backends.registry import resolve_backend
+
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu, "bf16") == "torch"
+    assert resolve_backend("torch", cpu, "bf16") == "torch"
+    with pytest.raises(ConfigError, match="bf16 needs --backend torch or cuda; backend onnxruntime runs in fp32"):
+        resolve_backend("onnxruntime", cpu, "bf16")
+    with pytest.raises(ConfigError, match="tf32 needs --device cuda"):
+        resolve_backend("auto", cpu, "tf32")

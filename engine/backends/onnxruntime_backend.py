@@ -89,9 +89,6 @@ class OnnxRuntimeBackend(SplitBackend):
 
     def __init__(self, vgg, config, device, cache_dir: Optional[Path] = None):
         super().__init__(vgg.to(device="cpu", dtype=torch.float32), config, device)
-        ok, why = self.supports(self.device)
-        if not ok:
-            raise BackendUnavailableError(why)
         self.ort = _ort()
         self.cache_dir = cache_dir   # None: stylegrad.export.cache.cache_root()
         self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, config.loss_layers())

@@ -13,7 +13,6 @@ import torch
 
 from .. import backward as bw
 from .. import vgg as vggmod
-from ..errors import BackendUnavailableError
 from .base import SplitBackend
 
 
@@ -39,9 +38,6 @@ class TorchBackend(SplitBackend):
     precisions = ("fp32", "bf16")
 
     def __init__(self, vgg, config, device):
-        if config.precision not in self.precisions:
-            raise BackendUnavailableError(f"backend {self.name!r} supports --precision "
-                                          f"{', '.join(self.precisions)}, not {config.precision}")
         # bf16: weights, activations, masks' source and the backward convolutions in bf16;
         # Gram matrices, losses and the image gradient in fp32 (stylegrad.kernels accumulate
         # in fp32 whatever the input dtype).
