@@ -20,6 +20,8 @@ _CFGS = {
               512, 512, 512, 512, "M"],
 }
 
+MODELS = tuple(_CFGS)
+
 # ImageNet normalisation (torchvision weights convention), applied inside the model.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
