@@ -34,7 +34,7 @@ def test_bf16_gradient_within_2x_of_plain_bf16_autograd(pool, h, w):
 
 
 def test_bf16_run_ends_near_fp32():
-    """Scaled-down version of issue 5's bar (500 iterations at 512^2 within 2% of fp32): 100
+    """Scaled-down version of the bf16 quality bar (500 iterations at 512^2 within 2% of fp32): 100
     iterations at 128 px on the bundled examples, both final images scored by the fp32
     objective (the bf16 run's own loss is evaluated on bf16 features, ~1% off by itself).
     Measured: 0.9% (0.26% after 300 iterations; 6% on 64 px white-noise images, where the
