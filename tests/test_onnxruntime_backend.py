@@ -184,7 +184,7 @@ def test_supports():
 
 # -- full runs ----------------------------------------------------------------------------------
 
-@pytest.mark.slow   # pytest --durations on the shared 2-core machine: 53 s (avg), 34 s (max)
+@pytest.mark.slow   # pytest --durations on the shared 2-core machine: 53 s (avg), 34 s (max); 86 s, 69 s under heavier load
 @pytest.mark.parametrize("pool", ["avg", "max"])
 def test_full_run_lockstep_onnxruntime(pool):
     """Every evaluation along a 20-iteration L-BFGS run (realistic images: stylised, partly

@@ -33,6 +33,7 @@ def test_bf16_gradient_within_2x_of_plain_bf16_autograd(pool, h, w):
     assert rel_err(ours.grad, g64) <= 2.0 * rel_err(plain, g64)
 
 
+@pytest.mark.slow   # pytest --durations on the shared 2-core machine: 18 s in one run, 364 s under heavier load
 def test_bf16_run_ends_near_fp32():
     """Scaled-down version of the bf16 quality bar (500 iterations at 512^2 within 2% of fp32): 100
     iterations at 128 px on the bundled examples, both final images scored by the fp32
