@@ -5,18 +5,18 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import images as imgs
-from .backends import create_backend
+from .backends import create_backend, resolve_backend
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
 from .errors import ConfigError, DivergedError, ImageError, StalledError
-from .targets import Targets, content_targets, style_targets
+from .targets import TargetBuilder, Targets
 from .vgg import VGG
 from .weights import DownloadProgress, load_vgg, parse_weights
 
@@ -136,19 +136,15 @@ class Stylizer:
                  download_progress: Optional[DownloadProgress] = None):
         self.config = config or StyleConfig()
         self.device = parse_device(self.config.device)
-        if self.config.precision == "tf32" and self.device.type != "cuda":
-            raise ConfigError("--precision tf32 needs --device cuda (TF32 is a GPU tensor-core mode)")
-        if self.config.precision != "fp32" and self.config.backend in ("reference", "onnxruntime"):
-            raise ConfigError(f"--precision {self.config.precision} needs --backend torch or cuda; "
-                              f"backend {self.config.backend} runs in fp32")
+        # before the weights load (maybe a download): a combination no backend runs fails now
+        backend = resolve_backend(self.config.backend, self.device, self.config.precision)
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
                                     download_progress, self.config.preprocess)).with_pool(self.config.pool)
         # from here on the config is concrete: the weights' input convention and the style
         # weight (None: the convention's default) are filled in
         self.config = self.config.resolved(self.vgg.preprocess)
-        self.backend: Backend = create_backend(self.config.backend, self.vgg, self.config, self.device)
-        self._styles: Optional[List[torch.Tensor]] = None
-        self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
+        self.backend: Backend = create_backend(backend, self.vgg, self.config, self.device)
+        self.targets = TargetBuilder(self.backend, self.config, self.device)
 
     @property
     def weights_are_random(self) -> bool:
@@ -161,69 +157,19 @@ class Stylizer:
     def close(self) -> None:
         self.backend.close()
 
-    # -- styles --------------------------------------------------------------------------------
+    # -- styles and targets ------------------------------------------------------------------
     def set_styles(self, styles: Sequence[imgs.ImageLike]) -> None:
-        if not styles:
-            raise ConfigError("at least one style image is needed (--style)")
-        bw = self.config.style_blend_weights
-        if bw is not None and len(bw) != len(styles):
-            raise ConfigError(f"{len(bw)} --style-blend-weights for {len(styles)} style image(s)")
-        self._styles = [imgs.to_tensor(s) for s in styles]
-        self._style_cache.clear()
+        """The style images every run uses unless it is given its own (targets cached per size)."""
+        self.targets.set_styles(styles)
 
-    def _style_targets(self, h: int, w: int, positions: Dict[str, int],
-                       styles: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-        """Blended Gram targets for an output of h x w: of the styles set with set_styles()
-        (cached per size), or of ``styles`` (not cached)."""
-        key = (h, w)
-        if styles is None and key in self._style_cache:
-            return self._style_cache[key]
-        cfg = self.config
-        use = styles if styles is not None else self._styles
-        if use is None:
-            raise ConfigError("no style images set: pass styles to run() or call set_styles()")
-        bw = cfg.style_blend_weights
-        if bw is not None and len(bw) != len(use):
-            raise ConfigError(f"{len(bw)} --style-blend-weights for {len(use)} style image(s)")
-        longest = max(1, round(max(h, w) * cfg.style_scale))
-        scaled = [imgs.resize_longest(s, longest)[None].to(self.device) for s in use]
-        blend = bw or tuple(1.0 for _ in scaled)
-        layers = cfg.style_layers if cfg.style_weight > 0 else ()
-        targets = style_targets(self.backend.features, self.backend.gram, scaled, blend, layers, positions)
-        if styles is None:
-            self._style_cache[key] = targets
-        return targets
-
-    def _positions(self, h: int, w: int) -> Dict[str, int]:
-        """M (positions) per loss layer present for an image of h x w."""
-        probe = torch.zeros(1, 3, h, w, device=self.device)
-        layers = sorted(set(self.config.content_layers) | set(self.config.style_layers))
-        # Only shapes matter; a forward on a blank image is cheap next to the optimisation.
-        feats = self.backend.features(probe, layers)
-        return {k: v.shape[-1] * v.shape[-2] for k, v in feats.items()}
-
-    # -- running -------------------------------------------------------------------------------
     def prepare(self, content: torch.Tensor,
                 styles_per_image: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> Tuple[torch.Tensor, Targets]:
         """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets: shared style
         targets (set_styles), or one blend per image (``styles_per_image``: B lists)."""
-        cfg = self.config
         if content.ndim == 3:
-            content = imgs.resize_longest(content, cfg.size)[None]
-        h, w = content.shape[-2:]
+            content = imgs.resize_longest(content, self.config.size)[None]
         content = content.to(self.device)
-        positions = self._positions(h, w)
-        ctargets = content_targets(self.backend.features, content,
-                                   cfg.content_layers if cfg.content_weight > 0 else ())
-        spos = {k: v for k, v in positions.items() if k in cfg.style_layers}
-        if styles_per_image is None:
-            style = self._style_targets(h, w, spos)
-        else:
-            if len(styles_per_image) != content.shape[0]:
-                raise ConfigError(f"{len(styles_per_image)} style lists for {content.shape[0]} content image(s)")
-            per = [self._style_targets(h, w, spos, [imgs.to_tensor(s) for s in group]) for group in styles_per_image]
-            style = {l: torch.cat([p[l] for p in per]) for l in per[0]}     # (B, C, C)
-        return content, Targets(ctargets, style)
+        return content, self.targets.build(content, styles_per_image)
 
     def initial_image(self, content: torch.Tensor) -> torch.Tensor:
         init = self.config.init

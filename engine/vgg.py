@@ -20,6 +20,8 @@ _CFGS = {
               512, 512, 512, 512, "M"],
 }
 
+MODELS = tuple(_CFGS)
+
 # Input conventions ("preprocess"): how the weights expect the image, applied inside the model
 # as (x - mean) / std per channel on the RGB image in [0, 1].
 #   torchvision  ImageNet mean/std of torchvision's checkpoints.

@@ -49,11 +49,6 @@ def _io(names: Sequence[str], specs: Dict[str, dict]) -> list:
 def build_manifest(vgg: VGG, plan: bw.BackwardPlan, content_layers: Sequence[str], style_layers: Sequence[str],
                    opset: int, weights_id: str, files: Dict[str, Path], forward_outputs: Sequence[str],
                    backward_inputs: Sequence[str], specs: Dict[str, dict], conv_mode: str) -> dict:
-    specs = dict(specs)
-    specs["image"] = {"dtype": "float32", "shape": ["N", 3, "H", "W"]}
-    specs["grad_image"] = {"dtype": "float32", "shape": ["N", 3, "H", "W"]}
-    for l in plan.loss_layers:
-        specs[f"grad_{l}"] = dict(specs[l])
     min_side = 2 ** max((bw.pools_before(plan.model, l) for l in plan.loss_layers), default=0)
     return {
         "format": FORMAT,

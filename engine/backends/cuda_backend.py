@@ -43,7 +43,7 @@ import torch
 from ..optim import make_optimizer
 from ..targets import Targets
 from .base import Evaluation
-from .handwritten import HandwrittenBackend
+from .torch_backend import TorchBackend as HandwrittenBackend
 
 WARMUP_ITERS = 2
 
