@@ -9,7 +9,7 @@ Steps, each logged to OUT and summarised in OUT/gpu_check.json:
   1. the GPU tests (pytest -m gpu): kernels vs float64 references, graph capture, bf16 bar;
   2. the kernel benchmark (bench/kernels/bench_kernels.py);
   3. stylegrad bench, reference vs torch vs cuda, fp32 and bf16, sizes x batches;
-  4. issue 5's quality bar: 500 iterations at 512^2, bf16 final loss within 2% of fp32
+  4. the bf16 quality bar: 500 iterations at 512^2, bf16 final loss within 2% of fp32
      (both scored by the fp32 objective);
   5. the largest image that fits: 3 iterations of the cuda backend in bf16 at growing sizes.
 """

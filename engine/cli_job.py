@@ -71,7 +71,7 @@ def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:
                    help="with --job on the CPU: torch threads per image (default 1)")
 
 
-def check_job_arguments(args) -> None:
+def check_job_arguments(args, config) -> None:
     """Job options without --out-dir, or that do not go together: a usage error before any work."""
     from .errors import ConfigError
 
@@ -82,7 +82,7 @@ def check_job_arguments(args) -> None:
         raise ConfigError("--ray-bytes needs --ray")
     if args.ray and args.devices:
         raise ConfigError("--ray places its actors itself: give --device cuda (one actor per GPU) or cpu, not --devices")
-    if args.ray_bytes and (args.save_every or args.init not in ("content", "noise")):
+    if args.ray_bytes and (config.save_every or config.init not in ("content", "noise")):
         raise ConfigError("--ray-bytes ships inputs and outputs only: --save-every and --init PATH need a shared filesystem")
 
 
@@ -238,7 +238,7 @@ def _maybe_fetch_weights(config, executor, note) -> None:
         return
     if not hub_checkpoint_path(config.model).exists():
         note("downloading the ImageNet weights once for all workers")
-        load_vgg(config.weights, config.model, config.pool)
+        load_vgg(config.weights, config.model, config.pool, preprocess=config.preprocess)
 
 
 def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> int:
@@ -300,15 +300,17 @@ def cmd_job(args) -> int:
 
 
 def cmd_bench_job(args) -> int:
+    from .cli_config import config_from_args
     from .errors import ConfigError
     from .jobs.bench_job import bench_job, format_bench_job
 
+    cfg = config_from_args(args)
     try:
         size = int(args.size[0])
     except ValueError:
         raise ConfigError("--size takes an integer") from None
-    report = bench_job(images=args.images, size=size, iters=args.iters, device=args.device,
-                       workers=args.workers, threads=args.threads, weights=args.weights, model=args.model,
+    report = bench_job(images=args.images, size=size, iters=args.iters, device=cfg.device,
+                       workers=args.workers, threads=args.threads, weights=cfg.weights, model=cfg.model,
                        content=args.content, style=args.style)
     print(json.dumps(report) if args.json else format_bench_job(report), flush=True)
     if args.out:

@@ -119,7 +119,7 @@ def test_gpu_kernels_match_torch_ops_in_the_loop():
 
 @pytest.mark.gpu
 def test_gpu_bf16_reaches_fp32_loss():
-    """Issue 5's bar, scaled down for a test: bf16 ends within 2% of fp32, both scored by the
+    """The bf16 quality bar, scaled down for a test: bf16 ends within 2% of fp32, both scored by the
     fp32 objective (the full check, 500 iterations at 512^2, is in bench/gpu_check.py)."""
     x32, score32, _ = _gpu_run("fp32", 200, size=128)
     x16, _, _ = _gpu_run("bf16", 200, size=128)

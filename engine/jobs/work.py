@@ -12,8 +12,6 @@ Library code: raises or returns, never prints.
 from __future__ import annotations
 
 import hashlib
-import math
-import os
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -205,10 +203,8 @@ class JobWorker:
                     "device": self.device, "host": self.host}
             if item.name in warnings:
                 base["warnings"] = warnings[item.name]
-            if not (math.isfinite(result.final_loss) and bool(torch.isfinite(result.image).all())):
-                out.append({**base, "status": "error",
-                            "error": f"the optimisation diverged (final loss {result.final_loss}); "
-                                     f"nothing written: lower --lr or the loss weights"})
+            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
+                out.append({**base, "status": "error", "error": f"{result.message}; nothing written"})
                 continue
             try:
                 if self.spec.ship_bytes:
