@@ -2,9 +2,10 @@
 (``resume``), hand tasks to an executor, and write one manifest record per finished image.
 
 The plan is the same whatever runs it (one process, worker processes, Ray actors): the inputs in
-the given order, grouped by size after resizing and cut into ``batch_size`` chunks. With the CPU
-backends a batch is one optimisation problem, so fixing which images go together is part of
-what makes every way of running a job give the same bytes. Only the driver writes the manifest.
+the given order, grouped by size after resizing and cut into ``batch_size`` chunks. Batched
+arithmetic rounds differently from unbatched (an image alone and the same image next to a batch
+partner differ in the last bits), so fixing which images go together is part of what makes every
+way of running a job give the same bytes. Only the driver writes the manifest.
 """
 from __future__ import annotations
 
