@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 JOB_FLAGS = ("resume", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
@@ -94,7 +94,7 @@ def cpu_count() -> int:
 
 
 def choose_executor(args, config):
-    """(device_type, executor) for the options given."""
+    """The executor for the options given (it knows its device type)."""
     import torch
 
     from .errors import ConfigError
@@ -111,7 +111,7 @@ def choose_executor(args, config):
             dtype = ""
         if dtype not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, got {config.device!r}")
-        return dtype, RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes)
+        return RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes)
     if args.devices:
         spec = args.devices.strip()
         if spec == "all":
@@ -132,16 +132,16 @@ def choose_executor(args, config):
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
             n = args.workers or max(1, cpu_count() // threads)
-            return "cpu", LocalPool(["cpu"] * n)
+            return LocalPool(["cpu"] * n)
         if args.workers:
             raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
-        return "cuda", LocalPool(devices, max(1, cpu_count() // len(devices)))
+        return LocalPool(devices, max(1, cpu_count() // len(devices)))
     dtype = parse_device(config.device).type
     if args.workers:
         if dtype != "cpu":
             raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
-        return "cpu", LocalPool(["cpu"] * args.workers)
-    return dtype, InlineExecutor(config.device)
+        return LocalPool(["cpu"] * args.workers)
+    return InlineExecutor(config.device)
 
 
 class _CliListener:
@@ -246,7 +246,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
-    _, executor = choose_executor(args, config)
+    executor = choose_executor(args, config)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
     listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random)
     if args.ray and args.json:

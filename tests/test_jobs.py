@@ -16,7 +16,7 @@ from stylegrad import StyleConfig
 from stylegrad.cli import main
 from stylegrad.jobs import JobFolderBusy, JobListener, JobRequest, run_job
 from stylegrad.jobs.local_pool import LocalPool
-from stylegrad.jobs.manifest import MANIFEST_NAME, ManifestWriter, load_state, read_records
+from stylegrad.jobs.manifest import MANIFEST_NAME, ManifestWriter, is_locked, load_state, read_records
 from stylegrad.jobs.runner import InlineExecutor, plan_batches
 from stylegrad.jobs.settings import NON_PIXEL_FIELDS, pixel_settings, settings_hash
 from tests import job_hooks
@@ -81,6 +81,8 @@ def test_manifest_skips_a_torn_line_and_locks_the_folder(tmp_path):
         m.append({"kind": "image", "input": "/a", "status": "ok"})
         with pytest.raises(JobFolderBusy, match="another stylegrad process"):
             ManifestWriter(tmp_path)
+        assert is_locked(tmp_path)
+    assert not is_locked(tmp_path)
     with open(tmp_path / MANIFEST_NAME, "ab") as f:
         f.write(b'{"kind": "image", "input": "/b", "sta')          # a crash inside a write
     with ManifestWriter(tmp_path) as m:
@@ -241,7 +243,6 @@ def test_dead_workers_are_restarted_and_a_poison_image_is_an_error(tmp_path):
     """One image kills its worker every time (retried once, then an error record); a busy worker
     is also killed from outside mid-job. The job still completes, with the same bytes."""
     ins = _images(tmp_path / "in", [(16, 16)] * 5)
-    poison = ins[2]
     s = write_image(tmp_path / "s.png", 16, 16, seed=9)
     cfg = StyleConfig(size=16, iters=8, weights="random", print_every=100)
 

@@ -148,15 +148,18 @@ class LocalPool:
             if s.index in seen:
                 continue
             seen.add(s.index)
+            closed = False
             try:
                 while s.conn.poll():
                     out.append((s, s.conn.recv()))
             except (EOFError, OSError):
-                pass
-            if not s.proc.is_alive() or obj is s.proc.sentinel:
+                closed = True          # its end of the pipe is gone: it has exited or is exiting
+            if closed or not s.proc.is_alive() or obj is s.proc.sentinel:
                 s.proc.join(timeout=5)
-                if s.proc.exitcode is not None:
-                    out.append((s, None))
+                if s.proc.exitcode is None:      # a closed pipe but a live process: end it
+                    s.proc.kill()
+                    s.proc.join()
+                out.append((s, None))
         return out
 
     # -- running -------------------------------------------------------------------------------
