@@ -3,7 +3,7 @@
 Each ``<name>_reference`` upcasts its inputs to float64 and returns float64
 results. References of in-place operations return new tensors instead of
 mutating their arguments. Tests compare both the CPU implementations
-(``cpu.py``) and the CUDA kernels (``cuda_ops.py``) against these.
+(``torch_ops.py``) and the CUDA kernels (``cuda_ops.py``) against these.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def content_loss_reference(F: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
 
 def tv_loss_reference(x: Tensor) -> tuple[Tensor, Tensor]:
     # Written as explicit loops over the two difference directions, unlike the
-    # slicing in cpu.tv_loss, so the two are not the same code twice.
+    # slicing in torch_ops.tv_loss, so the two are not the same code twice.
     x = _d(x)
     B, C, H, W = x.shape
     loss = torch.zeros(B, dtype=torch.float64, device=x.device)
@@ -87,13 +87,3 @@ def lbfgs_dots_reference(V: Tensor, x: Tensor) -> Tensor:
 
 def lbfgs_axpy_reference(y: Tensor, alpha: Tensor, x: Tensor) -> Tensor:
     return _d(y) + _d(alpha) * _d(x)
-
-
-def normalize_reference(x: Tensor, mean, std) -> Tensor:
-    mean = torch.as_tensor(mean, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
-    return (_d(x) - mean) / std
-
-
-def clamp_reference(x: Tensor) -> Tensor:
-    return _d(x).clamp(0.0, 1.0)

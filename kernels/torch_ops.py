@@ -1,9 +1,14 @@
-"""Pure-torch implementations of stylegrad's hot operations (the CPU backends).
+"""Pure-torch implementations of stylegrad's hot operations: the CPU backends' kernels.
 
-They run on any device. Arithmetic is float32; losses and Gram matrices are
-float32; gradients of features come back in the features' dtype (computed in
-float32, rounded once), matching the CUDA launchers in ``cuda_ops``.
+They run on any device (CPU or CUDA). Arithmetic is float32; losses and Gram matrices are
+float32; gradients of features come back in the features' dtype (computed in float32, rounded
+once), matching the CUDA launchers in ``cuda_ops`` (same names and signatures for the six
+operations a backend uses; :func:`stylegrad.kernels.ops_for` picks one of the two modules).
 Each function has a float64 twin ``<name>_reference`` in ``reference.py``.
+
+``adam_step_``, ``lbfgs_dots`` and ``lbfgs_axpy_`` are reached only through the capturable
+optimisers' opt-in ``use_kernels`` flag; their CUDA kernels are development variants in
+``bench/kernels/``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._validate import as_channel_vector, check_batch_broadcast, check_float, check_ndim
+from ._validate import check_batch_broadcast, check_float, check_ndim
 
 
 def gram(F: Tensor) -> Tensor:
@@ -125,16 +130,3 @@ def lbfgs_axpy_(y: Tensor, alpha: Tensor, x: Tensor) -> None:
     if alpha.dim() != 0:
         raise ValueError(f"alpha must be a 0-d tensor, got shape {tuple(alpha.shape)}")
     y.addcmul_(x, alpha)
-
-
-def normalize(x: Tensor, mean, std) -> Tensor:
-    """(x - mean[c]) / std[c] for x (B, C, H, W); mean/std (C,) tensors or sequences."""
-    check_ndim("x", x, 4)
-    mean = as_channel_vector("mean", mean, x).view(1, -1, 1, 1)
-    std = as_channel_vector("std", std, x).view(1, -1, 1, 1)
-    return (x.float() - mean) / std
-
-
-def clamp_(x: Tensor) -> None:
-    """Clamp x to [0, 1] in place (NaN stays NaN)."""
-    x.clamp_(0.0, 1.0)
