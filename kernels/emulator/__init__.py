@@ -70,6 +70,7 @@ class Options:
 
 
 _session: Optional[Options] = None
+_internal = threading.local()  # depth of emulator bookkeeping on this thread (see in_device_code)
 _sources: Dict[str, str] = {}  # source name -> replacement text (mutation tests)
 _lock = threading.RLock()
 
@@ -99,6 +100,22 @@ def session(schedule: str = "forward", seed: int = 0, strict: bool = False) -> I
     finally:
         with _lock:
             _session = old
+
+
+@contextlib.contextmanager
+def _device_side() -> Iterator[None]:
+    _internal.depth = getattr(_internal, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _internal.depth -= 1
+
+
+def in_device_code() -> bool:
+    """True while the emulator does its own bookkeeping (poisoning, canary checks): torch ops
+    it runs there stand for device work, not for host operations of the code under test
+    (tools that scan the engine for host synchronisation skip them)."""
+    return getattr(_internal, "depth", 0) > 0
 
 
 @contextlib.contextmanager
@@ -297,6 +314,11 @@ def _poison(t: torch.Tensor) -> None:
 def empty(shape, dtype: torch.dtype) -> torch.Tensor:
     """A CPU tensor whose contents are NaN (a kernel that forgets an element leaves NaN) placed
     between two NaN canaries of max(256, min(n, 65536)) elements each."""
+    with _device_side():
+        return _empty(shape, dtype)
+
+
+def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
     shape = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list, torch.Size)) else (shape,)))
     n = 1
     for s in shape:
@@ -373,7 +395,11 @@ def _dim3(v, what: str) -> Tuple[int, int, int]:
 def launch(kernel: EmulatedKernel, grid, block, args: Sequence[Any], opts: Optional[Options] = None) -> None:
     """Run ``kernel`` on the CPU like ``loader.launch`` would on a GPU; raise EmulatorError
     where a device would reject the launch or the kernel misbehaved."""
-    opts = opts or options()
+    with _device_side():
+        _launch(kernel, grid, block, args, opts or options())
+
+
+def _launch(kernel: EmulatedKernel, grid, block, args: Sequence[Any], opts: Options) -> None:
     if opts.schedule not in SCHEDULES:
         raise EmulatorError(f"unknown schedule {opts.schedule!r}; expected one of {', '.join(SCHEDULES)}")
     g, b = _dim3(grid, "grid"), _dim3(block, "block")
