@@ -18,8 +18,9 @@ by NaN canaries, checked after every launch that touches them.
 
 Schedules: ``forward`` (threads and blocks in index order), ``reverse``, ``random`` (seeded
 permutation at every barrier release and of the block order). A kernel whose output differs
-bit for bit between schedules has a race inside a block. See cuda_emu.h for what the emulator
-cannot see (inter-block concurrency, FMA contraction, speed).
+bit for bit between schedules has a race inside a block. ``STYLEGRAD_EMULATE_SCHEDULE=random:7``
+picks the schedule for ``STYLEGRAD_EMULATE=1`` runs (default forward). See cuda_emu.h for what
+the emulator cannot see (inter-block concurrency, FMA contraction, speed).
 """
 from __future__ import annotations
 
