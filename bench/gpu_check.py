@@ -91,7 +91,7 @@ def _images():
 
 
 def step_bar(out: Path, deadline: float, size: int = 512, iters: int = 500) -> dict:
-    """Issue 5's quality bar: bf16's final loss within 2% of fp32's, both scored by the fp32
+    """The bf16 quality bar: bf16's final loss within 2% of fp32's, both scored by the fp32
     objective, 500 iterations at 512^2 of the cuda backend (graph-replayed)."""
     import torch
 
@@ -118,17 +118,17 @@ def step_bar(out: Path, deadline: float, size: int = 512, iters: int = 500) -> d
 
 
 def step_lbfgs(out: Path, deadline: float, size: int = 512, history: int = 100) -> dict:
-    """ms per CapturableLBFGS step at 512^2, history 100, eager and replayed, both directions."""
+    """ms per L-BFGS step (stylegrad.optim) at 512^2, history 100, eager and replayed, both directions."""
     import statistics
 
     import torch
 
-    from stylegrad.optim_capturable import CapturableLBFGS
+    from stylegrad.optim import LBFGS
 
     res = {}
     for direction in ("two_loop", "compact"):
         x = torch.randn(1, 3, size, size, device="cuda")
-        opt = CapturableLBFGS(x, history=history, per_image=True, direction=direction)
+        opt = LBFGS(x, history=history, per_image=True, direction=direction)
         grads = [torch.randn_like(x) for _ in range(history + 5)]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

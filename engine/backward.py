@@ -58,7 +58,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .vgg import VGG, imagenet_stats, LayerSpec, layer_names, normalize, pool2x2, pool_fits
+from .vgg import VGG, input_stats, LayerSpec, layer_names, normalize, pool2x2, pool_fits
 
 # Eager torch on CPU: conv_transpose2d and conv2d with flipped weights measured within
 # run-to-run noise of each other (VGG19 backward at 256x256, 2 cores, torch 2.13);
@@ -161,7 +161,7 @@ def forward_saving(vgg: VGG, plan: BackwardPlan, image: torch.Tensor
     if not plan.specs:
         return feats, saved
     losses = set(plan.loss_layers)
-    x = normalize(image)
+    x = normalize(image, vgg.preprocess)
     for spec in plan.specs:
         if spec.kind == "conv":
             c = vgg.convs[spec.name]
@@ -289,7 +289,7 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
                 g = max_pool_backward(g, saved[winner_key(spec.name)], like)
             else:
                 g = avg_pool_backward(g, like)
-    std = imagenet_stats(g.device, g.dtype)[1]
+    std = input_stats(vgg.preprocess, g.device, g.dtype)[1]
     return g / std
 
 

@@ -23,7 +23,7 @@ import torch
 
 from . import images as imgs
 from .backends.base import PhaseTimer
-from .backends.registry import backend_precisions
+from .backends.registry import resolve_backend
 from .config import StyleConfig
 from .errors import ConfigError
 from .flops import iteration_cost
@@ -66,6 +66,7 @@ def bench_one(backend_name: str, precision: str, content: torch.Tensor, style: t
     cfg = StyleConfig(size=size, iters=iters, weights="random", device=str(device), backend=backend_name,
                       precision=precision, print_every=iters + 1)
     st = Stylizer(cfg, vgg=vgg)
+    cfg = st.config   # resolved: the weights' convention and its default style weight filled in
     try:
         st.set_styles([style])
         x_content, targets = st.prepare(content[None].expand(batch, -1, -1, -1).contiguous())
@@ -124,7 +125,9 @@ def run_bench(backends: Sequence[str], size: int, batch: int, iters: int, repeat
     results = []
     for name in order:
         for prec in precisions:
-            if prec not in backend_precisions(name) or (prec == "tf32" and dev.type != "cuda"):
+            try:
+                resolve_backend(name, dev, prec)
+            except ConfigError:      # this precision is not run here (not an unavailable backend)
                 continue
             results.append(bench_one(name, prec, c, s, vgg, size, batch, iters, repeat, warmup, dev))
     ref = results[0]

@@ -9,7 +9,7 @@ import torch
 
 
 def gather_info() -> dict:
-    from .backends.registry import backend_status
+    from .backends.registry import backend_names, backend_status
     from .weights import IMAGENET_URLS, hub_checkpoint_path
 
     info = {
@@ -36,7 +36,7 @@ def gather_info() -> dict:
                              for m in IMAGENET_URLS}
     info["backends"] = {}
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        for name in ("reference", "torch", "onnxruntime", "cuda"):
+        for name in backend_names():
             ok, why = backend_status(name, torch.device(dev))
             info["backends"][f"{name}@{dev}"] = "yes" if ok else f"no: {why}"
     return info

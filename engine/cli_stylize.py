@@ -8,16 +8,13 @@ from pathlib import Path
 from typing import List
 
 from . import images as imgs
+from .cli_config import config_from_args
 from .config import StyleConfig
 from .errors import ConfigError, StyleGradError
 from .stylizer import Progress, Stylizer
 import torch
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
-
-
-class _Usage(StyleGradError):
-    pass
 
 
 def expand_contents(items: List[str]) -> List[Path]:
@@ -34,7 +31,7 @@ def expand_contents(items: List[str]) -> List[Path]:
     return paths
 
 
-def plan_outputs(args, contents: List[Path]) -> List[Path]:
+def plan_outputs(args, config: StyleConfig, contents: List[Path]) -> List[Path]:
     if args.output:
         if len(contents) != 1:
             raise ConfigError(f"-o takes one content image, got {len(contents)}: use --out-dir DIR")
@@ -50,28 +47,13 @@ def plan_outputs(args, contents: List[Path]) -> List[Path]:
     for o in outs:
         imgs.check_output_path(o)
     inputs = list(contents) + [Path(s) for s in args.style]
-    if args.init not in ("content", "noise"):
-        inputs.append(Path(args.init))
+    if config.init not in ("content", "noise"):
+        inputs.append(Path(config.init))
     for o in outs:
         for i in inputs:
             if imgs.same_file(o, i):
                 raise ConfigError(f"output {o} is an input image; refusing to overwrite it")
     return outs
-
-
-def config_from_args(args) -> StyleConfig:
-    cl, cw = args.content_layers
-    sl, sw = args.style_layers
-    return StyleConfig(
-        size=args.size, iters=args.iters, optimizer=args.optimizer, lr=args.lr,
-        content_weight=args.content_weight, style_weight=args.style_weight, tv_weight=args.tv_weight,
-        content_layers=cl, content_layer_weights=cw, style_layers=sl, style_layer_weights=sw,
-        style_blend_weights=args.style_blend_weights, style_scale=args.style_scale, init=args.init,
-        pool=args.pool, model=args.model, weights=args.weights, device=args.device,
-        backend=args.backend, precision=args.precision, seed=args.seed, save_every=args.save_every,
-        print_every=args.print_every if args.print_every is not None else (1 if args.json else 10),
-        batch_size=args.batch_size,
-    )
 
 
 def _json(obj: dict) -> str:
@@ -87,15 +69,15 @@ def _snapshot_path(out: Path, it: int) -> Path:
 def cmd_stylize(args) -> int:
     config = config_from_args(args)
     contents = expand_contents(args.content)
-    outputs = plan_outputs(args, contents)
+    outputs = plan_outputs(args, config, contents)
     styles = [imgs.load_image(s) for s in args.style]          # bad style: exit 2 before any work
     if args.pair_styles:
         if len(styles) != len(contents):
             raise ConfigError(f"--pair-styles needs one --style per content image: {len(styles)} for {len(contents)}")
-        if args.style_blend_weights is not None:
+        if config.style_blend_weights is not None:
             raise ConfigError("--pair-styles and --style-blend-weights do not go together")
-    if args.init not in ("content", "noise"):
-        imgs.load_image(args.init)
+    if config.init not in ("content", "noise"):
+        imgs.load_image(config.init)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
@@ -188,9 +170,8 @@ def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) ->
             bar.close()
         for name, result in zip(names, results):
             out = outs[name]
-            if not (math.isfinite(result.final_loss) and bool(torch.isfinite(result.image).all())):
-                fail(name, StyleGradError(f"the optimisation diverged (final loss {result.final_loss}); "
-                                          f"nothing written: lower --lr or the loss weights"))
+            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
+                fail(name, StyleGradError(f"{result.message}; nothing written"))
                 continue
             try:
                 imgs.save_image(result.image, out)

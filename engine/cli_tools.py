@@ -12,22 +12,24 @@ from .errors import ConfigError
 
 
 def cmd_export(args) -> int:
-    from .config import StyleConfig
+    from .cli_config import config_from_args
     from .weights import load_vgg, weights_identity
     from stylegrad.export import export_onnx
 
-    cl, _ = args.content_layers
-    sl, _ = args.style_layers
-    StyleConfig(model=args.model, content_layers=cl, style_layers=sl, pool=args.pool)  # validates names
-    vgg = load_vgg(args.weights, args.model, args.pool)
-    manifest = export_onnx(vgg, Path(args.out), cl, sl, opset=args.opset,
-                           weights_id=weights_identity(args.weights, args.model))
-    print(f"wrote {args.out}/forward.onnx, backward.onnx, manifest.json (opset {manifest.get('opset', args.opset)})")
+    cfg = config_from_args(args)   # validates the model, pooling and layer names
+    vgg = load_vgg(cfg.weights, cfg.model, cfg.pool, preprocess=cfg.preprocess)
+    manifest = export_onnx(vgg, Path(args.out), cfg.content_layers, cfg.style_layers, opset=args.opset,
+                           weights_id=weights_identity(cfg.weights, cfg.model))
+    print(f"wrote {args.out}/forward.onnx, backward.onnx, manifest.json (opset {manifest.get('opset', args.opset)}, "
+          f"{vgg.preprocess} input convention)")
     return 0
 
 
 def cmd_bench(args) -> int:
     from .bench import format_table, run_bench
+    from .cli_config import config_from_args
+
+    cfg = config_from_args(args)
 
     try:
         sizes = [int(s) for s in args.size]
@@ -38,8 +40,8 @@ def cmd_bench(args) -> int:
     reports = []
     for size in sizes:
         for batch in batches:
-            rep = run_bench(args.backends, size, batch, args.iters, args.repeat, args.warmup, args.device,
-                            args.precision, args.content, args.style, args.weights, args.model, command)
+            rep = run_bench(args.backends, size, batch, args.iters, args.repeat, args.warmup, cfg.device,
+                            args.precision, args.content, args.style, cfg.weights, cfg.model, command)
             reports.append(rep)
             if args.json:
                 print(json.dumps(rep), flush=True)
@@ -51,7 +53,7 @@ def cmd_bench(args) -> int:
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         for rep in reports:
-            dev = "cuda" if args.device.startswith("cuda") else "cpu"
+            dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
             write_json_atomic(Path(args.out_dir) / f"{dev}-{rep['size']}-b{rep['batch']}.json", rep)
     return 0
 

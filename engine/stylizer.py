@@ -2,20 +2,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import images as imgs
-from .backends import create_backend
+from .backends import create_backend, resolve_backend
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
-from .errors import ConfigError, ImageError
-from .targets import Targets, content_targets, style_targets
+from .errors import ConfigError, DivergedError, ImageError, StalledError
+from .targets import TargetBuilder, Targets
 from .vgg import VGG
 from .weights import DownloadProgress, load_vgg, parse_weights
 
@@ -44,14 +45,69 @@ ProgressCallback = Callable[[Progress], None]
 
 @dataclass
 class StyleResult:
-    image: torch.Tensor            # (3, H, W) float32 in [0, 1], CPU
+    """One image's outcome. ``status``: ``ok``; ``diverged`` (the loss became non-finite) or
+    ``stalled`` (no progress: see :func:`check_progress`), with ``message`` saying what
+    happened and ``image`` None -- a failed run never hands out its NaN or unchanged image."""
+
+    image: Optional[torch.Tensor]  # (3, H, W) float32 in [0, 1], CPU; None unless status is ok
     history: List[Progress]
     seconds: float
     backend: str
+    status: str = "ok"
+    message: str = ""
 
     @property
     def final_loss(self) -> float:
         return self.history[-1].loss
+
+    @property
+    def initial_loss(self) -> float:
+        return self.history[0].loss
+
+    def raise_for_status(self) -> "StyleResult":
+        """Raise :class:`DivergedError` / :class:`StalledError` unless the run is ok."""
+        if self.status == "diverged":
+            # the first non-finite loss, or (a loss that grew) the last report
+            bad = next((p for p in self.history if not math.isfinite(p.loss)), self.history[-1])
+            good = [p for p in self.history if p.iter < bad.iter and math.isfinite(p.loss)]
+            raise DivergedError(self.message, self, bad.iter, good[-1].iter if good else None,
+                                good[-1].loss if good else None)
+        if self.status == "stalled":
+            raise StalledError(self.message, self)
+        return self
+
+
+# A run "stalls" when, after STALL_MIN_ITERS or more iterations from the content or noise, the
+# loss is still above STALL_FRACTION of its initial value, or when the image did not change
+# (no pixel moved by half a quantisation step) although the loss was not 0.
+STALL_MIN_ITERS = 20
+STALL_FRACTION = 0.5
+
+
+def check_progress(history: List[Progress], init: str, moved: float) -> Tuple[str, str]:
+    """(status, message) of one image's run from its reported losses and the largest pixel
+    change ``moved`` between the initial and final image (both clamped to [0, 1]).
+
+    diverged: a non-finite loss, or a final loss above the initial one. stalled: see above."""
+    for p in history:
+        if not math.isfinite(p.loss):
+            good = [q for q in history if q.iter < p.iter]
+            last = f"last finite loss {good[-1].loss:.4g} at iteration {good[-1].iter}" if good else "no finite loss"
+            return "diverged", (f"diverged: the loss became {p.loss} at iteration {p.iter} ({last}); "
+                                f"try --optimizer adam, a smaller --lr or a smaller --style-weight")
+    first, last = history[0], history[-1]
+    if last.iter == 0 or first.loss <= 0:
+        return "ok", ""
+    if last.loss > first.loss:
+        return "diverged", (f"diverged: the loss grew from {first.loss:.4g} to {last.loss:.4g} in {last.iter} "
+                            f"iterations; try --optimizer adam, a smaller --lr or a smaller --style-weight")
+    if moved < 0.5 / 255:
+        return "stalled", (f"stalled: the image did not change in {last.iter} iterations "
+                           f"(loss {first.loss:.4g} -> {last.loss:.4g})")
+    if last.iter >= STALL_MIN_ITERS and init in ("content", "noise") and last.loss > STALL_FRACTION * first.loss:
+        return "stalled", (f"stalled: the loss fell only from {first.loss:.4g} to {last.loss:.4g} in "
+                           f"{last.iter} iterations; try --optimizer adam or check --style-weight")
+    return "ok", ""
 
 
 def parse_device(spec: str) -> torch.device:
@@ -80,16 +136,15 @@ class Stylizer:
                  download_progress: Optional[DownloadProgress] = None):
         self.config = config or StyleConfig()
         self.device = parse_device(self.config.device)
-        if self.config.precision == "tf32" and self.device.type != "cuda":
-            raise ConfigError("--precision tf32 needs --device cuda (TF32 is a GPU tensor-core mode)")
-        if self.config.precision != "fp32" and self.config.backend in ("reference", "onnxruntime"):
-            raise ConfigError(f"--precision {self.config.precision} needs --backend torch or cuda; "
-                              f"backend {self.config.backend} runs in fp32")
+        # before the weights load (maybe a download): a combination no backend runs fails now
+        backend = resolve_backend(self.config.backend, self.device, self.config.precision)
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
-                                    download_progress)).with_pool(self.config.pool)
-        self.backend: Backend = create_backend(self.config.backend, self.vgg, self.config, self.device)
-        self._styles: Optional[List[torch.Tensor]] = None
-        self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
+                                    download_progress, self.config.preprocess)).with_pool(self.config.pool)
+        # from here on the config is concrete: the weights' input convention and the style
+        # weight (None: the convention's default) are filled in
+        self.config = self.config.resolved(self.vgg.preprocess)
+        self.backend: Backend = create_backend(backend, self.vgg, self.config, self.device)
+        self.targets = TargetBuilder(self.backend, self.config, self.device)
 
     @property
     def weights_are_random(self) -> bool:
@@ -102,69 +157,19 @@ class Stylizer:
     def close(self) -> None:
         self.backend.close()
 
-    # -- styles --------------------------------------------------------------------------------
+    # -- styles and targets ------------------------------------------------------------------
     def set_styles(self, styles: Sequence[imgs.ImageLike]) -> None:
-        if not styles:
-            raise ConfigError("at least one style image is needed (--style)")
-        bw = self.config.style_blend_weights
-        if bw is not None and len(bw) != len(styles):
-            raise ConfigError(f"{len(bw)} --style-blend-weights for {len(styles)} style image(s)")
-        self._styles = [imgs.to_tensor(s) for s in styles]
-        self._style_cache.clear()
+        """The style images every run uses unless it is given its own (targets cached per size)."""
+        self.targets.set_styles(styles)
 
-    def _style_targets(self, h: int, w: int, positions: Dict[str, int],
-                       styles: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
-        """Blended Gram targets for an output of h x w: of the styles set with set_styles()
-        (cached per size), or of ``styles`` (not cached)."""
-        key = (h, w)
-        if styles is None and key in self._style_cache:
-            return self._style_cache[key]
-        cfg = self.config
-        use = styles if styles is not None else self._styles
-        if use is None:
-            raise ConfigError("no style images set: pass styles to run() or call set_styles()")
-        bw = cfg.style_blend_weights
-        if bw is not None and len(bw) != len(use):
-            raise ConfigError(f"{len(bw)} --style-blend-weights for {len(use)} style image(s)")
-        longest = max(1, round(max(h, w) * cfg.style_scale))
-        scaled = [imgs.resize_longest(s, longest)[None].to(self.device) for s in use]
-        blend = bw or tuple(1.0 for _ in scaled)
-        layers = cfg.style_layers if cfg.style_weight > 0 else ()
-        targets = style_targets(self.backend.features, self.backend.gram, scaled, blend, layers, positions)
-        if styles is None:
-            self._style_cache[key] = targets
-        return targets
-
-    def _positions(self, h: int, w: int) -> Dict[str, int]:
-        """M (positions) per loss layer present for an image of h x w."""
-        probe = torch.zeros(1, 3, h, w, device=self.device)
-        layers = sorted(set(self.config.content_layers) | set(self.config.style_layers))
-        # Only shapes matter; a forward on a blank image is cheap next to the optimisation.
-        feats = self.backend.features(probe, layers)
-        return {k: v.shape[-1] * v.shape[-2] for k, v in feats.items()}
-
-    # -- running -------------------------------------------------------------------------------
     def prepare(self, content: torch.Tensor,
                 styles_per_image: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> Tuple[torch.Tensor, Targets]:
         """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets: shared style
         targets (set_styles), or one blend per image (``styles_per_image``: B lists)."""
-        cfg = self.config
         if content.ndim == 3:
-            content = imgs.resize_longest(content, cfg.size)[None]
-        h, w = content.shape[-2:]
+            content = imgs.resize_longest(content, self.config.size)[None]
         content = content.to(self.device)
-        positions = self._positions(h, w)
-        ctargets = content_targets(self.backend.features, content,
-                                   cfg.content_layers if cfg.content_weight > 0 else ())
-        spos = {k: v for k, v in positions.items() if k in cfg.style_layers}
-        if styles_per_image is None:
-            style = self._style_targets(h, w, spos)
-        else:
-            if len(styles_per_image) != content.shape[0]:
-                raise ConfigError(f"{len(styles_per_image)} style lists for {content.shape[0]} content image(s)")
-            per = [self._style_targets(h, w, spos, [imgs.to_tensor(s) for s in group]) for group in styles_per_image]
-            style = {l: torch.cat([p[l] for p in per]) for l in per[0]}     # (B, C, C)
-        return content, Targets(ctargets, style)
+        return content, self.targets.build(content, styles_per_image)
 
     def initial_image(self, content: torch.Tensor) -> torch.Tensor:
         init = self.config.init
@@ -180,10 +185,11 @@ class Stylizer:
 
     def run(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
             callback: Optional[ProgressCallback] = None, name: str = "image") -> StyleResult:
-        """Stylise one content image; returns the image and the loss history."""
+        """Stylise one content image; returns the image and the loss history. A run that
+        diverges or stalls raises :class:`DivergedError` / :class:`StalledError`."""
         if styles is not None:
             self.set_styles(styles)
-        return self.run_batch([content], callback=callback, names=[name])[0]
+        return self.run_batch([content], callback=callback, names=[name])[0].raise_for_status()
 
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
                   names: Optional[Sequence[str]] = None,
@@ -191,9 +197,10 @@ class Stylizer:
         """Optimise several content images of one size together.
 
         ``styles``: one list of style images per content image (per-image targets); default,
-        the styles of :meth:`set_styles` for all. The CPU backends optimise the batch as one
-        problem (with L-BFGS one shared curvature history); the ``cuda`` backend runs one
-        L-BFGS per image. Losses are reported per image.
+        the styles of :meth:`set_styles` for all. Each image has its own optimiser state, so a
+        batch gives the results of separate runs. Losses are reported per image. Images whose
+        run diverged or stalled come back with that ``status`` and no image (nothing raised,
+        so the others are not lost).
         """
         cfg = self.config
         tensors = [imgs.resize_longest(imgs.to_tensor(c), cfg.size) for c in contents]
@@ -208,10 +215,15 @@ class Stylizer:
         def keep(i: int) -> bool:
             return cfg.save_every > 0 and i > 0 and i % cfg.save_every == 0
 
+        diverged: set = set()   # images whose first non-finite loss was already reported
+
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
-            if i % cfg.print_every != 0 and i != cfg.iters and x is None:
-                return
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
+            # the first non-finite loss of an image is always reported (it is the verdict)
+            newly = {b for b in range(len(tensors)) if b not in diverged and not math.isfinite(c[b] + s[b] + t[b])}
+            diverged.update(newly)
+            if i % cfg.print_every != 0 and i != cfg.iters and x is None and not newly:
+                return
             for b in range(len(tensors)):
                 snap = x[b].clamp(0, 1).cpu() if x is not None else None
                 p = Progress(names[b], i, cfg.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap)
@@ -223,7 +235,13 @@ class Stylizer:
         x = self.backend.optimize(x0, targets, report, keep)
         seconds = time.perf_counter() - t_start
         out = x.clamp(0, 1).cpu()
-        return [StyleResult(out[b], histories[b], seconds, self.backend.name) for b in range(len(tensors))]
+        moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
+        results = []
+        for b in range(len(tensors)):
+            status, message = check_progress(histories[b], cfg.init, moved[b])
+            image = out[b] if status == "ok" else None
+            results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
+        return results
 
     def stylize(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
                 callback: Optional[ProgressCallback] = None):

@@ -1,11 +1,15 @@
-"""Content and style targets: P (features of the photo) and A (Gram matrices of the paintings)."""
+"""Content and style targets: P (features of the photo) and A (Gram matrices of the paintings),
+and :class:`TargetBuilder`, which makes them for a backend and caches the style targets per size.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from . import images as imgs
+from .config import StyleConfig
 from .errors import ConfigError
 
 FeatureFn = Callable[[torch.Tensor, Sequence[str]], Dict[str, torch.Tensor]]
@@ -47,3 +51,75 @@ def style_targets(features: FeatureFn, gram: Callable[[torch.Tensor], torch.Tens
             g = gram(f.reshape(f.shape[0], f.shape[1], -1)).float() * (M / Ms) * (w / total)
             out[layer] = g if layer not in out else out[layer] + g
     return out
+
+
+class TargetBuilder:
+    """Targets of one backend and config. Style targets of the styles given to
+    :meth:`set_styles` are cached per output size; per-image styles are not cached."""
+
+    def __init__(self, backend, config: StyleConfig, device: torch.device):
+        self.backend = backend       # its features() and gram() make the targets
+        self.config = config
+        self.device = device
+        self._styles: Optional[List[torch.Tensor]] = None
+        self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
+
+    def set_styles(self, styles: Sequence[imgs.ImageLike]) -> None:
+        if not styles:
+            raise ConfigError("at least one style image is needed (--style)")
+        self._check_blend(len(styles))
+        self._styles = [imgs.to_tensor(s) for s in styles]
+        self._style_cache.clear()
+
+    def _check_blend(self, n: int) -> None:
+        bw = self.config.style_blend_weights
+        if bw is not None and len(bw) != n:
+            raise ConfigError(f"{len(bw)} --style-blend-weights for {n} style image(s)")
+
+    def positions(self, h: int, w: int) -> Dict[str, int]:
+        """M (positions) per loss layer present for an image of h x w."""
+        probe = torch.zeros(1, 3, h, w, device=self.device)
+        layers = sorted(set(self.config.content_layers) | set(self.config.style_layers))
+        # Only shapes matter; a forward on a blank image is cheap next to the optimisation.
+        feats = self.backend.features(probe, layers)
+        return {k: v.shape[-1] * v.shape[-2] for k, v in feats.items()}
+
+    def style_targets(self, h: int, w: int, positions: Dict[str, int],
+                      styles: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+        """Blended Gram targets for an output of h x w: of the styles set with set_styles()
+        (cached per size), or of ``styles`` (not cached)."""
+        key = (h, w)
+        if styles is None and key in self._style_cache:
+            return self._style_cache[key]
+        cfg = self.config
+        use = styles if styles is not None else self._styles
+        if use is None:
+            raise ConfigError("no style images set: pass styles to run() or call set_styles()")
+        self._check_blend(len(use))
+        longest = max(1, round(max(h, w) * cfg.style_scale))
+        scaled = [imgs.resize_longest(s, longest)[None].to(self.device) for s in use]
+        blend = cfg.style_blend_weights or tuple(1.0 for _ in scaled)
+        layers = cfg.style_layers if cfg.style_weight > 0 else ()
+        targets = style_targets(self.backend.features, self.backend.gram, scaled, blend, layers, positions)
+        if styles is None:
+            self._style_cache[key] = targets
+        return targets
+
+    def build(self, content: torch.Tensor,
+              styles_per_image: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> Targets:
+        """Targets for a batch ``content`` (B, 3, H, W) on the device: the shared style targets
+        (set_styles), or one blend per image (``styles_per_image``: B lists)."""
+        cfg = self.config
+        h, w = content.shape[-2:]
+        positions = self.positions(h, w)
+        ctargets = content_targets(self.backend.features, content,
+                                   cfg.content_layers if cfg.content_weight > 0 else ())
+        spos = {k: v for k, v in positions.items() if k in cfg.style_layers}
+        if styles_per_image is None:
+            style = self.style_targets(h, w, spos)
+        else:
+            if len(styles_per_image) != content.shape[0]:
+                raise ConfigError(f"{len(styles_per_image)} style lists for {content.shape[0]} content image(s)")
+            per = [self.style_targets(h, w, spos, [imgs.to_tensor(s) for s in group]) for group in styles_per_image]
+            style = {l: torch.cat([p[l] for p in per]) for l in per[0]}     # (B, C, C)
+        return Targets(ctargets, style)

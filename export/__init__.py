@@ -4,15 +4,13 @@
 >>> manifest = export_onnx(random_vgg("vgg19"), "out", ["relu4_2"], ["relu1_1", "relu2_1"],
 ...                        weights_id="random:0")                     # doctest: +SKIP
 
-writes ``out/forward.onnx``, ``out/backward.onnx`` and ``out/manifest.json`` (each through a
-temporary file and ``os.replace``; the manifest last, with the graphs' SHA-256, so a reader that
-finds a manifest whose hashes match has a complete export). See ``onnx_graphs`` for the
+writes ``out/forward.onnx``, ``out/backward.onnx`` and ``out/manifest.json`` (each atomically,
+``stylegrad.fileio``; the manifest last, with the graphs' SHA-256, so a reader that finds a
+manifest whose hashes match has a complete export). See ``onnx_graphs`` for the
 graphs' inputs and outputs and ``manifest`` for the manifest's fields.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence, Union
 
@@ -20,9 +18,10 @@ from stylegrad import backward as bw
 from stylegrad.errors import ConfigError, StyleGradError
 from stylegrad.vgg import VGG, layer_names
 
-from stylegrad.fileio import write_json_atomic
+from stylegrad.fileio import atomic_path, write_json_atomic
 
 from .manifest import FORMAT_VERSION, read_manifest, verify_files
+from .onnx_graphs import DEFAULT_OPSET, EXPORT_CONV_BACKWARD
 
 MIN_OPSET, MAX_OPSET = 13, 20   # Resize/Pad/DepthToSpace forms we emit; TorchScript exporter's top
 
@@ -54,23 +53,15 @@ def check_graph(path: Union[str, Path]) -> None:
         raise ExportError(f"{Path(path).name} uses operators outside the TensorRT-safe set: {', '.join(sorted(extra))}")
 
 
-def _temp_path(out_dir: Path, name: str) -> Path:
-    """A fresh file next to ``name`` in ``out_dir`` (same filesystem, so os.replace is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    os.chmod(tmp, 0o644)   # mkstemp makes 0600; exported graphs are ordinary readable files
-    return Path(tmp)
-
-
 def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[str], style_layers: Sequence[str],
-                opset: int = 17, weights_id: str = "unknown", conv_mode: str = "conv2d") -> dict:
+                opset: int = DEFAULT_OPSET, weights_id: str = "unknown", conv_mode: str = EXPORT_CONV_BACKWARD) -> dict:
     """Export forward/backward graphs for ``vgg`` (its model and pooling) and the loss layers
     ``content_layers`` + ``style_layers``; returns the manifest written to ``out_dir``.
 
     ``weights_id`` is recorded as given (e.g. ``stylegrad.weights.weights_identity``); the
     manifest also holds a SHA-256 of the weights themselves. ``conv_mode`` is how the backward
-    graph undoes a convolution (``"conv2d"`` with flipped weights, the measured faster one in
-    ONNX Runtime, or ``"conv_transpose2d"``); both are exact.
+    graph undoes a convolution (``"conv2d"`` with flipped weights, the default, measured faster
+    in ONNX Runtime, or ``"conv_transpose2d"``); both are exact.
     """
     from .manifest import build_manifest
     from .onnx_graphs import backward_input_names, export_graphs, forward_output_names, tensor_specs
@@ -90,22 +81,15 @@ def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    tmp_f = _temp_path(out, "forward.onnx")
-    tmp_b = _temp_path(out, "backward.onnx")
-    try:
+    final = {"forward": out / "forward.onnx", "backward": out / "backward.onnx"}
+    # both graphs are checked before either is put in place
+    with atomic_path(final["forward"]) as tmp_f, atomic_path(final["backward"]) as tmp_b:
         try:
             export_graphs(vgg, plan, str(tmp_f), str(tmp_b), opset=int(opset), conv_mode=conv_mode)
         except Exception as e:
             raise ExportError(f"ONNX export failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
         check_graph(tmp_f)
         check_graph(tmp_b)
-        final = {"forward": out / "forward.onnx", "backward": out / "backward.onnx"}
-        os.replace(tmp_f, final["forward"])
-        os.replace(tmp_b, final["backward"])
-    finally:
-        for t in (tmp_f, tmp_b):
-            if t.exists():
-                t.unlink()
     specs = tensor_specs(plan)
     manifest = build_manifest(vgg, plan, content_layers, style_layers, int(opset), weights_id, final,
                               forward_output_names(plan), backward_input_names(plan), specs, conv_mode)
@@ -113,5 +97,5 @@ def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[st
     return manifest
 
 
-__all__ = ["ExportError", "FORMAT_VERSION", "check_graph", "export_onnx", "graph_ops", "read_manifest",
+__all__ = ["DEFAULT_OPSET", "EXPORT_CONV_BACKWARD", "ExportError", "FORMAT_VERSION", "check_graph", "export_onnx", "graph_ops", "read_manifest",
            "verify_files"]

@@ -10,10 +10,10 @@ import torch
 
 from stylegrad import backward as bw
 from stylegrad.fileio import file_sha256
-from stylegrad.vgg import VGG
+from stylegrad.vgg import PREPROCESS_STATS, VGG
 
 FORMAT = "stylegrad-onnx"
-FORMAT_VERSION = 1   # bump when the graphs' inputs, outputs or semantics change
+FORMAT_VERSION = 2   # bump when the graphs' inputs, outputs or semantics change
 
 
 def stylegrad_version() -> str:
@@ -28,8 +28,9 @@ def stylegrad_version() -> str:
 
 
 def weights_digest(vgg: VGG, plan: bw.BackwardPlan) -> str:
-    """SHA-256 of the conv weights and biases the graphs contain (float32, network order)."""
-    h = hashlib.sha256(f"{vgg.model}".encode())
+    """SHA-256 of the conv weights and biases the graphs contain (float32, network order) and of
+    the input convention baked into the forward graph."""
+    h = hashlib.sha256(f"{vgg.model}|{vgg.preprocess}".encode())
     for s in plan.specs:
         if s.kind == "conv":
             c = vgg.convs[s.name]
@@ -48,11 +49,6 @@ def _io(names: Sequence[str], specs: Dict[str, dict]) -> list:
 def build_manifest(vgg: VGG, plan: bw.BackwardPlan, content_layers: Sequence[str], style_layers: Sequence[str],
                    opset: int, weights_id: str, files: Dict[str, Path], forward_outputs: Sequence[str],
                    backward_inputs: Sequence[str], specs: Dict[str, dict], conv_mode: str) -> dict:
-    specs = dict(specs)
-    specs["image"] = {"dtype": "float32", "shape": ["N", 3, "H", "W"]}
-    specs["grad_image"] = {"dtype": "float32", "shape": ["N", 3, "H", "W"]}
-    for l in plan.loss_layers:
-        specs[f"grad_{l}"] = dict(specs[l])
     min_side = 2 ** max((bw.pools_before(plan.model, l) for l in plan.loss_layers), default=0)
     return {
         "format": FORMAT,
@@ -75,7 +71,12 @@ def build_manifest(vgg: VGG, plan: bw.BackwardPlan, content_layers: Sequence[str
             f"min(H, W) < min_side ({min_side}) do not reach the deepest layer: export for the "
             "layers they reach."
         ),
-        "normalization": "inside forward.onnx: (image - mean) / std, ImageNet mean/std, image in [0, 1]",
+        "preprocess": vgg.preprocess,
+        "normalization": {
+            "where": "inside forward.onnx: (image - mean) / std per channel, image RGB in [0, 1]",
+            "mean": list(PREPROCESS_STATS[vgg.preprocess][0]),
+            "std": list(PREPROCESS_STATS[vgg.preprocess][1]),
+        },
         "forward": {
             "file": files["forward"].name,
             "sha256": file_sha256(files["forward"]),

@@ -39,9 +39,14 @@ ALLOWED_OPS = frozenset({
 })
 
 
-# ONNX Runtime (CPU, 1.32) runs the backward ~25% faster with Conv on flipped weights than with
-# ConvTranspose (VGG19 to relu5_1, 256x256: 151 vs 201 ms min, 158 vs 218 median of 8,
-# 2 cores). Both are TensorRT-supported; the flip is folded into the initializers at export.
+# The export options every caller defaults to (CLI, export cache, onnxruntime backend): they
+# are decided here only.
+# Opset (export_onnx accepts MIN_OPSET..MAX_OPSET).
+DEFAULT_OPSET = 17
+# How the backward graph undoes a convolution. ONNX Runtime (CPU, 1.32) runs the backward ~25%
+# faster with Conv on flipped weights than with ConvTranspose (VGG19 to relu5_1, 256x256: 151 vs
+# 201 ms min, 158 vs 218 median of 8, 2 cores). Both are TensorRT-supported; the flip is folded
+# into the initializers at export.
 EXPORT_CONV_BACKWARD = "conv2d"
 
 
@@ -51,9 +56,11 @@ def _dim_names(k: int) -> Tuple[str, str]:
 
 
 def tensor_specs(plan: bw.BackwardPlan) -> Dict[str, dict]:
-    """name -> {dtype, shape (symbolic), channels, pools} of every graph tensor a plan has."""
+    """name -> {dtype, shape (symbolic), pools} of every input and output of both graphs:
+    ``image``, the loss-layer features, the ``saved_*`` tensors, ``grad_<layer>`` (as its layer)
+    and ``grad_image``."""
     ch = layer_channels(plan.model)
-    out: Dict[str, dict] = {}
+    out: Dict[str, dict] = {"image": {"dtype": "float32", "shape": ["N", 3, "H", "W"], "pools": 0}}
     pools = 0
     for s in plan.specs:
         if s.kind == "pool":
@@ -65,7 +72,14 @@ def tensor_specs(plan: bw.BackwardPlan) -> Dict[str, dict]:
             out[bw.mask_key(s.name)] = {"dtype": "bool", "shape": ["N", ch[s.name], h, w], "pools": pools}
         if s.name in plan.winner_pools:
             out[bw.winner_key(s.name)] = {"dtype": "uint8", "shape": ["N", ch[s.name], h, w], "pools": pools}
+    out.update({grad_name(l): dict(out[l]) for l in plan.loss_layers})
+    out["grad_image"] = dict(out["image"])
     return out
+
+
+def grad_name(layer: str) -> str:
+    """The backward graph's input for d loss / d (features at ``layer``)."""
+    return f"grad_{layer}"
 
 
 def forward_output_names(plan: bw.BackwardPlan) -> List[str]:
@@ -73,7 +87,7 @@ def forward_output_names(plan: bw.BackwardPlan) -> List[str]:
 
 
 def backward_input_names(plan: bw.BackwardPlan) -> List[str]:
-    return list(plan.activation_layers) + list(plan.saved_keys) + [f"grad_{l}" for l in plan.loss_layers]
+    return list(plan.activation_layers) + list(plan.saved_keys) + [grad_name(l) for l in plan.loss_layers]
 
 
 class _Weights(nn.Module):
@@ -82,7 +96,7 @@ class _Weights(nn.Module):
 
     def __init__(self, vgg: VGG, plan: bw.BackwardPlan, with_bias: bool, flipped: bool = False):
         super().__init__()
-        self.model, self.pool = vgg.model, plan.pool
+        self.model, self.pool, self.preprocess = vgg.model, plan.pool, vgg.preprocess
         self.names = [s.name for s in plan.specs if s.kind == "conv"]
         self.with_bias = with_bias
         self.has_flipped = flipped
@@ -106,7 +120,7 @@ class _Weights(nn.Module):
             w = getattr(self, f"{n}_weight") if not self.has_flipped else torch.zeros(0)
             b = getattr(self, f"{n}_bias") if self.with_bias else torch.zeros(0)
             convs[n] = ConvLayer(n, w, b)
-        return VGG(self.model, convs, self.pool)
+        return VGG(self.model, convs, self.pool, self.preprocess)
 
 
 class ForwardGraph(nn.Module):
@@ -162,7 +176,7 @@ def _dynamic_axes(names: Sequence[str], specs: Dict[str, dict]) -> Dict[str, Dic
 
 
 def export_graphs(vgg: VGG, plan: bw.BackwardPlan, forward_path: str, backward_path: str,
-                  opset: int = 17, conv_mode: str = EXPORT_CONV_BACKWARD) -> None:
+                  opset: int = DEFAULT_OPSET, conv_mode: str = EXPORT_CONV_BACKWARD) -> None:
     """Trace and write both graphs (plain writes: callers make them atomic)."""
     specs = tensor_specs(plan)
     fwd = ForwardGraph(vgg, plan).eval()
@@ -171,12 +185,11 @@ def export_graphs(vgg: VGG, plan: bw.BackwardPlan, forward_path: str, backward_p
     with torch.no_grad():
         outs = fwd(image)
     out_by_name = dict(zip(fwd.output_names, outs))
+    grad_of = {grad_name(l): l for l in plan.loss_layers}
     bwd_inputs = tuple(
-        out_by_name[n] if n in out_by_name else torch.randn_like(out_by_name[n[len("grad_"):]])
+        out_by_name[n] if n in out_by_name else torch.randn_like(out_by_name[grad_of[n]])
         for n in bwd.input_names
     )
-    specs = dict(specs, image={"shape": ["N", 3, "H", "W"]}, grad_image={"shape": ["N", 3, "H", "W"]})
-    specs.update({f"grad_{l}": specs[l] for l in plan.loss_layers})
     with warnings.catch_warnings():
         # Tracer warnings (Python ints from shapes, shape checks in kernels) and the
         # TorchScript exporter's deprecation notice: the graphs are checked after export.

@@ -24,22 +24,16 @@ from . import cuda_ops, loader, registry, torch_ops
 from .check import CheckResult, check_all, format_check_table
 from .loader import KernelCompileError, KernelUnavailableError
 from .reference import (
-    adam_step_reference,
     content_loss_reference,
     gram_reference,
-    lbfgs_axpy_reference,
-    lbfgs_dots_reference,
     relu_backward_accumulate_reference,
     style_feature_grad_reference,
     style_loss_reference,
     tv_loss_reference,
 )
 from .torch_ops import (
-    adam_step_,
     content_loss,
     gram,
-    lbfgs_axpy_,
-    lbfgs_dots,
     relu_backward_accumulate,
     style_feature_grad,
     style_loss,
@@ -64,8 +58,6 @@ __all__ = [
     "CheckResult",
     "KernelCompileError",
     "KernelUnavailableError",
-    "adam_step_",
-    "adam_step_reference",
     "check_all",
     "content_loss",
     "content_loss_reference",
@@ -73,10 +65,6 @@ __all__ = [
     "format_check_table",
     "gram",
     "gram_reference",
-    "lbfgs_axpy_",
-    "lbfgs_axpy_reference",
-    "lbfgs_dots",
-    "lbfgs_dots_reference",
     "loader",
     "ops_for",
     "registry",

@@ -7,11 +7,11 @@ time (NVRTC compiles in-process), and is what the TensorRT samples use.
 
 Flow: the source of ``kernels/<name>.cu`` (with ``common.cuh`` prepended as
 text, so NVRTC needs no include path) is compiled with NVRTC to a cubin for
-the running GPU's ``sm_XY``. Cubins are cached on disk under
-``$STYLEGRAD_CACHE`` (default ``~/.cache/stylegrad/kernels``), keyed by the
+the running GPU's ``sm_XY``. Cubins are cached on disk in the ``kernels``
+folder of stylegrad's cache (``stylegrad.fileio.cache_dir``), keyed by the
 source hash, compile options, architecture and NVRTC version, and written
-atomically (temporary file + ``os.replace``) so concurrent processes never see
-a half-written file. Kernels are launched on PyTorch's current CUDA stream
+atomically (``stylegrad.fileio.atomic_write``) so concurrent processes never
+see a half-written file. Kernels are launched on PyTorch's current CUDA stream
 with raw data pointers, so they order with cuDNN/cuBLAS work and can be
 captured in a CUDA graph.
 
@@ -31,16 +31,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Sequence
 
+from stylegrad.fileio import CACHE_ENV, atomic_write, cache_dir as _cache_root  # noqa: F401 (CACHE_ENV: tests)
+
 from .registry import SOURCES
 
 CSRC = Path(__file__).parent
-CACHE_ENV = "STYLEGRAD_CACHE"
 # Compile options, also part of the cache key. C++17 is NVRTC's default; we
 # state it so a future default change cannot silently alter cached binaries.
 _OPTIONS = {"std": "c++17"}
@@ -107,8 +106,7 @@ def compile_source(name: str, arch: str) -> tuple[bytes, str]:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV)
-    return Path(root) if root else Path.home() / ".cache" / "stylegrad" / "kernels"
+    return _cache_root("kernels")
 
 
 def cache_path(name: str, arch: str) -> Path:
@@ -132,14 +130,7 @@ def cached_cubin(name: str, arch: str) -> bytes:
     cubin, _log = compile_source(name, arch)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(cubin)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: f.write(cubin))
     except OSError:
         pass  # a read-only or full cache is not fatal: we hold the cubin in memory
     return cubin

@@ -8,8 +8,6 @@ mutating their arguments. Tests compare both the CPU implementations
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -65,25 +63,3 @@ def relu_backward_accumulate_reference(g_above: Tensor | None, g_loss: Tensor | 
     if g_loss is not None:
         g = g + _d(g_loss)
     return g * (_d(activation) > 0)
-
-
-def adam_step_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
-                        step: int | float | Tensor, lr: float | Tensor,
-                        beta1: float, beta2: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (param, exp_avg, exp_avg_sq) after one step, textbook Adam in float64."""
-    step = float(step)
-    lr = float(lr)
-    g = _d(grad)
-    m = beta1 * _d(exp_avg) + (1 - beta1) * g
-    v = beta2 * _d(exp_avg_sq) + (1 - beta2) * g * g
-    m_hat = m / (1 - beta1**step)
-    v_hat_sqrt = v.sqrt() / math.sqrt(1 - beta2**step)
-    return _d(param) - lr * m_hat / (v_hat_sqrt + eps), m, v
-
-
-def lbfgs_dots_reference(V: Tensor, x: Tensor) -> Tensor:
-    return (_d(V) * _d(x)).sum(dim=1)
-
-
-def lbfgs_axpy_reference(y: Tensor, alpha: Tensor, x: Tensor) -> Tensor:
-    return _d(y) + _d(alpha) * _d(x)

@@ -19,7 +19,7 @@ from stylegrad import StyleConfig, Stylizer
 from stylegrad import backward as bw
 from stylegrad import losses
 from stylegrad import vgg as vggmod
-from stylegrad.backends.handwritten import HandwrittenBackend
+from stylegrad.backends.torch_backend import TorchBackend
 from stylegrad.backends.reference import ReferenceBackend
 from stylegrad.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from stylegrad.targets import Targets
@@ -85,7 +85,7 @@ def compare(backend_cls, pool, layer_set, n, h, w, tv=0.0, seed=0, image=None):
 def test_image_gradient_matches_autograd(pool, layer_set):
     for i, (h, w) in enumerate(_sizes()):
         n = 2 if i % 2 else 1
-        ref, got = compare(HandwrittenBackend, pool, layer_set, n, h, w, tv=1e-2 if i % 3 == 0 else 0.0, seed=i)
+        ref, got = compare(TorchBackend, pool, layer_set, n, h, w, tv=1e-2 if i % 3 == 0 else 0.0, seed=i)
         assert got.grad.shape == (n, 3, h, w)
         if ref.grad.abs().max() == 0:   # the image reaches none of the loss layers
             assert got.grad.abs().max() == 0
@@ -100,7 +100,7 @@ def test_deep_layers_are_reached_and_contribute():
     vgg = vgg_for("avg")
     feats = vggmod.forward(vgg, torch.rand(1, 3, 37, 23), ["relu5_1"])
     assert feats["relu5_1"].shape[-2:] == (2, 1)
-    ref, got = compare(HandwrittenBackend, "avg", "deep-only", 1, 37, 23)
+    ref, got = compare(TorchBackend, "avg", "deep-only", 1, 37, 23)
     assert ref.grad.norm() > 0 and rel_err(got.grad, ref.grad) <= TOL
 
 
@@ -108,7 +108,7 @@ def test_max_pool_ties_go_to_the_first_maximum():
     """A constant image makes exact ties inside pooling windows; autograd sends the gradient
     to the first maximum in row-major order, and so must we."""
     x = torch.full((1, 3, 20, 18), 0.5)
-    ref, got = compare(HandwrittenBackend, "max", "default", 1, 20, 18, image=x)
+    ref, got = compare(TorchBackend, "max", "default", 1, 20, 18, image=x)
     assert ref.grad.norm() > 0
     assert rel_err(got.grad, ref.grad) <= TOL
 
@@ -122,7 +122,7 @@ def test_parity_check_detects_a_misplaced_pool_row(monkeypatch):
         return torch.nn.functional.pad(g, (dw, 0, dh, 0))
 
     monkeypatch.setattr(bw, "_pad_to", wrong_pad)
-    ref, got = compare(HandwrittenBackend, "avg", "default", 1, 37, 23)
+    ref, got = compare(TorchBackend, "avg", "default", 1, 37, 23)
     assert rel_err(got.grad, ref.grad) > 1e-3
 
 
@@ -145,7 +145,7 @@ def test_memory_per_pixel_matches_the_docstring(pool, documented):
     real saved state (256x256, sides divisible by 16)."""
     vgg = vgg_for(pool)
     cfg = StyleConfig(weights="random", pool=pool)
-    backend = HandwrittenBackend(vgg, cfg, "cpu")
+    backend = TorchBackend(vgg, cfg, "cpu")
     assert bw.planned_bytes_per_pixel(backend.plan) == documented
     _, saved = backend.forward_saving(torch.rand(1, 3, 256, 256))
     assert saved.nbytes / (256 * 256) == documented
@@ -201,14 +201,14 @@ def test_cuda_matches_reference_on_cuda():
     t = Targets({k: v.cuda() for k, v in t.content.items()}, {k: v.cuda() for k, v in t.style.items()})
     x = torch.rand(2, 3, 37, 23).cuda()
     ref = ReferenceBackend(vgg, cfg, "cuda").evaluate(x, t)
-    got = HandwrittenBackend(vgg, cfg, "cuda").evaluate(x, t)
+    got = TorchBackend(vgg, cfg, "cuda").evaluate(x, t)
     # cuDNN may pick TF32-free but differently blocked algorithms: same float32 argument.
     assert rel_err(got.grad.cpu(), ref.grad.cpu()) <= TOL
 
 
 def test_supports():
-    assert HandwrittenBackend.supports(torch.device("cpu")) == (True, "")
-    ok, why = HandwrittenBackend.supports(torch.device("cuda"))
+    assert TorchBackend.supports(torch.device("cpu")) == (True, "")
+    ok, why = TorchBackend.supports(torch.device("cuda"))
     assert ok == torch.cuda.is_available() and (ok or "CUDA" in why)
 
 

@@ -19,7 +19,6 @@ from stylegrad import StyleConfig, Stylizer
 from stylegrad import backward as bw
 from stylegrad import losses
 from stylegrad import vgg as vggmod
-from stylegrad.backends import onnxruntime_backend as ortb
 from stylegrad.backends.onnxruntime_backend import OnnxRuntimeBackend
 from stylegrad.backends.base import Evaluation
 from stylegrad.backends.reference import ReferenceBackend
@@ -165,11 +164,15 @@ def test_export_cache_is_reused_and_repaired(tmp_path, monkeypatch, capfd):
 
 
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
+    from stylegrad.export.cache import cache_root
+    from stylegrad.kernels.loader import cache_dir as kernel_cache
+
     monkeypatch.setenv("STYLEGRAD_CACHE", str(tmp_path))
-    assert ortb.cache_root() == tmp_path / "onnx"
+    assert cache_root() == tmp_path / "onnx" and kernel_cache() == tmp_path / "kernels"
     monkeypatch.delenv("STYLEGRAD_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert ortb.cache_root() == tmp_path / "xdg" / "stylegrad" / "onnx"
+    assert cache_root() == tmp_path / "xdg" / "stylegrad" / "onnx"
+    assert kernel_cache() == tmp_path / "xdg" / "stylegrad" / "kernels"
 
 
 def test_supports():
@@ -181,6 +184,7 @@ def test_supports():
 
 # -- full runs ----------------------------------------------------------------------------------
 
+@pytest.mark.slow   # pytest --durations on the shared 2-core machine: 53 s (avg), 34 s (max); 86 s, 69 s under heavier load
 @pytest.mark.parametrize("pool", ["avg", "max"])
 def test_full_run_lockstep_onnxruntime(pool):
     """Every evaluation along a 20-iteration L-BFGS run (realistic images: stylised, partly

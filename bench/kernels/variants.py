@@ -9,9 +9,9 @@ emulator treat them like shipped kernels. Each has its launcher here (built on t
   gram_naive   one thread per output, an M-term float32 chain: the Gram's second opinion
   normalize    (x - mean[c]) / std[c]            (the engine normalises inside the VGG forward)
   clamp_       x = min(max(x, 0), 1), NaN stays NaN
-  adam_step_   fused Adam step                   (torch twin/reference in stylegrad.kernels:
-  lbfgs_dots   K dot products (float atomics)     the optimisers' opt-in ``use_kernels`` path
-  lbfgs_axpy_  y += alpha x, alpha on the device  runs those, on any device)
+  adam_step_   fused Adam step                   (stylegrad.optim does these inline in torch,
+  lbfgs_dots   K dot products (float atomics)     where they can be captured with the rest of
+  lbfgs_axpy_  y += alpha x, alpha on the device  the step; these kernels await a GPU timing)
 
 Promotion: move the ``.cu`` into ``kernels/``, list it in ``registry.SOURCES`` (and
 ``PROMOTED`` for a variant), move its launcher into ``cuda_ops`` and its tests into tests/kernels.
@@ -181,3 +181,74 @@ def chain_tolerance(n_terms: int, magnitude: Tensor, lam: float = 8.0) -> Tensor
     are one long chain (gram_naive) or summed in no fixed order (lbfgs_dots' atomics), which
     cannot be held to "2x torch's error"."""
     return lam * math.sqrt(max(n_terms, 1)) * 2.0**-24 * magnitude.double() + 1e-30
+
+
+# ------------------------------------------------------------------------------ optimiser twins
+# The torch versions of the optimiser kernels (stylegrad.optim does the same math inline).
+
+def adam_step_torch_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+               step: int | float | Tensor, lr: float | Tensor,
+               beta1: float, beta2: float, eps: float) -> None:
+    """One Adam step in place (torch.optim.Adam, no weight decay).
+
+    ``step`` is the count after incrementing (1 on the first call); it and ``lr``
+    may be 0-d tensors on param's device, so nothing is read back to the host.
+    """
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    if isinstance(step, Tensor):
+        # 1 - beta^step as -expm1(step * log(beta)), log(beta) taken in double
+        # on the host: accurate in float32, where 1 - beta**step would cancel
+        # (and float64 is not available on every device).
+        bc1 = -torch.expm1(step.float() * math.log(beta1))
+        bc2 = -torch.expm1(step.float() * math.log(beta2))
+        denom = exp_avg_sq.sqrt() / bc2.sqrt() + eps
+        param.sub_((lr / bc1) * (exp_avg / denom))
+    else:
+        bc1 = 1 - beta1**step
+        bc2 = 1 - beta2**step
+        denom = exp_avg_sq.sqrt() / math.sqrt(bc2) + eps
+        if isinstance(lr, Tensor):
+            param.sub_((lr / bc1) * (exp_avg / denom))
+        else:
+            param.addcdiv_(exp_avg, denom, value=-lr / bc1)
+
+
+def lbfgs_dots_torch(V: Tensor, x: Tensor) -> Tensor:
+    """(K,) dot products of the rows of V (K, n) with x (n,)."""
+    check_ndim("V", V, 2)
+    check_ndim("x", x, 1)
+    return V.float() @ x.float()
+
+
+def lbfgs_axpy_torch_(y: Tensor, alpha: Tensor, x: Tensor) -> None:
+    """y += alpha * x in place, alpha a 0-d tensor (read on device, no sync)."""
+    if alpha.dim() != 0:
+        raise ValueError(f"alpha must be a 0-d tensor, got shape {tuple(alpha.shape)}")
+    y.addcmul_(x, alpha)
+
+
+def _d64(t: Tensor) -> Tensor:
+    return t.detach().to(torch.float64)
+
+
+def adam_step_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
+                        step: int | float | Tensor, lr: float | Tensor,
+                        beta1: float, beta2: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns (param, exp_avg, exp_avg_sq) after one step, textbook Adam in float64."""
+    step = float(step)
+    lr = float(lr)
+    g = _d64(grad)
+    m = beta1 * _d64(exp_avg) + (1 - beta1) * g
+    v = beta2 * _d64(exp_avg_sq) + (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat_sqrt = v.sqrt() / math.sqrt(1 - beta2**step)
+    return _d64(param) - lr * m_hat / (v_hat_sqrt + eps), m, v
+
+
+def lbfgs_dots_reference(V: Tensor, x: Tensor) -> Tensor:
+    return (_d64(V) * _d64(x)).sum(dim=1)
+
+
+def lbfgs_axpy_reference(y: Tensor, alpha: Tensor, x: Tensor) -> Tensor:
+    return _d64(y) + _d64(alpha) * _d64(x)

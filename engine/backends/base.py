@@ -67,7 +67,7 @@ class Backend(ABC):
 
     def __init__(self, vgg: VGG, config: StyleConfig, device: torch.device):
         self.vgg = vgg
-        self.config = config
+        self.config = config.resolved(vgg.preprocess)   # concrete style weight and convention
         self.device = torch.device(device)
         self.timer = PhaseTimer()
 

@@ -3,7 +3,7 @@
 One iteration = forward (cuDNN convolutions through torch functional ops) -> Gram / losses /
 feature gradients (``stylegrad.kernels`` CUDA kernels) -> hand-written backward (transposed
 convolutions, ReLU-mask accumulation kernel, pooling backward) -> optimiser step
-(``CapturableLBFGS`` / ``CapturableAdam``: device-side state, no host branching). After
+(``stylegrad.optim``'s L-BFGS / Adam: device-side state, no host branching). After
 ``WARMUP_ITERS`` eager iterations (which also autotune cuDNN and compile the kernels) one
 iteration is captured in a ``torch.cuda.CUDAGraph`` and replayed. The host synchronises only
 when losses are reported (every ``print_every`` iterations) or a snapshot is taken; the losses
@@ -45,15 +45,15 @@ import torch
 
 from stylegrad import kernels
 
-from ..optim_capturable import make_capturable
+from ..optim import make_optimizer
 from ..targets import Targets
 from .base import Evaluation
-from .handwritten import HandwrittenBackend
+from .torch_backend import TorchBackend
 
 WARMUP_ITERS = 2
 
 
-class CudaBackend(HandwrittenBackend):
+class CudaBackend(TorchBackend):
     """The ``torch`` backend's forward/backward plus CUDA kernels and a graph-replayed loop."""
 
     name = "cuda"
@@ -127,7 +127,7 @@ class CudaBackend(HandwrittenBackend):
         cfg = self.config
         x = x0.detach().to(self.device, torch.float32).clone().contiguous()
         B = x.shape[0]
-        opt = make_capturable(x, cfg, per_image=True, direction=self.lbfgs_direction)
+        opt = make_optimizer(x, cfg, per_image=True, direction=self.lbfgs_direction)
         hist = torch.zeros(cfg.iters + 1, 3, B, device=self.device)
         k_dev = torch.zeros(1, dtype=torch.long, device=self.device)
 

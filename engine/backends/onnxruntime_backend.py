@@ -1,17 +1,16 @@
 """Backend ``onnxruntime``: the exported forward/backward graphs run by ONNX Runtime.
 
-The graphs (``stylegrad.export``) are exported once per weights + model + pooling + loss layers +
-opset into a cache directory (``$STYLEGRAD_CACHE/onnx``, else ``$XDG_CACHE_HOME/stylegrad/onnx``
-or ``~/.cache/stylegrad/onnx``) and reused across runs; the two InferenceSessions are built once
+The graphs come from the export cache (``stylegrad.export.cache``: exported once per weights +
+model + pooling + loss layers, reused across runs); the two InferenceSessions are built once
 per backend and reused for every evaluation. Inputs and outputs go through IO binding straight
 into/out of torch tensors (no copies); the losses between the two graphs come from the shared
 objective (``SplitBackend.evaluate``).
 
 Sizes: the graphs have dynamic batch, height and width, but a graph is only valid for images
 that reach its deepest layer (shorter side >= 2**pools). For a smaller image the backend
-exports and caches a second pair of graphs for the layers that image does reach (typically
-only for tiny test images or small style images); an image that reaches no loss layer gives
-zero loss and gradient, as in every backend.
+asks for a second pair of graphs for the layers that image does reach (typically only for
+tiny test images or small style images); an image that reaches no loss layer gives zero loss
+and gradient, as in every backend.
 
 Devices: CPU (CPUExecutionProvider) is what is tested. With ``onnxruntime-gpu`` installed and a
 CUDA device, the sessions use TensorRT (if available) then CUDA providers and bind CUDA device
@@ -20,11 +19,6 @@ pointers of torch tensors; that path is written to the documented ORT API but UN
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -35,23 +29,9 @@ from .. import backward as bw
 from .. import vgg as vggmod
 from ..errors import BackendUnavailableError
 from .base import SplitBackend
-from .handwritten import loss_layers
-
-OPSET = 17
-# Conv with flipped weights: measured ~25% faster than ConvTranspose in ORT's CPU backward
-# (see stylegrad.export.onnx_graphs.EXPORT_CONV_BACKWARD).
-ORT_CONV_BACKWARD = "conv2d"
 
 _NP_DTYPES = {"float32": "float32", "bool": "bool_", "uint8": "uint8"}
 _TORCH_DTYPES = {"float32": torch.float32, "bool": torch.bool, "uint8": torch.uint8}
-
-
-def cache_root() -> Path:
-    env = os.environ.get("STYLEGRAD_CACHE")
-    if env:
-        return Path(env) / "onnx"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "stylegrad" / "onnx"
 
 
 def _ort():
@@ -60,58 +40,6 @@ def _ort():
     except ImportError as e:
         raise BackendUnavailableError(f"backend 'onnxruntime' needs the onnxruntime package: {e}") from None
     return onnxruntime
-
-
-def export_key(vgg, plan: bw.BackwardPlan, opset: int, conv_mode: str) -> Tuple[str, str]:
-    """(cache key, weights digest) of the graphs for these weights, layers and options."""
-    from stylegrad.export.manifest import FORMAT_VERSION, stylegrad_version, weights_digest
-
-    digest = weights_digest(vgg, plan)
-    ident = {
-        "format_version": FORMAT_VERSION, "stylegrad": stylegrad_version(), "torch": torch.__version__,
-        "model": plan.model, "pool": plan.pool, "layers": list(plan.loss_layers), "opset": opset,
-        "conv": conv_mode, "weights": digest,
-    }
-    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:24], digest
-
-
-def cached_export(vgg, plan: bw.BackwardPlan, opset: int = OPSET, conv_mode: str = ORT_CONV_BACKWARD,
-                  root: Optional[Path] = None) -> Tuple[Path, dict]:
-    """The directory holding a valid export for ``plan`` (exported now when missing or stale)."""
-    from stylegrad.export import export_onnx, read_manifest, verify_files
-
-    root = Path(root) if root is not None else cache_root()
-    key, digest = export_key(vgg, plan, opset, conv_mode)
-    final = root / f"{plan.model}-{plan.pool}-{key}"
-
-    def valid(d: Path) -> Optional[dict]:
-        m = read_manifest(d)
-        ok = (m is not None and m.get("weights", {}).get("sha256") == digest
-              and m.get("loss_layers") == list(plan.loss_layers) and m.get("opset") == opset
-              and verify_files(d, m))
-        return m if ok else None
-
-    m = valid(final)
-    if m is not None:
-        return final, m
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".tmp", dir=root))
-    try:
-        m = export_onnx(vgg, tmp, plan.loss_layers, (), opset=opset, weights_id=f"sha256:{digest[:16]}",
-                        conv_mode=conv_mode)
-        if final.exists():          # stale or corrupt (a valid one returned above)
-            shutil.rmtree(final, ignore_errors=True)
-        try:
-            os.replace(tmp, final)  # atomic: readers see no directory or a complete one
-        except OSError:             # another process won the race; use its export if valid
-            m2 = valid(final)
-            if m2 is None:
-                raise
-            return final, m2
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final, m
 
 
 def _session_options(ort, threads: int):
@@ -144,8 +72,9 @@ class _GraphPair:
     plan: bw.BackwardPlan
     forward: object            # onnxruntime.InferenceSession
     backward: object
-    specs: Dict[str, dict]     # tensor name -> dtype, channels, pools
+    specs: Dict[str, dict]     # tensor name -> dtype, shape, pools
     directory: Path
+    grad_inputs: Dict[str, str]   # backward input name -> loss layer
 
 
 @dataclass
@@ -158,15 +87,11 @@ class OrtSaved:
 class OnnxRuntimeBackend(SplitBackend):
     name = "onnxruntime"
 
-    def __init__(self, vgg, config, device, cache_dir: Optional[Path] = None, opset: int = OPSET):
+    def __init__(self, vgg, config, device, cache_dir: Optional[Path] = None):
         super().__init__(vgg.to(device="cpu", dtype=torch.float32), config, device)
-        ok, why = self.supports(self.device)
-        if not ok:
-            raise BackendUnavailableError(why)
         self.ort = _ort()
-        self.opset = opset
-        self.cache_dir = cache_dir
-        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, loss_layers(config))
+        self.cache_dir = cache_dir   # None: stylegrad.export.cache.cache_root()
+        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, config.loss_layers())
         self.threads = max(1, torch.get_num_threads())   # torch's default: physical cores
         self._pairs: Dict[Tuple[str, ...], _GraphPair] = {}
         self._torch_vgg = None   # device copy for the torch fallback in features()
@@ -198,15 +123,17 @@ class OnnxRuntimeBackend(SplitBackend):
             return None
         pair = self._pairs.get(layers)
         if pair is None:
-            from stylegrad.export.onnx_graphs import tensor_specs
+            from stylegrad.export.cache import cached_export
+            from stylegrad.export.onnx_graphs import grad_name
 
             plan = self.plan if layers == self.plan.loss_layers else bw.make_plan(self.plan.model, self.plan.pool, layers)
-            directory, manifest = cached_export(self.vgg, plan, self.opset, ORT_CONV_BACKWARD, self.cache_dir)
+            export = cached_export(self.vgg, plan, self.cache_dir)
             so = _session_options(self.ort, self.threads)
             providers = _providers(self.ort, self.device)
-            fwd = self.ort.InferenceSession(str(directory / manifest["forward"]["file"]), so, providers=providers)
-            bwd = self.ort.InferenceSession(str(directory / manifest["backward"]["file"]), so, providers=providers)
-            pair = _GraphPair(plan, fwd, bwd, tensor_specs(plan), directory)
+            fwd = self.ort.InferenceSession(str(export.forward_path), so, providers=providers)
+            bwd = self.ort.InferenceSession(str(export.backward_path), so, providers=providers)
+            pair = _GraphPair(plan, fwd, bwd, export.specs, export.directory,
+                              {grad_name(l): l for l in plan.loss_layers})
             self._pairs[layers] = pair
         return pair
 
@@ -270,8 +197,8 @@ class OnnxRuntimeBackend(SplitBackend):
         keep = []
         for inp in pair.backward.get_inputs():
             name = inp.name
-            if name.startswith("grad_"):
-                layer = name[len("grad_"):]
+            layer = pair.grad_inputs.get(name)
+            if layer is not None:
                 g = feature_grads.get(layer)
                 if g is None:   # a loss layer whose term is zero this evaluation
                     g = torch.zeros_like(saved.tensors[layer])

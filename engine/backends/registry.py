@@ -1,4 +1,12 @@
-"""The one place that maps backend names to implementations and picks one for ``auto``."""
+"""The one place that maps backend names to implementations, decides which backend runs which
+precision on which device, and picks one for ``auto``.
+
+Backends only declare what they can do: ``precisions`` (class attribute) and
+``supports(device) -> (ok, why)``. :func:`resolve_backend` is the only compatibility check; the
+Stylizer, ``stylegrad bench`` and ``stylegrad info`` ask it (or :func:`backend_status`).
+Precision problems are :class:`ConfigError`; a backend that is missing or cannot use the device
+is :class:`BackendUnavailableError`.
+"""
 from __future__ import annotations
 
 import importlib
@@ -6,16 +14,19 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from ..errors import BackendUnavailableError
+from ..errors import BackendUnavailableError, ConfigError
 
 # name -> (module, class). Imported lazily so a missing optional dependency only matters
 # when that backend is asked for.
 _BACKENDS: Dict[str, Tuple[str, str]] = {
     "reference": ("stylegrad.backends.reference", "ReferenceBackend"),
-    "torch": ("stylegrad.backends.handwritten", "HandwrittenBackend"),
+    "torch": ("stylegrad.backends.torch_backend", "TorchBackend"),
     "onnxruntime": ("stylegrad.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "cuda": ("stylegrad.backends.cuda_backend", "CudaBackend"),
 }
+
+# Precisions tied to a device type whatever the backend: (device types, why).
+_PRECISION_DEVICES = {"tf32": (("cuda",), "TF32 is a GPU tensor-core mode")}
 
 # Order `auto` tries per device type. CPU, measured at 256^2 fp32 (bench/results/cpu-256-b1.json):
 # onnxruntime 1.27x and torch 1.24x the reference, within run-to-run noise of each other; torch
@@ -26,6 +37,11 @@ _AUTO_ORDER = {
     "cpu": ["torch", "onnxruntime", "reference"],
     "cuda": ["torch", "reference"],
 }
+
+
+def backend_names() -> Tuple[str, ...]:
+    """Every backend, in the order the documentation lists them."""
+    return tuple(_BACKENDS)
 
 
 def _load(name: str):
@@ -39,8 +55,12 @@ def _load(name: str):
     return getattr(module, cls)
 
 
+def _declared_precisions(name: str) -> Tuple[str, ...]:
+    return tuple(getattr(_load(name), "precisions", ("fp32",)))
+
+
 def backend_status(name: str, device: torch.device) -> Tuple[bool, str]:
-    """(usable, reason) for a backend on a device."""
+    """(usable, reason) for a backend on a device, whatever the precision."""
     try:
         cls = _load(name)
     except BackendUnavailableError as e:
@@ -55,21 +75,48 @@ def available_backends(device: torch.device) -> List[str]:
     return [n for n in _BACKENDS if backend_status(n, device)[0]]
 
 
-def backend_precisions(name: str) -> tuple:
-    return getattr(_load(name), "precisions", ("fp32",))
+def _device_problem(device: torch.device, precision: str) -> str:
+    """Why no backend can run ``precision`` on ``device`` ("" when some might)."""
+    tied = _PRECISION_DEVICES.get(precision)
+    if tied is not None and device.type not in tied[0]:
+        return f"--precision {precision} needs --device {' or '.join(tied[0])} ({tied[1]})"
+    return ""
+
+
+def _precision_problem(name: str, precision: str) -> str:
+    """Why backend ``name`` cannot run ``precision`` ("" when it can)."""
+    declared = _declared_precisions(name)
+    if precision in declared:
+        return ""
+    others = []
+    for n in _BACKENDS:
+        try:
+            if precision in _declared_precisions(n):
+                others.append(n)
+        except BackendUnavailableError:
+            pass
+    return f"--precision {precision} needs --backend {' or '.join(others)}; backend {name} runs in {', '.join(declared)}"
 
 
 def resolve_backend(name: str, device: torch.device, precision: str = "fp32") -> str:
+    """The backend that runs for ``--backend name`` (or ``auto``) on ``device`` at
+    ``precision``; raises when none can. The only place these rules are checked."""
     device = torch.device(device)
+    problem = _device_problem(device, precision)
+    if problem:
+        raise ConfigError(problem)
     if name != "auto":
         ok, why = backend_status(name, device)
         if not ok:
             raise BackendUnavailableError(why or f"backend {name!r} does not support device {device}")
+        problem = _precision_problem(name, precision)
+        if problem:
+            raise ConfigError(problem)
         return name
     for cand in _AUTO_ORDER.get(device.type, ["reference"]):
-        if backend_status(cand, device)[0] and precision in backend_precisions(cand):
+        if backend_status(cand, device)[0] and not _precision_problem(cand, precision):
             return cand
-    raise BackendUnavailableError(f"no backend runs --precision {precision} on {device}")
+    raise ConfigError(f"no backend runs --precision {precision} on {device}")
 
 
 def create_backend(name: str, vgg, config, device):

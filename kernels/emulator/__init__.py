@@ -33,7 +33,6 @@ import platform
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import weakref
 from dataclasses import dataclass
@@ -42,6 +41,8 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from stylegrad.fileio import atomic_path, cache_dir
 
 from .. import loader
 from ..registry import SOURCES
@@ -187,7 +188,7 @@ def _launch_bounds(cxx: str, name: str, text: str, flags: Sequence[str]) -> Dict
 
 
 def _build_dir() -> Path:
-    return loader.cache_dir() / "emulator"
+    return cache_dir("emulator")
 
 
 def source_text(name: str) -> str:
@@ -213,17 +214,12 @@ def build(name: str, entry_points: Optional[Sequence[str]] = None, text: Optiona
     out_dir.mkdir(parents=True, exist_ok=True)
     bounds = _launch_bounds(cxx, name, text, flags)
     tu = _translation_unit(name, text, entry_points, bounds)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=so.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        cmd = [cxx, *flags, f"-I{HERE}", "-x", "c++", "-", "-o", tmp]
+    # atomic: a concurrent builder sees no file or the whole new one
+    with atomic_path(so) as tmp:
+        cmd = [cxx, *flags, f"-I{HERE}", "-x", "c++", "-", "-o", str(tmp)]
         out = subprocess.run(cmd, input=tu, capture_output=True, text=True, timeout=600)
         if out.returncode != 0:
             raise EmulatorBuildError(f"{Path(cxx).name} failed on {name}.cu:\n{out.stderr[-6000:]}")
-        os.replace(tmp, so)  # atomic: a concurrent builder sees the old file or the whole new one
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return so
 
 

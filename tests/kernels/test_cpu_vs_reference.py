@@ -88,18 +88,3 @@ def test_relu_backward_accumulate(which, dtype, gen):
     # one float32 add, then one rounding to dtype; masked entries must be exactly 0
     assert_within(out, ref, (u + EPS32) * ref.abs() * 1.01, "relu backward")
     assert torch.equal(out[act <= 0], torch.zeros_like(out[act <= 0]))
-
-
-@pytest.mark.parametrize("K_hist,n", [(1, 1), (5, 97), (17, 4097)])
-def test_lbfgs_pieces(K_hist, n, gen):
-    V = torch.randn(K_hist, n, generator=gen)
-    x = torch.randn(n, generator=gen)
-    dots = K.lbfgs_dots(V, x)
-    mag = (V.double().abs() * x.double().abs()).sum(1)
-    assert_within(dots, K.lbfgs_dots_reference(V, x), sum_tol(n, mag), "lbfgs dots")
-    y = torch.randn(n, generator=gen)
-    alpha = torch.tensor(-0.73)
-    y_ref = K.lbfgs_axpy_reference(y, alpha, x)
-    K.lbfgs_axpy_(y, alpha, x)
-    # one product and one add (or a single fma): 2 EPS32 of |y| + |alpha x|
-    assert_within(y, y_ref, 2 * EPS32 * (y_ref.abs() + 0.73 * x.double().abs()) + 1e-30, "lbfgs axpy")

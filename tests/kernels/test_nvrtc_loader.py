@@ -58,7 +58,8 @@ def test_compile_error_is_reported(monkeypatch):
 def test_disk_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setenv(loader.CACHE_ENV, str(tmp_path))
     first = loader.cached_cubin("sum_partials", "sm_80")
-    files = list(tmp_path.iterdir())
+    assert loader.cache_dir() == tmp_path / "kernels"     # one cache root, a folder per cache
+    files = list(loader.cache_dir().iterdir())
     assert len(files) == 1 and files[0].read_bytes() == first and files[0].suffix == ".cubin"
     assert "sm_80" in files[0].name and "nvrtc" in files[0].name
 
@@ -80,10 +81,11 @@ def test_disk_cache_roundtrip(tmp_path, monkeypatch):
 def test_empty_cache_file_is_recompiled(tmp_path, monkeypatch):
     monkeypatch.setenv(loader.CACHE_ENV, str(tmp_path))
     path = loader.cache_path("sum_partials", "sm_80")
+    path.parent.mkdir(parents=True)
     path.write_bytes(b"")  # e.g. left by a crash of a non-atomic writer
     assert len(loader.cached_cubin("sum_partials", "sm_80")) > 0
     assert path.stat().st_size > 0
-    assert not list(tmp_path.glob("*.tmp"))  # the temp file was renamed, not left behind
+    assert not list(loader.cache_dir().glob("*.tmp")) and not list(loader.cache_dir().glob(".*.tmp"))  # renamed, not left
 
 
 def test_registry_symbols():

@@ -13,14 +13,7 @@ import torch
 
 from .. import backward as bw
 from .. import vgg as vggmod
-from ..config import StyleConfig
-from ..errors import BackendUnavailableError
 from .base import SplitBackend
-
-
-def loss_layers(config: StyleConfig) -> Tuple[str, ...]:
-    """Layers whose loss term can be non-zero (the objective skips the others)."""
-    return tuple(dict.fromkeys(list(config.active_content_layers()) + list(config.active_style_layers())))
 
 
 @dataclass
@@ -36,7 +29,7 @@ class SavedState:
         return bw.saved_bytes(self.tensors)
 
 
-class HandwrittenBackend(SplitBackend):
+class TorchBackend(SplitBackend):
     name = "torch"
 
     # channels-last (NHWC) tensors: oneDNN / cuDNN convolutions run faster on them (measured on
@@ -45,9 +38,6 @@ class HandwrittenBackend(SplitBackend):
     precisions = ("fp32", "bf16")
 
     def __init__(self, vgg, config, device):
-        if config.precision not in self.precisions:
-            raise BackendUnavailableError(f"backend {self.name!r} supports --precision "
-                                          f"{', '.join(self.precisions)}, not {config.precision}")
         # bf16: weights, activations, masks' source and the backward convolutions in bf16;
         # Gram matrices, losses and the image gradient in fp32 (stylegrad.kernels accumulate
         # in fp32 whatever the input dtype).
@@ -57,7 +47,7 @@ class HandwrittenBackend(SplitBackend):
         for c in vgg.convs.values():
             c.weight = c.weight.contiguous(memory_format=self.memory_format)
         super().__init__(vgg, config, device)
-        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, loss_layers(config))
+        self.plan = bw.make_plan(self.vgg.model, self.vgg.pool, config.loss_layers())
 
     def _input(self, image: torch.Tensor) -> torch.Tensor:
         return image.detach().to(self.device, self.dtype).contiguous(memory_format=self.memory_format)

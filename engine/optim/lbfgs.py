@@ -1,15 +1,34 @@
-"""Optimisers whose ``step`` can be captured in a CUDA graph and replayed (issue 5).
+"""L-BFGS on the pixels: one implementation, run eagerly by the CPU backends and captured in a
+CUDA graph by the ``cuda`` backend.
 
-``torch.optim.LBFGS`` reads values back to the host on every step (``if ys > 1e-10``,
-``float(loss)``, Python lists of history tensors, scalar ``alpha=`` arguments), so it cannot
-live inside a CUDA graph. :class:`CapturableLBFGS` computes the same iterates as
+One gradient evaluation per iteration and no line search, as Torch's ``optim.lbfgs`` that
+jcjohnson/neural-style uses (history 100). Every piece of state lives in preallocated tensors
+and every data-dependent branch is a mask, so ``step`` never reads a value back to the host and
+never allocates state.
 
-    torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=H, line_search_fn=None,
-                      tolerance_grad=0, tolerance_change=0)
+Why not torch.optim.LBFGS as it is (what we did before, and what neural-style does). On trained
+VGG weights, from the content photo, the loss is *concave* along -g (s.y < 0 for every first
+step up to ~0.1 of the pixel range), so torch rejects the first curvature pair (``ys > 1e-10``),
+then takes a raw step with H0 = 1 and t = lr = 1: pixels move by |g|_inf (~4e5 at 128 px), the
+loss goes from 1.7e8 to 8e31, the overflowing pair is accepted with y.y = inf, H0 becomes 0 and
+every later step is < 1e-12: a fixed point. Random weights and noise starts happen to give
+s.y > 0 at once, which is why tests on them never saw it. Our safeguards, each scale-free:
 
-called once per iteration (the configuration ``engine/optimize.py`` uses), but keeps every
-piece of state in preallocated device tensors and turns each data-dependent branch of torch's
-code into a mask:
+* ``first_step`` (0.01): until a pair is accepted, H0 = first_step / |g|_inf, i.e. a steepest
+  descent step in image units that moves no pixel by more than 0.01 (torch: H0 = 1 and a first
+  step t = lr * min(1, 1/|g|_1), unitless, then H0 = 1 again if the pair is rejected).
+* ``max_step`` (0.25): every step is t = lr * min(1, max_step / |d|_inf), so no pixel moves by
+  more than a quarter of its range in one iteration, whatever the curvature model says.
+* ``min_cosine`` (1e-6): a pair is accepted when s.y > min_cosine |s| |y| instead of
+  s.y > 1e-10; invariant to the loss's scale (style weights span 1e2..1e10), and NaN or
+  overflowed pairs fail it.
+* a direction that is not a descent direction (g.d >= 0) falls back to the scaled steepest
+  descent step (torch would not move at all, and then never again).
+Together they make the iterates invariant to multiplying the loss by a constant (up to
+rounding). With all three set to ``None`` the class computes torch.optim.LBFGS's iterates
+(the tests hold it to that, operation for operation, as the oracle of the machinery below).
+
+How torch's code maps to masks here:
 
 ==============================================  ==============================================
 torch.optim.LBFGS (lbfgs.py)                    here
@@ -32,129 +51,52 @@ else ``lr``
 move, but d, t, prev_flat_grad are kept)        d, t and prev_grad are still stored
 ==============================================  ==============================================
 
-Differences from torch, all at rounding level (no difference in the algorithm):
-
-* ``q.add_(y, alpha=-al)`` becomes ``q.addcmul_(y, nal)`` with ``nal`` a 0-d/(B,) device
-  tensor (torch's scalar ``alpha`` needs ``.item()``); the CPU kernels may fuse the
-  multiply-add differently, so results can differ in the last bit.
-* Per-image mode (``per_image=True``) takes its dot products with ``bmm`` instead of
-  ``torch.dot`` (different summation order).
-* With ``use_kernels=True`` the dot products / axpys go through ``stylegrad.kernels``
-  (float32 only; other summation order).
-Tests (tests/test_optim_capturable.py) bound the effect at 1e-12 relative in float64 over
-150 iterations on an ill-conditioned quadratic; on CPU the flat mode has in fact reproduced
-torch's iterates bit for bit in every test so far (float64 and float32).
+Differences from torch in the compatible mode, all at rounding level: ``q.add_(y, alpha=-al)``
+becomes ``q.addcmul_(y, nal)`` with ``nal`` a device tensor (torch's scalar ``alpha`` needs
+``.item()``); per-image mode takes its dot products with ``bmm`` instead of ``torch.dot``. On
+CPU the flat mode reproduces torch's iterates bit for bit in every test so far.
 
 ``direction="compact"`` computes the same search direction from the compact representation
 (Byrd, Nocedal & Schnabel 1994) instead of the two-loop recursion: ~30 ops per step
 independent of H (two (2 x n)(n x H) matmuls, two H x H triangular solves, two matmuls back)
-instead of ~11 H, same bytes moved; see :meth:`CapturableLBFGS._compact`. The arithmetic is
+instead of ~11 H, same bytes moved; see :meth:`LBFGS._compact`. The arithmetic is
 rearranged, so iterates agree with torch's to rounding amplified by the trajectory's own
 sensitivity, not bit for bit (measured: as far as torch's from a start perturbed by 1e-15
 relative). The default stays ``"two_loop"`` until ``"compact"`` has been measured (and its
 capture checked) on a GPU.
 
-``use_kernels`` defaults to False on every device: on CUDA the NVRTC kernels of
-``stylegrad.kernels.cuda_ops`` have not been verified on a GPU yet; on CPU the
-``stylegrad.kernels`` functions are the same torch math but only float32 and ``lbfgs_dots``
-allocates its result. Pass ``use_kernels=True`` to opt in (float32 only).
-
-:class:`CapturableAdam` is torch.optim.Adam (no weight decay, no amsgrad) with the step count
-and learning rate in device tensors.
-
-Neither class reads a value back to the host or allocates state inside ``step``; both hold
-their state in tensors whose storage never changes, so a CUDA graph captured around
-``step`` replays correctly (the caller keeps the gradient in a static buffer).
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional
 
 import torch
 from torch import Tensor
 
-from .config import StyleConfig
+from ._batched import check_param, grad_view, rowaxpy_, rowdot
 
-__all__ = ["CapturableAdam", "CapturableLBFGS", "make_capturable"]
+__all__ = ["LBFGS", "TORCH_COMPATIBLE", "DIRECTIONS"]
 
-_DIRECTIONS = ("two_loop", "compact")
-
-
-def _kernels_module(device: torch.device):
-    """The kernel implementation for a device: cuda_ops on CUDA, the torch versions otherwise."""
-    from stylegrad import kernels
-
-    return kernels.cuda_ops if device.type == "cuda" else kernels
+DIRECTIONS = ("two_loop", "compact")
+FIRST_STEP = 0.01    # image units: the [0, 1] pixel range
+MAX_STEP = 0.25
+MIN_COSINE = 1e-6
+# torch.optim.LBFGS's rules (the test oracle): no safeguard
+TORCH_COMPATIBLE = {"first_step": None, "max_step": None, "min_cosine": None}
 
 
-class _Ops:
-    """Batched dot product / axpy over (B, n) rows: torch ops, or stylegrad.kernels."""
-
-    def __init__(self, device: torch.device, dtype: torch.dtype, batch: int, use_kernels: bool):
-        self.batch = batch
-        self.kernels = None
-        if use_kernels:
-            if dtype != torch.float32:
-                raise ValueError(f"use_kernels=True needs float32 parameters, got {dtype}")
-            self.kernels = _kernels_module(device)
-            self.cuda = device.type == "cuda"
-
-    def dot(self, a: Tensor, b: Tensor, out: Tensor) -> None:
-        """out[i] = <a[i], b[i]> for (B, n) a, b; out (B,)."""
-        if self.kernels is not None:
-            for i in range(self.batch):  # static trip count (B is fixed at construction)
-                if self.cuda:
-                    self.kernels.lbfgs_dots(a[i:i + 1], b[i], out=out[i:i + 1])
-                else:
-                    out[i:i + 1].copy_(self.kernels.lbfgs_dots(a[i:i + 1], b[i]))
-        elif self.batch == 1:
-            torch.dot(a[0], b[0], out=out[0])  # as torch.optim.LBFGS (flat vectors)
-        else:
-            torch.bmm(a.unsqueeze(1), b.unsqueeze(2), out=out.view(-1, 1, 1))
-
-    def axpy_(self, y: Tensor, alpha: Tensor, x: Tensor) -> None:
-        """y[i] += alpha[i] * x[i] in place; alpha (B,)."""
-        if self.kernels is not None:
-            for i in range(self.batch):
-                self.kernels.lbfgs_axpy_(y[i], alpha[i], x[i])
-        else:
-            y.addcmul_(x, alpha.unsqueeze(1))
-
-
-def _check_param(x: Tensor, per_image: bool) -> tuple:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"x must be a floating-point tensor, got {x.dtype}")
-    if not x.is_contiguous():
-        raise ValueError("x must be contiguous (it is updated in place through a flat view)")
-    if per_image:
-        if x.dim() < 1 or x.shape[0] == 0:
-            raise ValueError(f"per_image=True needs x of shape (B, ...) with B >= 1, got {tuple(x.shape)}")
-        batch = x.shape[0]
-    else:
-        batch = 1
-    n = x.numel() // batch if batch else 0
-    return batch, n
-
-
-def _grad_view(grad: Tensor, x: Tensor, batch: int, n: int) -> Tensor:
-    if grad.shape != x.shape:
-        raise ValueError(f"grad has shape {tuple(grad.shape)}, x {tuple(x.shape)}")
-    if grad.dtype != x.dtype or grad.device != x.device:
-        raise ValueError(f"grad is {grad.dtype} on {grad.device}, x is {x.dtype} on {x.device}")
-    # A view when grad is contiguous (the normal case); a non-contiguous gradient is copied.
-    return grad.reshape(batch, n)
-
-
-class CapturableLBFGS:
+class LBFGS:
     """L-BFGS, one gradient per iteration, no line search; capturable in a CUDA graph.
 
-    ``opt = CapturableLBFGS(x, history=100, lr=1.0)``; then per iteration evaluate the
-    gradient ``g`` at the current ``x`` and call ``opt.step(g)``, which updates ``x`` in place.
-    Equals ``torch.optim.LBFGS(max_iter=1, line_search_fn=None, tolerance_grad=0,
-    tolerance_change=0)`` (see the module docstring for the mapping and the rounding-level
-    differences).
+    ``opt = LBFGS(x, history=100, lr=1.0)``; then per iteration evaluate the gradient ``g`` at
+    the current ``x`` and call ``opt.step(g)``, which updates ``x`` in place.
+
+    Safeguards (see the module docstring for why): ``first_step`` (H0 = first_step / |g|_inf
+    until a curvature pair is accepted), ``max_step`` (no element of x moves by more than it in
+    one step), ``min_cosine`` (relative curvature test). With all three ``None``
+    (:data:`TORCH_COMPATIBLE`) this is ``torch.optim.LBFGS(max_iter=1, line_search_fn=None,
+    tolerance_grad=0, tolerance_change=0)`` called once per iteration, to rounding.
 
     ``per_image=True``: x is (B, ...) and each image x[b] runs its own, independent L-BFGS
     (own history, step, first iteration and curvature-pair tests), i.e. the same as B
@@ -166,12 +108,17 @@ class CapturableLBFGS:
     """
 
     def __init__(self, x: Tensor, history: int = 100, lr: float = 1.0, per_image: bool = False,
-                 use_kernels: Optional[bool] = None, direction: str = "two_loop"):
-        batch, n = _check_param(x, per_image)
+                 direction: str = "two_loop", first_step: Optional[float] = FIRST_STEP,
+                 max_step: Optional[float] = MAX_STEP, min_cosine: Optional[float] = MIN_COSINE):
+        batch, n = check_param(x, per_image)
+        for name, v in (("first_step", first_step), ("max_step", max_step), ("min_cosine", min_cosine)):
+            if v is not None and not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
+        self.first_step, self.max_step, self.min_cosine = first_step, max_step, min_cosine
         if int(history) < 1:
             raise ValueError(f"history must be >= 1, got {history!r}")
-        if direction not in _DIRECTIONS:
-            raise ValueError(f"direction must be one of {_DIRECTIONS}, got {direction!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         self.direction = direction
         self.x = x
         self.history = H = int(history)
@@ -179,9 +126,7 @@ class CapturableLBFGS:
         self.per_image = per_image
         self.batch = B = batch
         self.n = n
-        self.use_kernels = bool(use_kernels) if use_kernels is not None else False
         dev, dt = x.device, x.dtype
-        self._ops = _Ops(dev, dt, B, self.use_kernels)
         self._xv = x.detach().view(B, n)
 
         def f(*shape):
@@ -202,7 +147,9 @@ class CapturableLBFGS:
         self.count = i64(B)                 # number of stored pairs, <= H
         self.n_iter = i64(B)                # [state["n_iter"]]
         self.n_accepted = i64(B)            # pairs accepted so far, uncapped (diagnostics)
-        self.h_diag = f(B).fill_(1.0)       # [H_diag]
+        self.h_diag = f(B).fill_(1.0)       # [H_diag] the scaling H0 = h_diag I this step uses
+        self.gamma = f(B).fill_(1.0)        # s.y / y.y of the newest accepted pair
+        self.n_fallback = i64(B)            # steps that fell back to scaled steepest descent
         self.d = f(B, n)                    # [d] last direction
         self.t = f(B)                       # [t] last step length
         self.prev_grad = f(B, n)            # [prev_flat_grad]
@@ -221,13 +168,14 @@ class CapturableLBFGS:
             self._s = f(B, n)
             self._y = f(B, n)
         # -- scratch (small) --
-        self._gmax, self._gsum, self._ys, self._yy = f(B), f(B), f(B), f(B)
+        self._gmax, self._gsum, self._ys, self._yy, self._ss = f(B), f(B), f(B), f(B), f(B)
+        self._h0, self._dmax = f(B), f(B)
         self._tmp, self._tmp2, self._t_new, self._gtd = f(B), f(B), f(B), f(B)
         self._nal = f(H, B)                 # -al per visit (negated: see _two_loop)
         self._nro = f(H, B)                 # -ro per visit
         self._order = i64(H, B)             # flat slot index of visit j for image b
         self._unfilled = b8(H, B)
-        self._active, self._first, self._accept = b8(B), b8(B), b8(B)
+        self._active, self._first, self._accept, self._bad = b8(B), b8(B), b8(B), b8(B)
         self._take, self._bmask = b8(B), b8(B)
         self._widx, self._widx2 = i64(B), i64(B)
         self._constants = [self._slot_base, self._visit, self._visit1]
@@ -271,21 +219,24 @@ class CapturableLBFGS:
             if not any(t is c for c in self._constants):
                 t.zero_()
         self.h_diag.fill_(1.0)
+        self.gamma.fill_(1.0)
 
     # ------------------------------------------------------------------------------------
     @torch.no_grad()
     def step(self, grad: Tensor) -> None:
         """One L-BFGS iteration given the gradient at the current x; updates x in place."""
-        g = _grad_view(grad, self.x, self.batch, self.n)
-        ops, H = self._ops, self.history
+        g = grad_view(grad, self.x, self.batch, self.n)
+        H = self.history
         x = self._xv
         active, first, accept, take = self._active, self._first, self._accept, self._take
+        safe = self.first_step is not None
         col = lambda v: v.unsqueeze(1)  # noqa: E731  (B,) -> (B, 1) for broadcasting
 
         # [opt_cond = flat_grad.abs().max() <= tolerance_grad (0) -> return untouched]
         torch.abs(g, out=self._s)
         torch.amax(self._s, dim=1, out=self._gmax)
-        torch.sum(self._s, dim=1, out=self._gsum)          # |g|_1 for the first step length
+        if not safe:
+            torch.sum(self._s, dim=1, out=self._gsum)      # |g|_1 for torch's first step length
         torch.le(self._gmax, 0.0, out=active)
         active.logical_not_()                                # NaN gradient: active, as torch
 
@@ -294,12 +245,22 @@ class CapturableLBFGS:
         torch.eq(self.n_iter, 1, out=first)
         first.logical_and_(active)
 
-        # [y = g - prev_g; s = d * t; ys = y.s; accept if ys > 1e-10] (not on iteration 1)
+        # [y = g - prev_g; s = d * t] (not on iteration 1). Curvature test:
+        #   torch:  s.y > 1e-10 (absolute: depends on the loss's scale)
+        #   ours:   s.y > min_cosine |s| |y| (relative: invariant to scaling the loss; NaN or
+        #           overflowed products fail it, so an exploded step never enters the history)
         torch.sub(g, self.prev_grad, out=self._y)
         torch.mul(self.d, col(self.t), out=self._s)
-        ops.dot(self._y, self._s, self._ys)
-        ops.dot(self._y, self._y, self._yy)
-        torch.gt(self._ys, 1e-10, out=accept)
+        rowdot(self._y, self._s, self._ys)
+        rowdot(self._y, self._y, self._yy)
+        if self.min_cosine is None:
+            torch.gt(self._ys, 1e-10, out=accept)
+        else:
+            rowdot(self._s, self._s, self._ss)
+            torch.sqrt(self._ss, out=self._tmp)
+            torch.sqrt(self._yy, out=self._tmp2)
+            self._tmp.mul_(self._tmp2).mul_(self.min_cosine)
+            torch.gt(self._ys, self._tmp, out=accept)
         accept.logical_and_(active)
         torch.logical_not(first, out=self._bmask)
         accept.logical_and_(self._bmask)
@@ -313,10 +274,19 @@ class CapturableLBFGS:
         torch.reciprocal(self._ys, out=self._tmp)            # [ro = 1.0 / ys]
         self.ro.view(-1).index_copy_(0, self._widx, self._tmp)
         torch.div(self._ys, self._yy, out=self._tmp)         # [H_diag = ys / y.y]
-        torch.where(accept, self._tmp, self.h_diag, out=self.h_diag)
+        torch.where(accept, self._tmp, self.gamma, out=self.gamma)
         self.head.add_(accept).remainder_(H)
         self.count.add_(accept).clamp_(max=H)
         self.n_accepted.add_(accept)
+        if safe:
+            # H0 before any pair is accepted: first_step / |g|_inf, so that the step moves no
+            # element of x by more than first_step * lr (torch: H0 = 1, a unitless step that
+            # moves pixels by |g|_inf -- 4e5 on trained VGG weights). After: s.y / y.y.
+            torch.reciprocal(self._gmax, out=self._h0).mul_(self.first_step)
+            torch.gt(self.n_accepted, 0, out=self._bmask)
+            torch.where(self._bmask, self.gamma, self._h0, out=self.h_diag)
+        else:
+            self.h_diag.copy_(self.gamma)
 
         # [d = -g on iteration 1 (no pairs, H_diag = 1), else the two-loop recursion]
         # (or the same direction from the compact representation)
@@ -327,19 +297,38 @@ class CapturableLBFGS:
         torch.where(col(active), self._q, self.d, out=self.d)
         torch.where(col(active), g, self.prev_grad, out=self.prev_grad)
 
-        # [t = min(1, 1/|g|_1) * lr on iteration 1, else lr]
-        torch.reciprocal(self._gsum, out=self._tmp)
-        torch.lt(self._tmp, 1.0, out=self._bmask)
-        self._tmp.masked_fill_(self._bmask.logical_not_(), 1.0)   # min(1, 1/|g|_1), NaN -> 1
-        self._tmp.mul_(self.lr)
-        self._t_new.fill_(self.lr)
-        torch.where(first, self._tmp, self._t_new, out=self._t_new)
-        torch.where(active, self._t_new, self.t, out=self.t)
-
-        # [gtd = g.d; if gtd > -tolerance_change (0): no move] else x += t d
-        ops.dot(g, self.d, self._gtd)
-        torch.gt(self._gtd, 0.0, out=take)
-        take.logical_not_().logical_and_(active)
+        rowdot(g, self.d, self._gtd)
+        if safe:
+            # not a descent direction (rounding in a long history, or NaN): fall back to
+            # -first_step / |g|_inf * g, a descent direction whenever g != 0
+            torch.lt(self._gtd, 0.0, out=self._bad)
+            self._bad.logical_not_().logical_and_(active)
+            self.n_fallback.add_(self._bad)
+            torch.mul(g, col(self._h0), out=self._q).neg_()
+            torch.where(col(self._bad), self._q, self.d, out=self.d)
+            # t = lr * min(1, max_step / |d|_inf): no element moves by more than max_step
+            self._t_new.fill_(self.lr)
+            if self.max_step is not None:
+                torch.abs(self.d, out=self._q)
+                torch.amax(self._q, dim=1, out=self._dmax)
+                torch.reciprocal(self._dmax, out=self._tmp).mul_(self.max_step)
+                self._tmp.clamp_(max=1.0)                     # NaN stays NaN: x goes NaN, reported
+                self._t_new.mul_(self._tmp)
+            torch.where(active, self._t_new, self.t, out=self.t)
+            take.copy_(active)
+        else:
+            # [t = min(1, 1/|g|_1) * lr on iteration 1, else lr]
+            torch.reciprocal(self._gsum, out=self._tmp)
+            torch.lt(self._tmp, 1.0, out=self._bmask)
+            self._tmp.masked_fill_(self._bmask.logical_not_(), 1.0)   # min(1, 1/|g|_1), NaN -> 1
+            self._tmp.mul_(self.lr)
+            self._t_new.fill_(self.lr)
+            torch.where(first, self._tmp, self._t_new, out=self._t_new)
+            torch.where(active, self._t_new, self.t, out=self.t)
+            # [gtd = g.d; if gtd > -tolerance_change (0): no move]
+            torch.gt(self._gtd, 0.0, out=take)
+            take.logical_not_().logical_and_(active)
+        # x += t d
         torch.addcmul(x, self.d, col(self.t), out=self._s)
         torch.where(col(take), self._s, x, out=x)
 
@@ -351,7 +340,7 @@ class CapturableLBFGS:
         Signs: ``nal = dot * (-ro) = -al`` exactly and ``nbe - nal = al - be`` exactly, so the
         arithmetic is torch's ``q.add_(y, alpha=-al)`` / ``r.add_(s, alpha=al - be)``.
         """
-        ops, H = self._ops, self.history
+        H = self.history
         q, s, y = self._q, self._s, self._y
         s_flat = self.s_hist.view(-1, self.n)
         y_flat = self.y_hist.view(-1, self.n)
@@ -367,18 +356,18 @@ class CapturableLBFGS:
         torch.neg(g, out=q)                                   # [q = -g]
         for j in range(H):                                    # newest -> oldest
             torch.index_select(s_flat, 0, order[j], out=s)
-            ops.dot(s, q, self._tmp)                          # [s_i . q]
+            rowdot(s, q, self._tmp)                           # [s_i . q]
             torch.mul(self._tmp, nro[j], out=nal[j])          # [-al_i = -(s_i . q) ro_i]
             torch.index_select(y_flat, 0, order[j], out=y)
-            ops.axpy_(q, nal[j], y)                           # [q += -al_i y_i]
+            rowaxpy_(q, nal[j], y)                            # [q += -al_i y_i]
         q.mul_(self.h_diag.unsqueeze(1))                      # [r = q * H_diag]
         for j in range(H - 1, -1, -1):                        # oldest -> newest
             torch.index_select(y_flat, 0, order[j], out=y)
-            ops.dot(y, q, self._tmp)                          # [y_i . r]
+            rowdot(y, q, self._tmp)                           # [y_i . r]
             torch.mul(self._tmp, nro[j], out=self._tmp2)      # [-be_i]
             torch.sub(self._tmp2, nal[j], out=self._tmp)      # [al_i - be_i]
             torch.index_select(s_flat, 0, order[j], out=s)
-            ops.axpy_(q, self._tmp, s)                        # [r += (al_i - be_i) s_i]
+            rowaxpy_(q, self._tmp, s)                         # [r += (al_i - be_i) s_i]
 
     def _compact(self, g: Tensor) -> None:
         """q <- -H g from the compact representation (Byrd, Nocedal & Schnabel 1994, thm 2.2).
@@ -461,88 +450,3 @@ class CapturableLBFGS:
         q3.baddbmm_(self._as, self._S, alpha=-1.0)
 
 
-class CapturableAdam:
-    """torch.optim.Adam (no weight decay, no amsgrad) with all state on the device.
-
-    ``opt = CapturableAdam(x, lr=0.02)``; ``opt.step(grad)`` updates x in place. The step
-    count and lr are device tensors (float64 for the torch-ops path, so the bias corrections
-    ``1 - beta**step`` are formed in double as torch does on the host; float32 for the
-    kernels, which is what ``cuda_ops.adam_step_`` takes). ``per_image`` is accepted for
-    symmetry with :class:`CapturableLBFGS`: Adam is elementwise, so a batch already equals
-    separate runs.
-    """
-
-    def __init__(self, x: Tensor, lr: float = 0.02, betas=(0.9, 0.999), eps: float = 1e-8,
-                 per_image: bool = False, use_kernels: Optional[bool] = None):
-        _check_param(x, per_image)
-        self.x = x
-        self.per_image = per_image
-        self.beta1, self.beta2 = float(betas[0]), float(betas[1])
-        self.eps = float(eps)
-        self.use_kernels = bool(use_kernels) if use_kernels is not None else False
-        dev, dt = x.device, x.dtype
-        if self.use_kernels and dt != torch.float32:
-            raise ValueError(f"use_kernels=True needs float32 parameters, got {dt}")
-        sdt = torch.float32 if self.use_kernels else torch.float64
-        self.exp_avg = torch.zeros_like(x, memory_format=torch.contiguous_format)
-        self.exp_avg_sq = torch.zeros_like(x, memory_format=torch.contiguous_format)
-        self.step_count = torch.zeros((), dtype=sdt, device=dev)
-        self.lr = torch.full((), float(lr), dtype=sdt, device=dev)
-        self._bc1 = torch.zeros((), dtype=torch.float64, device=dev)
-        self._bc2 = torch.zeros((), dtype=torch.float64, device=dev)
-        self._neg_step_size = torch.zeros((), dtype=dt, device=dev)
-        self._bc2_sqrt = torch.zeros((), dtype=dt, device=dev)
-        self._scratch = None if self.use_kernels else torch.zeros_like(self.exp_avg)
-
-    def state_tensors(self) -> List[Tensor]:
-        return [v for v in vars(self).values() if isinstance(v, Tensor) and v is not self.x]
-
-    def set_lr(self, lr: float) -> None:
-        """Change the learning rate in place (a captured graph picks it up)."""
-        self.lr.fill_(float(lr))
-
-    def reset(self) -> None:
-        self.exp_avg.zero_()
-        self.exp_avg_sq.zero_()
-        self.step_count.zero_()
-
-    @torch.no_grad()
-    def step(self, grad: Tensor) -> None:
-        x = self.x.detach()
-        if grad.shape != x.shape or grad.dtype != x.dtype or grad.device != x.device:
-            raise ValueError(f"grad is {grad.dtype} {tuple(grad.shape)} on {grad.device}, "
-                             f"x is {x.dtype} {tuple(x.shape)} on {x.device}")
-        self.step_count.add_(1)
-        if self.use_kernels:
-            _kernels_module(x.device).adam_step_(x, grad, self.exp_avg, self.exp_avg_sq,
-                                                 self.step_count, self.lr, self.beta1, self.beta2,
-                                                 self.eps)
-            return
-        b1, b2 = self.beta1, self.beta2
-        # torch (capturable=False): m.lerp_(g, 1-b1); v = b2 v + (1-b2) g^2;
-        # bc_k = 1 - b_k**step (double); p.addcdiv_(m, sqrt(v)/sqrt(bc2) + eps, value=-lr/bc1)
-        self.exp_avg.lerp_(grad, 1 - b1)
-        self.exp_avg_sq.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        torch.pow(b1, self.step_count, out=self._bc1)
-        self._bc1.neg_().add_(1.0)                            # 1 - b1**step (exact rewrite)
-        torch.pow(b2, self.step_count, out=self._bc2)
-        self._bc2.neg_().add_(1.0)
-        torch.div(self.lr, self._bc1, out=self._bc1)          # step_size = lr / bc1
-        self._neg_step_size.copy_(self._bc1.neg_())           # double -> param dtype, as torch's value=
-        self._bc2_sqrt.copy_(self._bc2.sqrt_())
-        den = self._scratch
-        torch.sqrt(self.exp_avg_sq, out=den)
-        den.div_(self._bc2_sqrt).add_(self.eps)
-        torch.div(self.exp_avg, den, out=den)
-        x.addcmul_(den, self._neg_step_size)
-
-
-def make_capturable(x: Tensor, config: StyleConfig, per_image: bool = False,
-                    use_kernels: Optional[bool] = None, direction: str = "two_loop"):
-    """The capturable optimiser ``config`` asks for (as engine.optimize.make_optimizer);
-    ``direction`` is passed to :class:`CapturableLBFGS` (ignored for Adam)."""
-    if config.optimizer == "lbfgs":
-        return CapturableLBFGS(x, history=config.lbfgs_history, lr=config.effective_lr,
-                               per_image=per_image, use_kernels=use_kernels,
-                               direction=direction)
-    return CapturableAdam(x, lr=config.effective_lr, per_image=per_image, use_kernels=use_kernels)

@@ -1,4 +1,10 @@
-"""Capturable optimisers (stylegrad.optim_capturable) against torch.optim.LBFGS / Adam.
+"""The optimisers (stylegrad.optim) against torch.optim.LBFGS / Adam, and L-BFGS's safeguards.
+
+Parity with torch.optim.LBFGS is tested in the torch-compatible mode (``TORCH_COMPATIBLE``: no
+safeguard), which exercises all the machinery (ring buffer, masks, two-loop and compact
+directions, per-image histories) against an independent implementation. The safeguards (the
+default) are tested by what they are for: a concave start, loss scales over 10 decades, step
+bounds (section "safeguards" at the end).
 
 Tolerances:
 * float64 trajectories: 1e-12 relative (per iterate, ||x - x_ref|| / ||x_ref||). The algorithm
@@ -32,7 +38,7 @@ import torch
 
 import stylegrad
 from stylegrad import StyleConfig
-from stylegrad.optim_capturable import CapturableAdam, CapturableLBFGS, make_capturable
+from stylegrad.optim import TORCH_COMPATIBLE, Adam, LBFGS, make_optimizer
 
 F64 = torch.float64
 
@@ -61,6 +67,11 @@ def torch_lbfgs(x0, grad_fn, iters, history, lr=1.0):
         opt.step(closure)
         xs.append(x.detach().clone())
     return xs, losses, opt.state[x]
+
+
+def CapturableLBFGS(x, **kw):
+    """Our L-BFGS in torch.optim.LBFGS's configuration (the oracle's rules)."""
+    return LBFGS(x, **{**TORCH_COMPATIBLE, **kw})
 
 
 def ours(x0, grad_fn, iters, **kw):
@@ -247,15 +258,6 @@ def test_lbfgs_compact_style_loss_float32_matches_torch(style_run, one_thread):
         assert abs(a - b) <= (1e-4 if k < 10 else 5e-3) * abs(b), (k, a, b)
     assert lgot[-1] < 0.5 * lgot[0]
     assert int(opt.count) >= 15
-
-
-def test_lbfgs_use_kernels_cpu_float32():
-    # opt-in stylegrad.kernels path (CPU versions): same iterates up to float32 summation order
-    fn, x0 = quadratic(n=30, cond=50.0, dtype=torch.float32)
-    ref, lref, _ = torch_lbfgs(x0, fn, 30, 5)
-    got, lgot, _ = ours(x0, fn, 30, history=5, use_kernels=True)
-    assert max_rel(got, ref) <= 1e-4
-    assert max_rel(got[:5], ref[:5]) <= 1e-6
 
 
 @pytest.mark.parametrize("direction", ["two_loop", "compact"])
@@ -466,14 +468,14 @@ def test_compact_op_count(per_image):
 
 # ---------------------------------------------------------------------------------------------
 # Adam vs torch
-def _adam_pair(dtype, use_kernels, steps=50, lr=0.02):
+def _adam_pair(dtype, steps=50, lr=0.02):
     fn, x0 = quadratic(n=30, cond=100.0, dtype=dtype)
     noise = torch.Generator().manual_seed(3)
     gs = [torch.randn(30, generator=noise, dtype=F64).to(dtype) * 0.1 for _ in range(steps)]
     x = x0.clone().requires_grad_(True)
     ref = torch.optim.Adam([x], lr=lr)
     y = x0.clone()
-    opt = CapturableAdam(y, lr=lr, use_kernels=use_kernels)
+    opt = Adam(y, lr=lr)
     errs = []
     for k in range(steps):
         x.grad = fn(x.detach())[1] + gs[k]
@@ -484,17 +486,16 @@ def _adam_pair(dtype, use_kernels, steps=50, lr=0.02):
     return max(errs)
 
 
-@pytest.mark.parametrize("dtype,use_kernels,tol", [(F64, False, 1e-12), (torch.float32, False, 1e-6),
-                                                   (torch.float32, True, 1e-5)])
-def test_adam_matches_torch(dtype, use_kernels, tol):
-    assert _adam_pair(dtype, use_kernels) <= tol
+@pytest.mark.parametrize("dtype,tol", [(F64, 1e-12), (torch.float32, 1e-6)])
+def test_adam_matches_torch(dtype, tol):
+    assert _adam_pair(dtype) <= tol
 
 
 def test_adam_per_image_and_set_lr():
     x0 = torch.randn(2, 3, 4, 4, dtype=F64)
     g = torch.randn(2, 3, 4, 4, dtype=F64)
     a = x0.clone()
-    opt = CapturableAdam(a, lr=0.1, per_image=True)
+    opt = Adam(a, lr=0.1, per_image=True)
     opt.step(g)
     opt.set_lr(0.05)
     opt.step(g)
@@ -509,15 +510,16 @@ def test_adam_per_image_and_set_lr():
 
 # ---------------------------------------------------------------------------------------------
 # factory
-def test_make_capturable():
+def test_make_optimizer():
     x = torch.zeros(1, 3, 4, 4)
-    o = make_capturable(x, StyleConfig(optimizer="lbfgs", lbfgs_history=7, lr=0.5, weights="random"))
-    assert isinstance(o, CapturableLBFGS) and o.history == 7 and o.lr == 0.5
-    o = make_capturable(x, StyleConfig(optimizer="adam", weights="random"))
-    assert isinstance(o, CapturableAdam) and float(o.lr) == pytest.approx(0.02)
-    o = make_capturable(torch.zeros(2, 3, 4, 4), StyleConfig(weights="random"), per_image=True)
-    assert o.batch == 2 and o.history == 100 and o.direction == "two_loop"
-    o = make_capturable(x, StyleConfig(weights="random"), direction="compact")
+    o = make_optimizer(x, StyleConfig(optimizer="lbfgs", lbfgs_history=7, lr=0.5, weights="random"))
+    assert isinstance(o, LBFGS) and o.history == 7 and o.lr == 0.5
+    assert o.first_step == 0.01 and o.max_step == 0.25 and o.min_cosine == 1e-6   # safeguards on
+    o = make_optimizer(x, StyleConfig(optimizer="adam", weights="random"))
+    assert isinstance(o, Adam) and float(o.lr) == pytest.approx(0.02)
+    o = make_optimizer(torch.zeros(2, 3, 4, 4), StyleConfig(weights="random"))
+    assert o.batch == 2 and o.per_image and o.history == 100 and o.direction == "two_loop"
+    o = make_optimizer(x, StyleConfig(weights="random"), direction="compact")
     assert o.direction == "compact"
 
 
@@ -527,8 +529,10 @@ def test_input_checks():
         CapturableLBFGS(x.t())                       # non-contiguous
     with pytest.raises(ValueError):
         CapturableLBFGS(x, history=0)
-    with pytest.raises(ValueError):
-        CapturableLBFGS(x.double(), use_kernels=True)
+    with pytest.raises(ValueError, match="max_step"):
+        LBFGS(x, max_step=float("inf"))
+    with pytest.raises(ValueError, match="first_step"):
+        LBFGS(x, first_step=0.0)
     with pytest.raises(ValueError):
         CapturableLBFGS(x, direction="three_loop")
     opt = CapturableLBFGS(x)
@@ -553,8 +557,11 @@ def _forbid(*_a, **_k):
     lambda x: CapturableLBFGS(x, history=3, per_image=True),
     lambda x: CapturableLBFGS(x, history=6, direction="compact"),
     lambda x: CapturableLBFGS(x, history=3, per_image=True, direction="compact"),
-    lambda x: CapturableAdam(x, lr=0.01),
-], ids=["lbfgs", "lbfgs-per-image", "lbfgs-compact", "lbfgs-compact-per-image", "adam"])
+    lambda x: LBFGS(x, history=6),
+    lambda x: LBFGS(x, history=3, per_image=True, direction="compact"),
+    lambda x: Adam(x, lr=0.01),
+], ids=["lbfgs-torch", "lbfgs-torch-per-image", "lbfgs-torch-compact", "lbfgs-torch-compact-per-image",
+        "lbfgs", "lbfgs-compact-per-image", "adam"])
 def test_step_reads_nothing_back_and_keeps_storage(make, monkeypatch):
     fn, _ = quadratic(n=2 * 3 * 8 * 8, cond=100.0, dtype=torch.float32)
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -581,8 +588,9 @@ def test_step_reads_nothing_back_and_keeps_storage(make, monkeypatch):
     assert torch.isfinite(x).all()
 
 
+@pytest.mark.parametrize("safe", [True, False], ids=["safeguards", "torch-rules"])
 @pytest.mark.parametrize("direction", ["two_loop", "compact"])
-def test_lbfgs_step_allocates_no_full_size_temporaries(direction):
+def test_lbfgs_step_allocates_no_full_size_temporaries(direction, safe):
     # CPU memory profile of one step: only 0-d temporaries (e.g. torch.dot's result before it
     # is copied into out=) are allowed, nothing of the image's size. compact: the triangular
     # solves write to out= without an H x H workspace on CPU (4 x 4 float32 would be 64 B,
@@ -591,7 +599,8 @@ def test_lbfgs_step_allocates_no_full_size_temporaries(direction):
 
     fn, x0 = quadratic(n=300, cond=100.0, dtype=torch.float32)
     x = x0.clone()
-    opt = CapturableLBFGS(x, history=4 if direction == "two_loop" else 12, direction=direction)
+    make = LBFGS if safe else CapturableLBFGS
+    opt = make(x, history=4 if direction == "two_loop" else 12, direction=direction)
     for _ in range(3):
         opt.step(fn(x)[1])
     g = fn(x)[1]
@@ -638,6 +647,20 @@ def _capture_and_compare(make_opt, grad_fn, x0, replays=25):
 
 
 @pytest.mark.gpu
+def test_lbfgs_safeguards_cuda_graph_replay_matches_eager():
+    # the configuration the cuda backend captures: safeguards on, per image, both directions
+    dev = torch.device("cuda")
+    x0 = torch.rand(2, 3, 9, 7, generator=torch.Generator().manual_seed(1), dtype=F64).to(dev) * 0.02
+    w = torch.linspace(1, 40, 3 * 9 * 7, dtype=F64, device=dev).view(1, 3, 9, 7)
+    grad_fn = lambda x: w * (x - 0.3) + 30 * x * ((x * x).sum((1, 2, 3), keepdim=True) - 2)  # noqa: E731
+    for direction in ("two_loop", "compact"):
+        got, eager = _capture_and_compare(
+            lambda x: LBFGS(x, history=5, per_image=True, direction=direction), grad_fn, x0)
+        for a, b_ in zip(got, eager):
+            assert rel(a, b_) <= 1e-10
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("direction", ["two_loop", "compact"])
 @pytest.mark.parametrize("per_image", [False, True])
 def test_lbfgs_cuda_graph_replay_matches_eager(per_image, direction):
@@ -680,46 +703,152 @@ def test_lbfgs_compact_cuda_graph_large_history_float32():
     assert max_rel(eager[:10], base[:10]) <= 1e-4
 
 
-def _cuda_kernels_or_skip():
-    from stylegrad.kernels import KernelUnavailableError, cuda_ops
-    try:
-        cuda_ops.lbfgs_axpy_(torch.zeros(4, device="cuda"), torch.ones((), device="cuda"),
-                             torch.ones(4, device="cuda"))
-    except KernelUnavailableError as e:  # no cuda-python / NVRTC on this machine
-        pytest.skip(f"stylegrad CUDA kernels unavailable: {e}")
-
-
-@pytest.mark.gpu
-def test_use_kernels_cuda_matches_torch_ops_and_captures():
-    # the opt-in cuda_ops path (lbfgs_dots / lbfgs_axpy_ / adam_step_) against the torch-ops
-    # path on the same GPU, eager and captured; float32, summation order differs (atomics)
-    _cuda_kernels_or_skip()
-    dev = torch.device("cuda")
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(2, 3, 16, 16, generator=gen).to(dev)
-    w = (torch.rand(2, 3, 16, 16, generator=gen) * 10 + 0.5).to(dev)
-    grad_fn = lambda x: w * (x - 0.25)  # noqa: E731
-    for per_image in (False, True):
-        base = _capture_and_compare(lambda x: CapturableLBFGS(x, history=5, per_image=per_image),
-                                    grad_fn, x0, replays=15)[1]
-        got, eager = _capture_and_compare(
-            lambda x: CapturableLBFGS(x, history=5, per_image=per_image, use_kernels=True),
-            grad_fn, x0, replays=15)
-        assert max_rel(eager, base) <= 1e-4
-        assert max_rel(got, eager) <= 1e-5    # kernels use atomics: not bitwise repeatable
-    base = _capture_and_compare(lambda x: CapturableAdam(x, lr=0.05), grad_fn, x0)[1]
-    got, eager = _capture_and_compare(lambda x: CapturableAdam(x, lr=0.05, use_kernels=True),
-                                      grad_fn, x0)
-    assert max_rel(eager, base) <= 1e-5
-    assert max_rel(got, eager) <= 1e-6
-
-
 @pytest.mark.gpu
 def test_adam_cuda_graph_replay_matches_eager():
     dev = torch.device("cuda")
     x0 = torch.randn(2, 3, 16, 16, device=dev)
     target = torch.randn(2, 3, 16, 16, device=dev)
     grad_fn = lambda x: 2 * (x - target)  # noqa: E731
-    got, eager = _capture_and_compare(lambda x: CapturableAdam(x, lr=0.05), grad_fn, x0)
+    got, eager = _capture_and_compare(lambda x: Adam(x, lr=0.05), grad_fn, x0)
     for a, b in zip(got, eager):
         assert rel(a, b) <= 1e-6
+
+
+# ---------------------------------------------------------------------------------------------
+# safeguards (the default): what they are for
+def concave_toy(C, scale, n=3000, seed=0, dtype=torch.float32):
+    """f(x) = scale * (C (|x|^2 - 10)^2 + 1/2 |x - x0|^2), x0 uniform in [0.005, 0.015]: along -g
+    the loss is concave at x0 (|x0|^2 ~ 0.3 < 10/3), as the style loss is at the content photo
+    on trained VGG weights. Returns (fn, x0, f_min); f_min in float64 from the 1-d reduction:
+    the minimiser is a * x0 with a (1 + 4 C (a^2 |x0|^2 - 10)) = 1 (bisection)."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = (0.005 + 0.01 * torch.rand(n, generator=g, dtype=F64))
+    q = float((x0 * x0).sum())
+    lo, hi = 1.0, (10.0 / q) ** 0.5 + 1.0          # h(a) = a (1 + 4C(a^2 q - 10)) - 1 changes sign
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid * (1 + 4 * C * (mid * mid * q - 10)) - 1 > 0:
+            hi = mid
+        else:
+            lo = mid
+    a = 0.5 * (lo + hi)
+    f_min = scale * (C * (a * a * q - 10) ** 2 + 0.5 * (a - 1) ** 2 * q)
+    x0 = x0.to(dtype)
+
+    def fn(x, k=0):
+        x = x.detach().clone().requires_grad_(True)
+        r = (x * x).sum(-1) - 10
+        loss = scale * (C * r * r + 0.5 * ((x - x0) ** 2).sum(-1))
+        (gr,) = torch.autograd.grad(loss.sum(), x)
+        return loss.detach(), gr
+    return fn, x0, f_min
+
+
+@pytest.mark.parametrize("direction", ["two_loop", "compact"])
+@pytest.mark.parametrize("C", [1e3, 1e6])
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e6])
+def test_lbfgs_concave_start_converges(C, scale, direction):
+    # measured: f_50 = f_min to float32 precision at every C, scale and direction (f_min/f_0 =
+    # 3.6e-5 for C=1e3, 3.6e-8 for C=1e6); 1% above f_min is a loose bound with 50 iterations,
+    # while torch's rules explode then stall at 0.99 f_0 or go NaN (checked below)
+    fn, x0, f_min = concave_toy(C, scale)
+    _, losses, opt = ours_safe(x0, fn, 51, history=100, direction=direction)
+    assert losses[-1] <= 1.01 * f_min, (losses[0], losses[-1], f_min)
+    assert int(opt.n_accepted) > 5
+
+
+@pytest.mark.parametrize("C,scale", [(1e3, 1.0), (1e6, 1e-4), (1e6, 1e6)])
+def test_torch_rules_fail_on_concave_start(C, scale):
+    # the regression the safeguards fix: torch.optim.LBFGS's rules (the previous default)
+    fn, x0, f_min = concave_toy(C, scale)
+    _, lref, _ = torch_lbfgs(x0, fn, 51, 100)
+    assert not (lref[-1] <= 0.5 * lref[0])          # stuck near f_0, or NaN
+
+
+def ours_safe(x0, grad_fn, iters, **kw):
+    x = x0.clone()
+    opt = LBFGS(x, **kw)
+    xs, losses = [], []
+    for k in range(iters):
+        loss, g = grad_fn(x, k)
+        losses.append(float(loss))
+        opt.step(g)
+        xs.append(x.clone())
+    return xs, losses, opt
+
+
+@pytest.mark.parametrize("direction", ["two_loop", "compact"])
+def test_lbfgs_iterates_invariant_to_loss_scale(direction):
+    # multiplying the loss by a power of two scales every gradient, s.y, y.y, |g|_inf exactly,
+    # and each safeguard is scale-free, so the iterates are bit-identical (float64; 2**-13 and
+    # 2**20 bracket the 1e-4..1e6 range of style weights' effect)
+    base = None
+    for scale in (1.0, 2.0 ** -13, 2.0 ** 20):
+        fn, x0, _ = concave_toy(1e3, scale, n=500, dtype=F64)
+        xs, _, _ = ours_safe(x0, fn, 40, history=10, direction=direction)
+        if base is None:
+            base = xs
+        else:
+            assert all(torch.equal(a, b) for a, b in zip(xs, base)), scale
+
+
+def test_lbfgs_step_bounds():
+    # first step: no element moves by more than first_step * lr (exactly first_step * lr for
+    # the largest gradient element); every step: at most max_step * lr (1e-6 relative slack
+    # for float32 rounding of t * d)
+    fn, x0, _ = concave_toy(1e6, 1.0)
+    x = x0.clone()
+    opt = LBFGS(x, history=20, lr=0.8, first_step=0.02, max_step=0.05)
+    prev = x.clone()
+    moves = []
+    for k in range(40):
+        opt.step(fn(x)[1])
+        moves.append(float((x - prev).abs().max()))
+        prev = x.clone()
+    assert moves[0] == pytest.approx(0.02 * 0.8, rel=1e-6)
+    assert max(moves) <= 0.05 * 0.8 * (1 + 1e-6)
+    assert max(moves) >= 0.05 * 0.8 * (1 - 1e-6)      # the cap was reached (it matters here)
+
+
+def test_lbfgs_per_image_safeguards_equal_separate_runs():
+    # two different problems in one batch (per_image=True): each image's history, H0, step cap
+    # and pair test are its own. float64; bmm vs dot summation order only: 1e-12
+    f1, a0, _ = concave_toy(1e3, 1.0, n=400, dtype=F64)
+    f2, b0, _ = concave_toy(1e6, 1e-3, n=400, seed=1, dtype=F64)
+    sep = [ours_safe(v0, f, 30, history=8)[0] for f, v0 in ((f1, a0), (f2, b0))]
+    x = torch.stack([a0, b0])
+    opt = LBFGS(x, history=8, per_image=True)
+    for k in range(30):
+        g = torch.stack([f1(x[0])[1], f2(x[1])[1]])
+        opt.step(g)
+        assert rel(x[0], sep[0][k]) <= 1e-12 and rel(x[1], sep[1][k]) <= 1e-12
+
+
+def test_lbfgs_non_descent_direction_falls_back_to_scaled_gradient():
+    # corrupt the stored curvature (pairs muted with 1/s.y = 0, H0 = -1): the two-loop direction
+    # is then +g, an ascent direction; the step must be -first_step/|g|_inf * g instead (torch's
+    # rule: no move, and the same again at every later iteration)
+    fn, x0 = quadratic(n=30, cond=10.0)
+    x = x0.clone()
+    opt = LBFGS(x, history=5)
+    for _ in range(6):
+        opt.step(fn(x)[1])
+    opt.ro.zero_()
+    opt.gamma.fill_(-1.0)
+    g = opt.prev_grad[0].clone()              # y = 0: this step's pair is rejected, H0 stays -1
+    before = x.clone()
+    opt.step(g)
+    assert int(opt.n_fallback) == 1
+    step = x - before
+    expect = -0.01 / g.abs().max() * g        # lr 1, within max_step
+    assert rel(step, expect) <= 1e-12
+
+
+def test_lbfgs_overflowing_pair_is_rejected():
+    # a step into a region of huge gradient (overflow in y.y): the pair must not enter the
+    # history (torch accepted it, H0 became 0 and the run froze)
+    x = torch.zeros(1, 10)
+    opt = LBFGS(x, history=5, per_image=True)
+    opt.step(torch.ones(1, 10))
+    opt.step(torch.full((1, 10), 3e38))      # y.y overflows to inf
+    assert int(opt.n_accepted) == 0 and torch.isfinite(opt.h_diag).all()
