@@ -78,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    kc = ksub.add_parser("check", help="compile every kernel with NVRTC (no GPU needed)")
+    kc = ksub.add_parser("check", help="compile every kernel with NVRTC, or run them in the CPU emulator (no GPU)")
     kc.add_argument("--arch", type=parse_list, default=("sm_80", "sm_90"))
+    kc.add_argument("--emulate", action="store_true",
+                    help="run every kernel entry point on the CPU (g++ emulator) against its float64 reference")
     return p
 
 
@@ -105,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_bench(args)
         if args.command == "kernels":
             if args.kernels_command != "check":
-                raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90]")
+                raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90 | --emulate]")
             from .cli_tools import cmd_kernels_check
             return cmd_kernels_check(args)
         raise UsageError(f"unknown command {args.command}")
