@@ -42,7 +42,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=_positive, metavar="N",
                    help="CPU worker processes (default with --devices cpu: cores / --threads); with --ray: most actors")
     g.add_argument("--threads", type=_positive, metavar="T",
-                   help="CPU jobs: torch threads per image (default 1). The thread count changes the last bits "
+                   help="CPU jobs: torch threads per image (default: every core for one process, cores / workers "
+                        "for worker processes). The thread count changes the last bits "
                         "of the result, so a job fixes it whatever the number of workers")
     g.add_argument("--ray", metavar="ADDRESS",
                    help="run on a Ray cluster: auto | local | HOST:PORT | ray://HOST:PORT (pip install 'stylegrad[ray]')")
@@ -94,7 +95,9 @@ def cpu_count() -> int:
 
 
 def choose_executor(args, config):
-    """The executor for the options given (it knows its device type)."""
+    """(executor, torch threads per image on the CPU) for the options given (the executor knows
+    its device type). Threads, when --threads is not given: one process uses every core (as a
+    plain run does); CPU worker processes share the cores (cores // workers, at least 1)."""
     import torch
 
     from .errors import ConfigError
@@ -111,7 +114,7 @@ def choose_executor(args, config):
             dtype = ""
         if dtype not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, got {config.device!r}")
-        return RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes)
+        return RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes), threads
     if args.devices:
         spec = args.devices.strip()
         if spec == "all":
@@ -132,16 +135,16 @@ def choose_executor(args, config):
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
             n = args.workers or max(1, cpu_count() // threads)
-            return LocalPool(["cpu"] * n)
+            return LocalPool(["cpu"] * n), args.threads or max(1, cpu_count() // n)
         if args.workers:
             raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
-        return LocalPool(devices, max(1, cpu_count() // len(devices)))
+        return LocalPool(devices, max(1, cpu_count() // len(devices))), threads
     dtype = parse_device(config.device).type
     if args.workers:
         if dtype != "cpu":
             raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
-        return LocalPool(["cpu"] * args.workers)
-    return InlineExecutor(config.device)
+        return LocalPool(["cpu"] * args.workers), args.threads or max(1, cpu_count() // args.workers)
+    return InlineExecutor(config.device), args.threads or torch.get_num_threads()
 
 
 class _CliListener:
@@ -246,14 +249,20 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
-    executor = choose_executor(args, config)
+    executor, threads = choose_executor(args, config)
+    if args.resume and args.threads is None and executor.device_type == "cpu":
+        # --resume without --threads keeps the job's own thread count (it is a pixel setting)
+        from .jobs.manifest import load_state
+
+        last = load_state(Path(args.out_dir)).last_run if Path(args.out_dir).is_dir() else None
+        threads = ((last or {}).get("settings") or {}).get("cpu_threads") or threads
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
     listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random)
     if args.ray and args.json:
         listener.note("per-iteration progress is not reported from Ray actors; one line per image")
     _maybe_fetch_weights(config, executor, listener.note)
     req = JobRequest(Path(args.out_dir), list(contents), list(outputs), config, [str(s) for s in args.style],
-                     cpu_threads=args.threads or 1, pair_styles=args.pair_styles,
+                     cpu_threads=threads, pair_styles=args.pair_styles,
                      resume=args.resume, force=args.force, ship_bytes=args.ray_bytes,
                      relay_progress=(args.json or show_bar) and not args.ray)
     restore = _sigterm_as_interrupt()

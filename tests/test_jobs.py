@@ -108,7 +108,7 @@ def test_job_folder_manifest_resume_and_settings_change(tmp_path, capsys):
     s = write_image(tmp_path / "s.png", 16, 16, seed=9)
     out = tmp_path / "out"
     argv = ["stylize", str(tmp_path / "in"), "--style", str(s), "--out-dir", str(out), "--size", "16",
-            "--iters", "3"] + FAST
+            "--iters", "3", "--threads", "1"] + FAST
     assert main(argv) == 1                                        # one bad image
     recs = _image_records(out)
     assert [Path(r["input"]).name for r in recs] == ["0.png", "1.png", "2.png", "3.png"]
@@ -214,12 +214,13 @@ def test_job_usage_errors(tmp_path, capsys, monkeypatch, argv, needle):
 # -- worker processes --------------------------------------------------------------------------
 
 def test_worker_processes_give_the_same_bytes_and_records_as_one_process(tmp_path, capsys):
-    """Batches of 2 over mixed sizes: the batch partners, the thread count (1 per image) and the
-    code are the same in both runs, so every byte is. Workers relay --json progress."""
+    """Batches of 2 over mixed sizes: the batch partners, the thread count (1 per image: the
+    default of 2 workers on a 2-core machine, given explicitly so that it holds on any machine) and
+    the code are the same in both runs, so every byte is. Workers relay --json progress."""
     _images(tmp_path / "in", [(20, 14), (14, 20), (20, 14), (20, 14), (14, 20)])
     s = write_image(tmp_path / "s.png", 16, 16, seed=9)
     base = ["stylize", str(tmp_path / "in"), "--style", str(s), "--size", "18", "--iters", "4",
-            "--batch-size", "2"] + FAST
+            "--batch-size", "2", "--threads", "1"] + FAST
     assert main(base + ["--out-dir", str(tmp_path / "one")]) == 0
     capsys.readouterr()
     assert main(base + ["--out-dir", str(tmp_path / "two"), "--devices", "cpu", "--workers", "2", "--json"]) == 0

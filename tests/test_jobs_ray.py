@@ -35,7 +35,7 @@ def test_ray_job_gives_the_bytes_and_records_of_one_process(ray_cluster, tmp_pat
     _images(tmp_path / "in", [(20, 14), (14, 20), (20, 14), (20, 14)])
     s = write_image(tmp_path / "s.png", 16, 16, seed=9)
     base = ["stylize", str(tmp_path / "in"), "--style", str(s), "--size", "18", "--iters", "4",
-            "--batch-size", "2"] + FAST
+            "--batch-size", "2", "--threads", "1"] + FAST
     assert main(base + ["--out-dir", str(tmp_path / "one")]) == 0
     assert main(base + ["--out-dir", str(tmp_path / "ray"), "--ray", "auto"]) == 0
     assert main(base + ["--out-dir", str(tmp_path / "bytes"), "--ray", "auto", "--ray-bytes"]) == 0
