@@ -1,16 +1,15 @@
-"""``stylegrad stylize``: many content images, one Stylizer, failures isolated per image.
+"""``stylegrad stylize``: one image (``-o``) or a job folder (``--out-dir``, ``engine/cli_job.py``).
 
 The order of the work, so that whatever can be refused is refused before any compute:
 
-1. options -> StyleConfig; content paths and folders; output paths (a bad one: exit 2);
+1. options -> StyleConfig, job options; content paths and folders; output paths (exit 2);
 2. style and ``--init`` images read (exit 2); every output folder exists and takes a file
    (``--out-dir`` is created) (exit 2);
-3. content image headers read: an unreadable image fails alone; batches planned from the sizes;
-   each batch's peak memory estimated (``stylegrad.memory``): a batch over the limit fails
-   alone, and when every batch is over it the run is refused (exit 2);
-4. weights loaded once; then per batch: the outputs' advisory locks taken (an output another
-   process is writing fails alone), content read and resized, optimised, each image written
-   atomically, locks released;
+3. the run's peak memory estimated from the images' headers (``stylegrad.memory``): when no
+   batch fits the limit the run is refused (exit 2); with ``--out-dir`` a batch over it fails
+   alone when it is reached (``Stylizer.run_batch`` checks again);
+4. ``--out-dir``: the job machinery runs it (manifest, resume, workers). ``-o``: the output's
+   advisory lock taken, the image read, optimised, written atomically, the lock released;
 5. a tally line on stderr and, with ``--json``, a summary object on stdout.
 """
 from __future__ import annotations
@@ -19,18 +18,18 @@ import json
 import math
 import sys
 import time
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import images as imgs
 from . import memory
 from . import progress as prog
 from .cli_config import config_from_args, given_options
+from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
-from .errors import ConfigError, MemoryLimitError, StyleGradError
+from .errors import ConfigError, OutputLockedError, StyleGradError
 from .fileio import check_writable_folder, output_lock
+from .jobs.work import snapshot_path as _snapshot_path
 from .stylizer import Progress, Stylizer
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -89,124 +88,45 @@ def prepare_output_folders(args, outputs: List[Path]) -> None:
             raise ConfigError(f"cannot write the output{'s' if len(outputs) > 1 else ''}: {why}")
 
 
-def _json(obj: dict) -> str:
-    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
-    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
-    return json.dumps(clean, allow_nan=False)
-
-
-def _snapshot_path(out: Path, it: int) -> Path:
-    return out.with_name(f"{out.stem}.iter{it:04d}{out.suffix}")
-
-
-@dataclass
-class Item:
-    """One content image of the run: its path, output, index (from 1), size as read and output size."""
-
-    path: Path
-    out: Path
-    index: int
-    source_hw: Tuple[int, int]
-    out_hw: Tuple[int, int]
-
-    @property
-    def name(self) -> str:
-        return str(self.path)
-
-
-class Reporter:
-    """Everything the stylize command prints: notes, errors, results, progress, the tally."""
-
-    def __init__(self, args, total: int):
-        self.args, self.total = args, total
-        self.show_bar = not args.quiet and not args.json and sys.stderr.isatty()
-        self.plain = not args.quiet and not args.json and not self.show_bar
-        every = args.print_every if "print_every" in given_options(args) else None
-        self.throttle = prog.LineThrottle(every)
-        self.ok, self.failed = 0, []
-
-    def note(self, msg: str) -> None:
-        if not self.args.quiet:
-            print(f"stylegrad: {msg}", file=sys.stderr)
-
-    def fail(self, name: str, e: BaseException, suffix: str = "") -> None:
-        self.failed.append(name)
-        msg = (str(e) if isinstance(e, StyleGradError) else
-               f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") + suffix
-        print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
-        if self.args.json:
-            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
-
-    def written(self, summary: dict, initial: float) -> None:
-        self.ok += 1
-        if self.args.json:
-            print(_json(summary), flush=True)
-        elif not self.args.quiet:
-            print(f"{summary['output']}: loss {initial:.4g} -> {summary['loss']:.4g} "
-                  f"in {summary['seconds']:.1f} s ({summary['backend']})", file=sys.stderr)
-
-    def finish(self, written_to: str, seconds: float) -> int:
-        rc = 1 if self.failed else 0
-        if not self.args.quiet:
-            print(f"stylegrad: {prog.tally_line(self.ok, len(self.failed), written_to)}", file=sys.stderr)
-        if self.args.json:
-            print(_json(prog.summary_object(self.ok, self.failed, written_to, seconds, rc)), flush=True)
-        return rc
-
-
-def plan_items(config: StyleConfig, contents: List[Path], outputs: List[Path], rep: Reporter) -> List[Item]:
-    """Content images whose header can be read, with their output sizes (others fail here)."""
-    items = []
-    for i, (c, o) in enumerate(zip(contents, outputs), 1):
-        try:
-            h, w = imgs.image_size(c, config.max_memory)
-        except StyleGradError as e:
-            rep.fail(str(c), e)
-            continue
-        items.append(Item(c, o, i, (h, w), imgs.scaled_size(h, w, config.size)))
-    return items
-
-
-def plan_batches(items: List[Item], batch_size: int) -> List[List[Item]]:
-    """Batches of one output size (a batch needs one size), in the given order within a size."""
-    groups: dict = {}
-    for it in items:
-        groups.setdefault(it.out_hw, []).append(it)
-    return [g[i:i + batch_size] for g in groups.values() for i in range(0, len(g), batch_size)]
-
-
-def check_batches_fit(config: StyleConfig, batches: List[List[Item]], style_hw: List[Tuple[int, int]],
-                      pair_hw: Optional[dict], rep: Reporter) -> List[List[Item]]:
-    """The batches whose estimated peak memory fits (``stylegrad.memory``); the images of the
-    others fail. When none fits, the run is refused (MemoryLimitError, exit 2)."""
+def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_hw: List[Tuple[int, int]],
+                          pair_styles: bool) -> None:
+    """Estimate every batch's peak memory from the images' headers (batches as the job plans
+    them: one output size, ``batch_size`` at most) and refuse the run (MemoryLimitError, exit
+    2) when none fits. Unreadable headers are left to fail with their image."""
     from .backends.registry import resolve_backend
     from .stylizer import parse_device
 
     device = parse_device(config.device)
     backend = resolve_backend(config.backend, device, config.precision)
-    fits, first_error = [], None
-    for batch in batches:
-        styles = [pair_hw[b.name] for b in batch] if pair_hw is not None else style_hw
-        source = max((b.source_hw for b in batch), key=lambda hw: hw[0] * hw[1])
-        est = memory.estimate_run(config, batch[0].out_hw, len(batch), styles, source, backend=backend)
-        what = f"{prog.image_label(batch[0].index, len(batch), rep.total)} at {batch[0].out_hw[1]}x{batch[0].out_hw[0]} px"
+    groups: Dict[Tuple[int, int], list] = {}
+    for i, c in enumerate(contents):
         try:
-            memory.check_fits(est, config, device, what)
-        except MemoryLimitError as e:
-            first_error = first_error or e
-            if len(batches) > 1:
-                for b in batch:
-                    rep.fail(b.name, e)
+            h, w = imgs.image_size(c, config.max_memory)
+        except StyleGradError:
             continue
-        fits.append(batch)
-    if batches and not fits:
+        groups.setdefault(imgs.scaled_size(h, w, config.size), []).append((i, (h, w)))
+    first_error = None
+    for out_hw, members in groups.items():
+        for k in range(0, len(members), config.batch_size):
+            batch = members[k:k + config.batch_size]
+            styles = [style_hw[i] for i, _ in batch] if pair_styles else style_hw
+            source = max((hw for _, hw in batch), key=lambda hw: hw[0] * hw[1])
+            est = memory.estimate_run(config, out_hw, len(batch), styles, source, backend=backend)
+            what = (f"{prog.image_label(batch[0][0] + 1, len(batch), len(contents))} "
+                    f"({Path(contents[batch[0][0]]).name}) at {out_hw[1]}x{out_hw[0]} px")
+            try:
+                memory.check_fits(est, config, device, what)
+                return                      # one batch fits: the run goes on
+            except StyleGradError as e:
+                first_error = first_error or e
+    if first_error is not None:
         raise first_error
-    return fits
 
 
 def cmd_stylize(args) -> int:
     t_start = time.perf_counter()
     config = config_from_args(args)
+    check_job_arguments(args, config)
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, config, contents)
     budget = config.max_memory
@@ -220,19 +140,60 @@ def cmd_stylize(args) -> int:
     if config.init not in ("content", "noise"):
         imgs.load_image(config.init, budget)
     prepare_output_folders(args, outputs)
-    rep = Reporter(args, len(contents))
-    items = plan_items(config, contents, outputs, rep)
-    pairs = dict(zip(map(str, contents), styles)) if args.pair_styles else None
-    pair_hw = dict(zip(map(str, contents), style_hw)) if args.pair_styles else None
-    batches = check_batches_fit(config, plan_batches(items, config.batch_size), style_hw, pair_hw, rep)
-    if not batches:      # every content image failed already: no weights to load
-        return rep.finish(args.output or args.out_dir, time.perf_counter() - t_start)
+    check_memory_up_front(config, contents, style_hw, args.pair_styles)
+    if args.out_dir:
+        return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
+    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start)
+
+
+def _json(obj: dict) -> str:
+    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def plain_progress_wanted(args) -> bool:
+    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
+    return not args.quiet and not args.json and not sys.stderr.isatty()
+
+
+def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None) -> prog.ProgressLines:
+    every = config.print_every if "print_every" in given_options(args) else None
+    return prog.ProgressLines(names, config.iters, every, todo)
+
+
+def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float) -> int:
+    """``-o OUT``: one content image, under the output's advisory lock."""
+    name = str(content)
+    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+    lines = progress_lines(args, config, [name]) if plain_progress_wanted(args) else None
+    failed: List[str] = []
+
+    def note(msg: str) -> None:
+        if not args.quiet:
+            print(f"stylegrad: {msg}", file=sys.stderr)
+
+    def fail(e: BaseException) -> None:
+        failed.append(name)
+        msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
+        if args.json:
+            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
+
+    def finish() -> int:
+        rc = 1 if failed else 0
+        ok = 0 if failed else 1
+        if not args.quiet:
+            print(f"stylegrad: {prog.tally_line(ok, len(failed), str(out))}", file=sys.stderr)
+        if args.json:
+            print(_json(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
+        return rc
 
     def download_bar():
         state = {}
 
         def cb(done, total):
-            if not rep.show_bar:
+            if not show_bar:
                 return
             if "bar" not in state:
                 from tqdm import tqdm
@@ -240,97 +201,75 @@ def cmd_stylize(args) -> int:
             state["bar"].update(done - state["bar"].n)
         return cb
 
-    stylizer = Stylizer(config, download_progress=download_bar())
-    stylizer.set_styles(styles if not args.pair_styles else styles[:1])
-    if stylizer.weights_are_random:
-        rep.note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
     try:
-        _run_batches(args, config, stylizer, batches, rep, pairs)
-    finally:
-        stylizer.close()
-    return rep.finish(args.output or args.out_dir, time.perf_counter() - t_start)
+        with output_lock(out):                 # a second process on this output fails here
+            stylizer = Stylizer(config, download_progress=download_bar())
+            try:
+                stylizer.set_styles(styles)
+                if stylizer.weights_are_random:
+                    note("using random VGG weights (--weights random): results show the machinery, not "
+                         "ImageNet-quality style")
+                _optimise_and_write(args, config, stylizer, name, content, out, show_bar, lines, fail)
+            finally:
+                stylizer.close()
+    except OutputLockedError as e:             # another process writes this output: exit 1
+        fail(e)
+    return finish()
 
 
-def _run_batches(args, config: StyleConfig, stylizer: Stylizer, batches: List[List[Item]], rep: Reporter,
-                 pairs: Optional[dict]) -> None:
-    clock = prog.JobClock([b[0].out_hw[0] * b[0].out_hw[1] * len(b) for b in batches], config.iters)
-    for bi, batch in enumerate(batches):
-        clock.start_batch(bi)
-        with ExitStack() as held:
-            ran = _run_one_batch(args, config, stylizer, batch, rep, pairs, clock, held)
-        clock.end_batch(ran)
-
-
-def _run_one_batch(args, config, stylizer, batch: List[Item], rep: Reporter, pairs, clock: prog.JobClock,
-                   held: ExitStack) -> bool:
-    """Lock, read, optimise and write one batch; False when none of it could run."""
-    ready = []
-    for item in batch:
-        try:
-            held.enter_context(output_lock(item.out))     # released when the batch is written
-            tensor = imgs.resize_longest(imgs.load_image(item.path, config.max_memory), config.size)
-        except Exception as e:  # locked by another process, unreadable: this image fails alone
-            rep.fail(item.name, e)
-            continue
-        ready.append((item, tensor))
-    if not ready:
-        return False
-    names = [it.name for it, _ in ready]
-    items = {it.name: it for it, _ in ready}
-    label = prog.image_label(ready[0][0].index, len(ready), rep.total)
+def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Path, out: Path, show_bar: bool,
+                        lines: Optional[prog.ProgressLines], fail) -> None:
+    try:
+        tensor = imgs.resize_longest(imgs.load_image(content, config.max_memory), config.size)
+    except Exception as e:          # an unreadable content image: its error, exit 1
+        fail(e)
+        return
     bar = None
-    if rep.show_bar:
+    if show_bar:
         from tqdm import tqdm
-        desc = f"{label} {Path(names[0]).name}" + (f" +{len(names) - 1}" if len(names) > 1 else "")
-        bar = tqdm(total=config.iters, desc=desc, file=sys.stderr, leave=False)
-    line_due = {"iter": -1, "due": False}
+        bar = tqdm(total=config.iters, desc=f"{prog.image_label(1, 1, 1)} {content.name}", file=sys.stderr,
+                   leave=False)
 
     def on_progress(p: Progress) -> None:
-        if p.image == names[0]:
-            clock.update(p.iter)
         reported = p.iter % config.print_every == 0 or p.iter == config.iters
         if args.json and reported:
             print(_json({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
                          "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
-        if bar is not None and p.image == names[0] and p.iter > 0:
+        if bar is not None and p.iter > 0:
             bar.update(p.iter - bar.n)
             bar.set_postfix(loss=f"{p.loss:.4g}")
-        if rep.plain and reported and p.iter < config.iters:
-            if line_due["iter"] != p.iter:
-                line_due.update(iter=p.iter, due=rep.throttle.due(p.iter))
-            if line_due["due"]:
-                it = items[p.image]
-                print("stylegrad: " + prog.progress_line(prog.image_label(it.index, 1, rep.total), it.path.name,
-                                                         p.iter, config.iters, p.loss, clock.ms_per_iter(),
-                                                         clock.eta_s()), file=sys.stderr, flush=True)
+        if lines is not None and reported:
+            line = lines.progress(p.image, p.iter, p.loss)
+            if line:
+                print(f"stylegrad: {line}", file=sys.stderr, flush=True)
         if p.snapshot is not None and p.iter < config.iters:
             try:
-                imgs.save_image(p.snapshot, _snapshot_path(items[p.image].out, p.iter))
+                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter))
             except Exception as e:  # a lost snapshot must not lose the run
                 print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
     try:
-        results = stylizer.run_batch([t for _, t in ready], callback=on_progress, names=names,
-                                     styles=[[pairs[n]] for n in names] if pairs else None)
-    except Exception as e:  # the whole batch failed; other batches go on
-        for n in names:
-            rep.fail(n, e)
-        return True
+        result = stylizer.run_batch([tensor], callback=on_progress, names=[name])[0]
+    except Exception as e:
+        fail(e)
+        return
     finally:
         if bar is not None:
             bar.close()
-    for name, result in zip(names, results):
-        out = items[name].out
-        if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
-            rep.fail(name, StyleGradError(f"{result.message}; nothing written"))
-            continue
-        try:
-            imgs.save_image(result.image, out)
-        except Exception as e:  # one image failing to write must not lose the others
-            rep.fail(name, e)
-            continue
-        rep.written({"image": name, "status": "ok", "output": str(out), "iters": config.iters,
-                     "loss": result.final_loss, "initial_loss": result.history[0].loss,
-                     "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
-                     "seconds": round(result.seconds, 3), "backend": result.backend}, result.history[0].loss)
-    return True
+    if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
+        fail(StyleGradError(f"{result.message}; nothing written"))
+        return
+    try:
+        imgs.save_image(result.image, out)
+    except Exception as e:
+        fail(e)
+        return
+    summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
+               "loss": result.final_loss, "initial_loss": result.history[0].loss,
+               "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
+               "seconds": round(result.seconds, 3), "backend": result.backend}
+    if args.json:
+        print(_json(summary), flush=True)
+    elif not args.quiet:
+        print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
+              f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)

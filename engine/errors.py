@@ -53,3 +53,9 @@ class MemoryLimitError(StyleGradError):
 
 class OutputLockedError(StyleGradError):
     """An output that another process is writing (it holds the output's advisory lock)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised by the CLI's handler like KeyboardInterrupt for SIGINT, so that every
+    ``finally`` runs (temporary files, locks, worker shutdown); not an Exception, so no
+    per-image handler swallows it. The CLI exits 143."""

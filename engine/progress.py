@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 # Without a terminal, and without an explicit --print-every, progress lines come at most this
@@ -42,54 +42,42 @@ def progress_line(label: str, name: str, it: int, iters: int, loss: float, ms_pe
     return f"{label} {name}: iter {it}/{iters} loss {loss:.4g}, {ms}, ETA {format_duration(eta_s)}"
 
 
-@dataclass
 class JobClock:
-    """Elapsed time and ETA of a job made of batches, from the work done so far.
+    """Per-image ms/iteration and the ETA of a run over ``images`` images, from the work done
+    so far, counted in image-iterations (each image weighs the same). Works whoever computes
+    the images (one process or several workers): feed it ``progress(name, it)`` as iterations
+    complete and ``finished(name)`` when an image is done or failed."""
 
-    Work is counted in pixel-iterations (pixels of a batch x its iterations), so batches of
-    different sizes are weighed by their cost. ``start_batch`` when a batch begins,
-    ``update(it)`` as its iterations complete, ``end_batch`` when it is done (or failed).
-    """
+    def __init__(self, images: int, iters: int, started: Optional[float] = None):
+        self.images, self.iters = images, max(1, iters)
+        self.started = time.perf_counter() if started is None else started
+        self._finished = 0
+        self._current: Dict[str, List[float]] = {}     # name -> [iteration, time of its iteration 0]
 
-    batch_work: Sequence[int]            # pixels x images of each batch, in run order
-    iters: int
-    started: float = field(default_factory=time.perf_counter)
-    _done: float = 0.0                   # pixel-iterations of finished batches
-    _index: int = -1
-    _batch_start: float = 0.0
-    _batch_it: int = 0
-    _skipped: float = 0.0                # work of batches that failed or were skipped
+    def progress(self, name: str, it: int) -> None:
+        cur = self._current.get(name)
+        if cur is None or it < cur[0]:
+            self._current[name] = [it, time.perf_counter()]
+        else:
+            cur[0] = it
 
-    def start_batch(self, index: int) -> None:
-        self._index, self._batch_start, self._batch_it = index, time.perf_counter(), 0
+    def finished(self, name: str) -> None:
+        self._current.pop(name, None)
+        self._finished += 1
 
-    def update(self, it: int) -> None:
-        self._batch_it = max(self._batch_it, it)
-
-    def end_batch(self, ran: bool = True) -> None:
-        if self._index >= 0:
-            w = self.batch_work[self._index] * self.iters
-            if ran:
-                self._done += w
-            else:
-                self._skipped += w
-        self._index = -1
-
-    def ms_per_iter(self) -> Optional[float]:
-        """Wall-clock ms per iteration of the current batch so far."""
-        if self._index < 0 or self._batch_it <= 0:
+    def ms_per_iter(self, name: str) -> Optional[float]:
+        cur = self._current.get(name)
+        if cur is None or cur[0] <= 0:
             return None
-        return (time.perf_counter() - self._batch_start) * 1e3 / self._batch_it
+        return (time.perf_counter() - cur[1]) * 1e3 / cur[0]
 
     def eta_s(self) -> Optional[float]:
-        """Seconds left for the whole job at the rate measured so far (None before any)."""
+        """Seconds left for the whole run at the rate measured so far (None before any work)."""
+        done = self._finished * self.iters + sum(c[0] for c in self._current.values())
         elapsed = time.perf_counter() - self.started
-        current = self.batch_work[self._index] * self._batch_it if self._index >= 0 else 0.0
-        done = self._done + current
         if done <= 0 or elapsed <= 0:
             return None
-        total = sum(self.batch_work) * self.iters - self._skipped
-        return max(0.0, total - done) * elapsed / done
+        return max(0.0, self.images * self.iters - done) * elapsed / done
 
 
 class LineThrottle:
@@ -115,14 +103,41 @@ class LineThrottle:
         return ok
 
 
+class ProgressLines:
+    """The plain progress lines of a run over ``names`` (pure: returns each line, or None when
+    none is due; the caller prints). ``every``: ``--print-every`` when given on the command
+    line, else lines are time-throttled (:class:`LineThrottle`). ``todo``: how many of the
+    images will run (default all; fewer when a resumed job skips some)."""
+
+    def __init__(self, names: Sequence[str], iters: int, every: Optional[int], todo: Optional[int] = None):
+        self.index = {str(n): k for k, n in enumerate(names, 1)}
+        self.total, self.iters = len(names), iters
+        self.clock = JobClock(len(names) if todo is None else todo, iters)
+        self.throttle = LineThrottle(every)
+
+    def progress(self, name: str, it: int, loss: float) -> Optional[str]:
+        self.clock.progress(name, it)
+        if it >= self.iters or not self.throttle.due(it):     # the last iteration has its result line
+            return None
+        k = self.index.get(str(name))
+        label = image_label(k, 1, self.total) if k is not None else "image"
+        return progress_line(label, Path(str(name)).name, it, self.iters, loss, self.clock.ms_per_iter(name),
+                             self.clock.eta_s())
+
+    def finished(self, name: str) -> None:
+        self.clock.finished(name)
+
+
 def tally_line(ok: int, failed: int, written_to: str) -> str:
     """``ok 4, failed 2, written to out/`` (``nothing written`` when none is ok)."""
     where = f"written to {written_to}" if ok else "nothing written"
     return f"ok {ok}, failed {failed}, {where}"
 
 
-def summary_object(ok: int, failed: Sequence[str], written_to: str, seconds: float, exit_code: int) -> Dict:
-    """The last JSON object of a ``--json`` run: counts, the failed images, where the outputs
-    went, the wall time and the exit code."""
-    return {"summary": True, "ok": ok, "failed": len(failed), "failed_images": list(failed),
-            "written_to": written_to if ok else None, "seconds": round(seconds, 3), "exit_code": exit_code}
+def summary_object(kind: str, ok: int, failed: Sequence[str], written_to: str, seconds: float, exit_code: int,
+                   **extra) -> Dict:
+    """The last JSON object of a ``--json`` run: ``summary`` (``"run"``, or ``"job"`` for a job
+    folder, whose counts come in ``extra``), counts, the failed images, where the outputs went,
+    the wall time and the exit code."""
+    return {"summary": kind, "ok": ok, "failed": len(failed), "failed_images": list(failed),
+            "written_to": written_to if ok else None, "seconds": round(seconds, 3), "exit_code": exit_code, **extra}

@@ -343,7 +343,7 @@ def test_stale_temporaries_of_ours_are_swept_by_age(tmp_path):
 
 
 def test_an_interrupted_write_leaves_no_temporary(tmp_path):
-    from stylegrad.cli import Terminated
+    from stylegrad.errors import Terminated
 
     with pytest.raises(Terminated):
         with fileio.atomic_path(tmp_path / "x.png") as tmp:
@@ -353,9 +353,11 @@ def test_an_interrupted_write_leaves_no_temporary(tmp_path):
 
 
 def test_sigterm_exits_143_and_leaves_nothing_partial(tmp_path):
+    """-o (job folders: tests/test_jobs.py): SIGTERM mid-run, exit 143, nothing left behind."""
     c = write_image(tmp_path / "c.png", 24, 24)
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "stylegrad.cli", "stylize", str(c), "--style", str(c), "--out-dir", str(out),
+    out.mkdir()
+    cmd = [sys.executable, "-m", "stylegrad.cli", "stylize", str(c), "--style", str(c), "-o", str(out / "o.png"),
            "--size", "24", "--iters", "100000", "--print-every", "1"] + FAST
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:
@@ -400,7 +402,7 @@ def test_overwriting_keeps_the_existing_files_mode(tmp_path):
 
 def test_plain_progress_lines_tally_and_summary(tmp_path, capsys, monkeypatch):
     """stderr is not a terminal here (capsys): plain progress lines every --print-every, a
-    tally line; with --json a closing summary object."""
+    tally line; with --json a closing summary object. (--out-dir: through the job machinery.)"""
     d = tmp_path / "in"
     d.mkdir()
     write_image(d / "a.png", 10, 10, 1)
@@ -413,15 +415,27 @@ def test_plain_progress_lines_tally_and_summary(tmp_path, capsys, monkeypatch):
     lines = [l for l in err.splitlines() if " iter " in l]
     assert [l.split(":")[1].strip() for l in lines] == ["image 1/3 a.png"] * 2 + ["image 2/3 b.png"] * 2
     assert "iter 0/4" in lines[0] and "iter 2/4" in lines[1] and "ms/iter" in lines[1] and "ETA" in lines[1]
-    assert err.strip().splitlines()[-1] == f"stylegrad: ok 2, failed 1, written to {out}"
+    assert err.strip().splitlines()[-1].startswith(f"stylegrad: job {out}: ok 2, failed 1, skipped 0")
     # without --print-every: time-throttled (here: only each image's first line)
     monkeypatch.setattr(prog, "LOG_INTERVAL_S", 1e9)
     main(argv)
     assert [l for l in capsys.readouterr().err.splitlines() if " iter " in l and "iter 0/" not in l] == []
     assert main(argv + ["--json"]) == 1
     summary = _json_lines(capsys.readouterr().out)[-1]
-    assert summary == {"summary": True, "ok": 2, "failed": 1, "failed_images": [str(d / "c.png")],
-                       "written_to": str(out), "seconds": summary["seconds"], "exit_code": 1}
+    assert {k: summary[k] for k in ("summary", "ok", "failed", "failed_images", "written_to", "exit_code")} == {
+        "summary": "job", "ok": 2, "failed": 1, "failed_images": [str(d / "c.png")], "written_to": str(out),
+        "exit_code": 1}
+    assert summary["seconds"] == summary["wall_seconds"] > 0 and summary["skipped"] == 0
+    # -o: the same lines and a "run" summary
+    c = d / "a.png"
+    assert main(["stylize", str(c), "--style", str(c), "-o", str(tmp_path / "o.png"), "--size", "10", "--iters",
+                 "2", "--print-every", "1", "--json"] + FAST) == 0
+    assert _json_lines(capsys.readouterr().out)[-1]["summary"] == "run"
+    assert main(["stylize", str(c), "--style", str(c), "-o", str(tmp_path / "o.png"), "--size", "10", "--iters",
+                 "2", "--print-every", "1"] + FAST) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [l for l in err if " iter " in l][-1].startswith("stylegrad: image 1/1 a.png: iter 1/2 loss ")
+    assert err[-1] == f"stylegrad: ok 1, failed 0, written to {tmp_path / 'o.png'}"
 
 
 def test_terminal_bar_names_the_image_number(tmp_path, capsys, monkeypatch):
@@ -435,12 +449,15 @@ def test_progress_helpers():
     assert [prog.format_duration(s) for s in (9.4, 144, 3725, None, math.inf)] == ["9s", "2m24s", "1h02m", "?", "?"]
     assert prog.image_label(3, 2, 10) == "images 3-4/10" and prog.image_label(3, 1, 10) == "image 3/10"
     assert prog.tally_line(0, 2, "x") == "ok 0, failed 2, nothing written"
-    clock = prog.JobClock([100, 300], iters=10, started=time.perf_counter() - 4.0)
-    clock.start_batch(0)
-    clock.update(10)
-    clock.end_batch()
-    # 1000 pixel-iterations took ~4 s; 3000 are left: ~12 s
-    assert clock.eta_s() == pytest.approx(12.0, rel=0.05)
+    clock = prog.JobClock(images=4, iters=10, started=time.perf_counter() - 4.0)
+    clock.progress("a", 0)
+    clock.progress("a", 10)
+    clock.finished("a")
+    clock.progress("b", 0)
+    clock.progress("b", 10)
+    assert clock.ms_per_iter("b") is not None and clock.ms_per_iter("c") is None
+    # 20 image-iterations took ~4 s; 20 are left: ~4 s
+    assert clock.eta_s() == pytest.approx(4.0, rel=0.05)
     t = prog.LineThrottle(every=None, interval_s=1e9)
     assert [t.due(i) for i in range(4)] == [True, False, False, False]
     assert [prog.LineThrottle(every=2).due(i) for i in range(5)] == [True, False, True, False, True]
