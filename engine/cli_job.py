@@ -56,7 +56,7 @@ def add_job_command(sub) -> None:
     st = jsub.add_parser("status", help="done, failed (with reasons), remaining, images/hour so far")
     st.add_argument("dir", metavar="DIR", help="a job folder (stylize --out-dir DIR)")
     st.add_argument("--verify", action="store_true", help="re-hash each done output (default: check it exists)")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:

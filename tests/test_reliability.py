@@ -467,7 +467,7 @@ def test_version_help_and_no_abbreviations(capsys):
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip().startswith(f"stylegrad {stylegrad.__version__}")
     sub = build_parser()._subparsers._group_actions[0].choices
-    for name in ("export", "bench", "stylize"):
+    for name in ("export", "bench", "stylize", "info"):
         for a in sub[name]._actions:
             assert a.help, (name, a.option_strings)
     assert main(["bench", "--iter", "2"]) == 2
