@@ -22,9 +22,8 @@ from stylegrad import images as imgs
 from stylegrad import progress as prog
 from stylegrad.backends.base import Evaluation
 from stylegrad.cli import build_parser, main
-from stylegrad.errors import (ConfigError, DivergedError, ImageError, MemoryLimitError, OutputLockedError,
-                              StyleGradError, WeightsError)
-from tests.helpers import EXAMPLES, write_image
+from stylegrad.errors import ConfigError, DivergedError, ImageError, MemoryLimitError, OutputLockedError, WeightsError
+from tests.helpers import write_image
 
 SMALL = dict(weights="random", backend="reference", size=16, iters=10, lbfgs_history=5)
 FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5"]
