@@ -1,24 +1,47 @@
 """The ``stylegrad`` command. The only module that prints or exits.
 
 Exit codes: 0 success; 1 some image failed (the others are still written) or a runtime error;
-2 usage error or bad input found before any work; 130 interrupted.
+2 usage error or bad input found before any work; 130 interrupted (SIGINT); 143 terminated
+(SIGTERM). With ``--json``, an error that ends the command is also one JSON object on stdout,
+``{"status": "error", "error": MESSAGE, "exit_code": N}``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
-from typing import Optional, Sequence
+from contextlib import contextmanager
+from typing import Iterator, Optional, Sequence
 
 from .cli_config import add_config_options
 from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
 from .config import StyleConfig, parse_list
-from .errors import StyleGradError
+from .errors import StyleGradError, Terminated
 from stylegrad.export.onnx_graphs import DEFAULT_OPSET
 
 
 class UsageError(Exception):
     pass
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While the command runs, SIGTERM raises :class:`Terminated` (the previous handler is
+    restored after; outside the main thread signals cannot be handled and nothing changes)."""
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError, AttributeError):   # not the main thread, or no SIGTERM
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="stylegrad", description="Optimisation-based neural style transfer (Gatys et al.).")
+    p.add_argument("--version", action="store_true", help="print the version of stylegrad (and torch) and exit")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("stylize", help="stylise content images with one or more style images")
@@ -44,30 +68,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ext", default="png", help="output extension with --out-dir (default %(default)s)")
     s.add_argument("--pair-styles", action="store_true",
                    help="content image i takes style image i (as many --style as content images)")
-    s.add_argument("--json", action="store_true", help="one JSON object per reported iteration on stdout")
-    s.add_argument("--quiet", action="store_true", help="no progress bar or notes")
+    s.add_argument("--json", action="store_true",
+                   help="JSON on stdout: one object per reported iteration, one per image, a closing summary")
+    s.add_argument("--quiet", action="store_true", help="no progress bar, progress lines or notes")
     add_config_options(s)
     add_job_arguments(s)                  # CLI-only: --resume, --devices, --ray, ... (engine/cli_job.py)
 
     i = sub.add_parser("info", help="devices, ONNX Runtime providers, TensorRT/cuda-python, weights cache")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
     e = sub.add_parser("export", help="export VGG forward/backward graphs to ONNX")
-    e.add_argument("--out", required=True, metavar="DIR")
+    e.add_argument("--out", required=True, metavar="DIR",
+                   help="folder to write forward.onnx, backward.onnx and manifest.json into (created if missing)")
     e.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %(default)s)")
     add_config_options(e, ["model", "weights", "preprocess", "pool", "content_layers", "style_layers"])
 
     b = sub.add_parser("bench", help="time backends against the autograd reference")
-    b.add_argument("--backends", type=parse_list, default=("reference", "torch", "onnxruntime"))
-    b.add_argument("--size", type=parse_list, default=("256",), help="comma-separated sizes")
-    b.add_argument("--batch", type=parse_list, default=("1",), help="comma-separated batch sizes")
-    b.add_argument("--iters", type=int, default=20)
-    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--backends", type=parse_list, default=("reference", "torch", "onnxruntime"),
+                   help="comma-separated backends to time, each against reference (default reference,torch,onnxruntime)")
+    b.add_argument("--size", type=parse_list, default=("256",), help="comma-separated sizes (square images; default 256)")
+    b.add_argument("--batch", type=parse_list, default=("1",), help="comma-separated batch sizes (default 1)")
+    b.add_argument("--iters", type=int, default=20, help="L-BFGS iterations per timed run (default %(default)s)")
+    b.add_argument("--repeat", type=int, default=5, help="timed runs per backend; the median is reported (default %(default)s)")
     b.add_argument("--warmup", type=int, default=3, help="warm-up iterations per backend (excluded)")
-    b.add_argument("--precision", type=parse_list, default=("fp32",))
-    b.add_argument("--content", default=None)
-    b.add_argument("--style", default=None)
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--precision", type=parse_list, default=("fp32",),
+                   help="comma-separated precisions (fp32, tf32, bf16; default fp32); combinations a backend does not run are skipped")
+    b.add_argument("--content", default=None, metavar="IMAGE", help="content image (default: the bundled example)")
+    b.add_argument("--style", default=None, metavar="IMAGE", help="style image (default: the bundled example)")
+    b.add_argument("--json", action="store_true", help="one JSON report per (size, batch) on stdout instead of tables")
     b.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE (atomically)")
     b.add_argument("--out-dir", default=None, metavar="DIR",
                    help="also write one JSON file per (size, batch) into DIR (atomically)")
@@ -79,54 +107,75 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)
     kc = ksub.add_parser("check", help="compile every kernel with NVRTC, or run them in the CPU emulator (no GPU)")
-    kc.add_argument("--arch", type=parse_list, default=("sm_80", "sm_90"))
+    kc.add_argument("--arch", type=parse_list, default=("sm_80", "sm_90"),
+                    help="comma-separated GPU architectures (default sm_80,sm_90)")
     kc.add_argument("--emulate", action="store_true",
                     help="run every kernel entry point on the CPU (g++ emulator) against its float64 reference")
     return p
 
 
+def _version() -> str:
+    from . import __version__
+    import torch
+
+    return f"stylegrad {__version__} (torch {torch.__version__}, python {sys.version.split()[0]})"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if args.command is None:
-            raise UsageError("a command is needed: stylize, job status, info, export, bench or kernels check (see --help)")
-        if args.command == "stylize":
-            from .cli_stylize import cmd_stylize
-            return cmd_stylize(args)
-        if args.command == "job":
-            from .cli_job import cmd_job
-            return cmd_job(args)
-        if args.command == "info":
-            from .cli_info import cmd_info
-            return cmd_info(args)
-        if args.command == "export":
-            from .cli_tools import cmd_export
-            return cmd_export(args)
-        if args.command == "bench":
-            from .cli_tools import cmd_bench
-            return cmd_bench(args)
-        if args.command == "kernels":
-            if args.kernels_command != "check":
-                raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90 | --emulate]")
-            from .cli_tools import cmd_kernels_check
-            return cmd_kernels_check(args)
-        raise UsageError(f"unknown command {args.command}")
-    except UsageError as e:
-        print(f"stylegrad: error: {e}", file=sys.stderr)
-        return 2
-    except StyleGradError as e:
-        print(f"stylegrad: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("stylegrad: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # never a traceback for users; STYLEGRAD_DEBUG=1 shows it
-        if os.environ.get("STYLEGRAD_DEBUG") == "1":
-            raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"stylegrad: internal error: {type(e).__name__}: {msg} (set STYLEGRAD_DEBUG=1 for a traceback)",
-              file=sys.stderr)
-        return 1
+    argv = list(sys.argv[1:] if argv is None else argv)
+    state = {"json": "--json" in argv}    # until the options are parsed
+
+    def fail(kind: str, msg: str, code: int) -> int:
+        print(f"stylegrad: {kind}{msg}", file=sys.stderr)
+        if state["json"]:
+            print(json.dumps({"status": "error", "error": msg, "exit_code": code}), flush=True)
+        return code
+
+    with _sigterm_raises():
+        try:
+            args = build_parser().parse_args(argv)
+            state["json"] = bool(getattr(args, "json", False))
+            if args.version:
+                print(_version())
+                return 0
+            return _dispatch(args)
+        except (UsageError, StyleGradError) as e:
+            return fail("error: ", str(e), 2)
+        except KeyboardInterrupt:
+            return fail("", "interrupted", 130)
+        except Terminated:
+            return fail("", "terminated (SIGTERM)", 143)
+        except Exception as e:  # never a traceback for users; STYLEGRAD_DEBUG=1 shows it
+            if os.environ.get("STYLEGRAD_DEBUG") == "1":
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            return fail("internal error: ", f"{type(e).__name__}: {msg} (set STYLEGRAD_DEBUG=1 for a traceback)", 1)
+
+
+def _dispatch(args) -> int:
+    if args.command is None:
+        raise UsageError("a command is needed: stylize, job status, info, export, bench or kernels check (see --help)")
+    if args.command == "stylize":
+        from .cli_stylize import cmd_stylize
+        return cmd_stylize(args)
+    if args.command == "job":
+        from .cli_job import cmd_job
+        return cmd_job(args)
+    if args.command == "info":
+        from .cli_info import cmd_info
+        return cmd_info(args)
+    if args.command == "export":
+        from .cli_tools import cmd_export
+        return cmd_export(args)
+    if args.command == "bench":
+        from .cli_tools import cmd_bench
+        return cmd_bench(args)
+    if args.command == "kernels":
+        if args.kernels_command != "check":
+            raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90 | --emulate]")
+        from .cli_tools import cmd_kernels_check
+        return cmd_kernels_check(args)
+    raise UsageError(f"unknown command {args.command}")
 
 
 def entry() -> None:

@@ -97,3 +97,9 @@ def config_from_args(args: argparse.Namespace) -> StyleConfig:
         else:
             changes[name] = value
     return getattr(args, _BASE).replace(**changes)
+
+
+def given_options(args: argparse.Namespace) -> set:
+    """The StyleConfig fields whose options were given on the command line (the others keep
+    the config's defaults)."""
+    return {name for name in getattr(args, _NAMES, ()) if hasattr(args, name)}

@@ -57,7 +57,7 @@ def add_job_command(sub) -> None:
     st = jsub.add_parser("status", help="done, failed (with reasons), remaining, images/hour so far")
     st.add_argument("dir", metavar="DIR", help="a job folder (stylize --out-dir DIR)")
     st.add_argument("--verify", action="store_true", help="re-hash each done output (default: check it exists)")
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -148,12 +148,14 @@ def choose_executor(args, config):
 
 
 class _CliListener:
-    def __init__(self, args, outputs: List[Path], show_bar: bool, random_weights: bool = False):
+    def __init__(self, args, outputs: List[Path], show_bar: bool, random_weights: bool = False, lines=None):
         self.args = args
         self.random_weights = random_weights
         self.outputs = outputs
         self.show_bar = show_bar
         self.bar = None
+        self.lines = lines          # stylegrad.progress.ProgressLines: plain lines without a terminal
+        self.failed: List[str] = []
 
     def _err(self, text: str) -> None:
         if self.bar is not None:
@@ -171,6 +173,8 @@ class _CliListener:
                       "ImageNet-quality style")
         if skipped:
             self.note(f"resume: {skipped} of {total} image(s) already done; {todo} to do")
+        if self.lines is not None:
+            self.lines.clock.images = todo
         if self.show_bar and todo:
             from tqdm import tqdm
             self.bar = tqdm(total=todo, unit="img", desc="images", file=sys.stderr)
@@ -180,14 +184,21 @@ class _CliListener:
             print(_json({k: ev[k] for k in ("image", "iter", "loss", "content", "style", "tv", "ms")}), flush=True)
         if self.bar is not None and ev["iter"] > 0:
             self.bar.set_postfix_str(f"{Path(ev['image']).name} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
+        if self.lines is not None:
+            line = self.lines.progress(ev["image"], ev["iter"], ev["loss"])
+            if line:
+                self._err(f"stylegrad: {line}")
 
     def record(self, rec: dict, o: dict) -> None:
         name = o.get("name", rec["input"])
         if self.bar is not None:
             self.bar.update(1)
+        if self.lines is not None:
+            self.lines.finished(name)
         for w in o.get("warnings", []):
             self._err(f"stylegrad: warning: {name}: {w}")
         if rec["status"] != "ok":
+            self.failed.append(name)
             self._err(f"stylegrad: error: {name}: {rec.get('error', '')}")
             if self.args.json:
                 print(_json({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
@@ -219,14 +230,16 @@ def _json(obj: dict) -> str:
 
 
 def _sigterm_as_interrupt():
-    """During a job, SIGTERM stops it like Ctrl-C: workers and Ray are shut down, the manifest
-    keeps every finished image. Returns a function that restores the previous handler."""
+    """During a job, SIGTERM stops it like Ctrl-C (raising ``Terminated``, exit 143): workers
+    and Ray are shut down, the manifest keeps every finished image. Returns a function that
+    restores the previous handler."""
     import threading
+    from .errors import Terminated
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated()
 
     old = signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, old)
@@ -249,6 +262,9 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
+    from . import progress as prog
+    from .cli_stylize import plain_progress_wanted, progress_lines
+
     executor, threads = choose_executor(args, config)
     if args.resume and args.threads is None and executor.device_type == "cpu":
         # --resume without --threads keeps the job's own thread count (it is a pixel setting)
@@ -257,14 +273,15 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
         last = load_state(Path(args.out_dir)).last_run if Path(args.out_dir).is_dir() else None
         threads = ((last or {}).get("settings") or {}).get("cpu_threads") or threads
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
-    listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random)
+    lines = progress_lines(args, config, [str(c) for c in contents]) if plain_progress_wanted(args) else None
+    listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random, lines)
     if args.ray and args.json:
         listener.note("per-iteration progress is not reported from Ray actors; one line per image")
     _maybe_fetch_weights(config, executor, listener.note)
     req = JobRequest(Path(args.out_dir), list(contents), list(outputs), config, [str(s) for s in args.style],
                      cpu_threads=threads, pair_styles=args.pair_styles,
                      resume=args.resume, force=args.force, ship_bytes=args.ray_bytes,
-                     relay_progress=(args.json or show_bar) and not args.ray)
+                     relay_progress=(args.json or show_bar or lines is not None) and not args.ray)
     restore = _sigterm_as_interrupt()
     try:
         summary = run_job(req, executor, listener)
@@ -272,8 +289,11 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
         restore()
         listener.close()
     s = summary.as_dict()
+    rc = 1 if summary.failed else 0
     if args.json:
-        print(_json({"summary": "job", **s}), flush=True)
+        extra = {k: v for k, v in s.items() if k not in ("ok", "failed")}
+        print(_json(prog.summary_object("job", summary.ok, listener.failed, str(args.out_dir), summary.wall_seconds,
+                                        rc, **extra)), flush=True)
     elif not args.quiet:
         p = summary.seconds_per_image
         per = (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s, max {p['max']:.2f} s"
@@ -282,7 +302,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
         print(f"stylegrad: job {summary.job_dir}: ok {summary.ok}, failed {summary.failed}, "
               f"skipped {summary.skipped} (done before) in {summary.wall_seconds:.1f} s{rate}{per} "
               f"[{summary.executor}]", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return rc
 
 
 def cmd_job(args) -> int:

@@ -1,20 +1,36 @@
-"""``stylegrad stylize``: many content images, one Stylizer, failures isolated per image."""
+"""``stylegrad stylize``: one image (``-o``) or a job folder (``--out-dir``, ``engine/cli_job.py``).
+
+The order of the work, so that whatever can be refused is refused before any compute:
+
+1. options -> StyleConfig, job options; content paths and folders; output paths (exit 2);
+2. style and ``--init`` images read (exit 2); every output folder exists and takes a file
+   (``--out-dir`` is created) (exit 2);
+3. the run's peak memory estimated from the images' headers (``stylegrad.memory``): when no
+   batch fits the limit the run is refused (exit 2); with ``--out-dir`` a batch over it fails
+   alone when it is reached (``Stylizer.run_batch`` checks again);
+4. ``--out-dir``: the job machinery runs it (manifest, resume, workers). ``-o``: the output's
+   advisory lock taken, the image read, optimised, written atomically, the lock released;
+5. a tally line on stderr and, with ``--json``, a summary object on stdout.
+"""
 from __future__ import annotations
 
 import json
 import math
 import sys
+import time
 from pathlib import Path
-from typing import List
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import images as imgs
-from .cli_config import config_from_args
+from . import memory
+from . import progress as prog
+from .cli_config import config_from_args, given_options
 from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
-from .errors import ConfigError, StyleGradError
+from .errors import ConfigError, OutputLockedError, StyleGradError
+from .fileio import check_writable_folder, output_lock
 from .jobs.work import snapshot_path as _snapshot_path
 from .stylizer import Progress, Stylizer
-import torch
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
@@ -58,33 +74,120 @@ def plan_outputs(args, config: StyleConfig, contents: List[Path]) -> List[Path]:
     return outs
 
 
-def _json(obj: dict) -> str:
-    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
-    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
-    return json.dumps(clean, allow_nan=False)
+def prepare_output_folders(args, outputs: List[Path]) -> None:
+    """Create ``--out-dir``, then check that every output's folder exists and takes a file
+    (before any compute: a typo or a read-only filesystem is exit 2, not a lost run)."""
+    if args.out_dir:
+        try:
+            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create --out-dir {args.out_dir}: {e.strerror or e}") from None
+    for folder in sorted({o.parent for o in outputs}, key=str):
+        why = check_writable_folder(folder)
+        if why:
+            raise ConfigError(f"cannot write the output{'s' if len(outputs) > 1 else ''}: {why}")
+
+
+def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_hw: List[Tuple[int, int]],
+                          pair_styles: bool) -> None:
+    """Estimate every batch's peak memory from the images' headers (batches as the job plans
+    them: one output size, ``batch_size`` at most) and refuse the run (MemoryLimitError, exit
+    2) when none fits. Unreadable headers are left to fail with their image."""
+    from .backends.registry import resolve_backend
+    from .stylizer import parse_device
+
+    device = parse_device(config.device)
+    backend = resolve_backend(config.backend, device, config.precision)
+    groups: Dict[Tuple[int, int], list] = {}
+    for i, c in enumerate(contents):
+        try:
+            h, w = imgs.image_size(c, config.max_memory)
+        except StyleGradError:
+            continue
+        groups.setdefault(imgs.scaled_size(h, w, config.size), []).append((i, (h, w)))
+    first_error = None
+    for out_hw, members in groups.items():
+        for k in range(0, len(members), config.batch_size):
+            batch = members[k:k + config.batch_size]
+            styles = [style_hw[i] for i, _ in batch] if pair_styles else style_hw
+            source = max((hw for _, hw in batch), key=lambda hw: hw[0] * hw[1])
+            est = memory.estimate_run(config, out_hw, len(batch), styles, source, backend=backend)
+            what = (f"{prog.image_label(batch[0][0] + 1, len(batch), len(contents))} "
+                    f"({Path(contents[batch[0][0]]).name}) at {out_hw[1]}x{out_hw[0]} px")
+            try:
+                memory.check_fits(est, config, device, what)
+                return                      # one batch fits: the run goes on
+            except StyleGradError as e:
+                first_error = first_error or e
+    if first_error is not None:
+        raise first_error
 
 
 def cmd_stylize(args) -> int:
+    t_start = time.perf_counter()
     config = config_from_args(args)
     check_job_arguments(args, config)
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, config, contents)
-    styles = [imgs.load_image(s) for s in args.style]          # bad style: exit 2 before any work
+    budget = config.max_memory
+    style_hw = [imgs.image_size(s, budget) for s in args.style]   # bad style: exit 2 before any work
+    styles = [imgs.load_image(s, budget) for s in args.style]
     if args.pair_styles:
         if len(styles) != len(contents):
             raise ConfigError(f"--pair-styles needs one --style per content image: {len(styles)} for {len(contents)}")
         if config.style_blend_weights is not None:
             raise ConfigError("--pair-styles and --style-blend-weights do not go together")
     if config.init not in ("content", "noise"):
-        imgs.load_image(config.init)
+        imgs.load_image(config.init, budget)
+    prepare_output_folders(args, outputs)
+    check_memory_up_front(config, contents, style_hw, args.pair_styles)
     if args.out_dir:
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
+    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start)
+
+
+def _json(obj: dict) -> str:
+    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
+    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
+    return json.dumps(clean, allow_nan=False)
+
+
+def plain_progress_wanted(args) -> bool:
+    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
+    return not args.quiet and not args.json and not sys.stderr.isatty()
+
+
+def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None) -> prog.ProgressLines:
+    every = config.print_every if "print_every" in given_options(args) else None
+    return prog.ProgressLines(names, config.iters, every, todo)
+
+
+def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float) -> int:
+    """``-o OUT``: one content image, under the output's advisory lock."""
+    name = str(content)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+    lines = progress_lines(args, config, [name]) if plain_progress_wanted(args) else None
+    failed: List[str] = []
 
     def note(msg: str) -> None:
         if not args.quiet:
             print(f"stylegrad: {msg}", file=sys.stderr)
+
+    def fail(e: BaseException) -> None:
+        failed.append(name)
+        msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
+        if args.json:
+            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
+
+    def finish() -> int:
+        rc = 1 if failed else 0
+        ok = 0 if failed else 1
+        if not args.quiet:
+            print(f"stylegrad: {prog.tally_line(ok, len(failed), str(out))}", file=sys.stderr)
+        if args.json:
+            print(_json(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
+        return rc
 
     def download_bar():
         state = {}
@@ -98,93 +201,75 @@ def cmd_stylize(args) -> int:
             state["bar"].update(done - state["bar"].n)
         return cb
 
-    stylizer = Stylizer(config, download_progress=download_bar())
-    stylizer.set_styles(styles if not args.pair_styles else styles[:1])
-    if stylizer.weights_are_random:
-        note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
+    try:
+        with output_lock(out):                 # a second process on this output fails here
+            stylizer = Stylizer(config, download_progress=download_bar())
+            try:
+                stylizer.set_styles(styles)
+                if stylizer.weights_are_random:
+                    note("using random VGG weights (--weights random): results show the machinery, not "
+                         "ImageNet-quality style")
+                _optimise_and_write(args, config, stylizer, name, content, out, show_bar, lines, fail)
+            finally:
+                stylizer.close()
+    except OutputLockedError as e:             # another process writes this output: exit 1
+        fail(e)
+    return finish()
+
+
+def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Path, out: Path, show_bar: bool,
+                        lines: Optional[prog.ProgressLines], fail) -> None:
+    try:
+        tensor = imgs.resize_longest(imgs.load_image(content, config.max_memory), config.size)
+    except Exception as e:          # an unreadable content image: its error, exit 1
+        fail(e)
+        return
+    bar = None
+    if show_bar:
+        from tqdm import tqdm
+        bar = tqdm(total=config.iters, desc=f"{prog.image_label(1, 1, 1)} {content.name}", file=sys.stderr,
+                   leave=False)
+
+    def on_progress(p: Progress) -> None:
+        reported = p.iter % config.print_every == 0 or p.iter == config.iters
+        if args.json and reported:
+            print(_json({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
+                         "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
+        if bar is not None and p.iter > 0:
+            bar.update(p.iter - bar.n)
+            bar.set_postfix(loss=f"{p.loss:.4g}")
+        if lines is not None and reported:
+            line = lines.progress(p.image, p.iter, p.loss)
+            if line:
+                print(f"stylegrad: {line}", file=sys.stderr, flush=True)
+        if p.snapshot is not None and p.iter < config.iters:
+            try:
+                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter))
+            except Exception as e:  # a lost snapshot must not lose the run
+                print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
     try:
-        pairs = dict(zip(map(str, contents), styles)) if args.pair_styles else None
-        return _run_all(args, config, stylizer, contents, outputs, show_bar, pairs)
+        result = stylizer.run_batch([tensor], callback=on_progress, names=[name])[0]
+    except Exception as e:
+        fail(e)
+        return
     finally:
-        stylizer.close()
-
-
-def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) -> int:
-    failed = 0
-
-    def fail(name: str, e: BaseException) -> None:
-        nonlocal failed
-        failed += 1
-        msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
-        if args.json:
-            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
-
-    # Read every content image first: one that cannot be read fails alone.
-    loaded = []
-    for content, out in zip(contents, outputs):
-        try:
-            loaded.append((str(content), out, imgs.resize_longest(imgs.load_image(content), config.size)))
-        except Exception as e:
-            fail(str(content), e)
-    # Group by size (a batch needs one size), keep the given order inside each group.
-    groups: dict = {}
-    for item in loaded:
-        groups.setdefault(tuple(item[2].shape), []).append(item)
-    batches = [g[i:i + config.batch_size] for g in groups.values() for i in range(0, len(g), config.batch_size)]
-
-    for batch in batches:
-        names = [b[0] for b in batch]
-        outs = {b[0]: b[1] for b in batch}
-        bar = None
-        if show_bar:
-            from tqdm import tqdm
-            desc = Path(names[0]).name + (f" +{len(names) - 1}" if len(names) > 1 else "")
-            bar = tqdm(total=config.iters, desc=desc, file=sys.stderr, leave=False)
-
-        def on_progress(p: Progress) -> None:
-            reported = p.iter % config.print_every == 0 or p.iter == config.iters
-            if args.json and reported:
-                print(_json({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
-                             "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
-            if bar is not None and p.image == names[0] and p.iter > 0:
-                bar.update(p.iter - bar.n)
-                bar.set_postfix(loss=f"{p.loss:.4g}")
-            if p.snapshot is not None and p.iter < config.iters:
-                try:
-                    imgs.save_image(p.snapshot, _snapshot_path(outs[p.image], p.iter))
-                except Exception as e:  # a lost snapshot must not lose the run
-                    print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
-
-        try:
-            results = stylizer.run_batch([b[2] for b in batch], callback=on_progress, names=names,
-                                         styles=[[pairs[n]] for n in names] if pairs else None)
-        except Exception as e:  # the whole batch failed; other batches go on
-            if bar is not None:
-                bar.close()
-            for n in names:
-                fail(n, e)
-            continue
         if bar is not None:
             bar.close()
-        for name, result in zip(names, results):
-            out = outs[name]
-            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
-                fail(name, StyleGradError(f"{result.message}; nothing written"))
-                continue
-            try:
-                imgs.save_image(result.image, out)
-            except Exception as e:  # one image failing to write must not lose the others
-                fail(name, e)
-                continue
-            summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
-                       "loss": result.final_loss, "initial_loss": result.history[0].loss,
-                       "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
-                       "seconds": round(result.seconds, 3), "backend": result.backend}
-            if args.json:
-                print(_json(summary), flush=True)
-            elif not args.quiet:
-                print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
-                      f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)
-    return 1 if failed else 0
+    if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
+        fail(StyleGradError(f"{result.message}; nothing written"))
+        return
+    try:
+        imgs.save_image(result.image, out)
+    except Exception as e:
+        fail(e)
+        return
+    summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
+               "loss": result.final_loss, "initial_loss": result.history[0].loss,
+               "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
+               "seconds": round(result.seconds, 3), "backend": result.backend}
+    if args.json:
+        print(_json(summary), flush=True)
+    elif not args.quiet:
+        print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
+              f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)

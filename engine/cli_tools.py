@@ -6,9 +6,23 @@ import shlex
 import sys
 from pathlib import Path
 
-from .fileio import write_json_atomic
+from .fileio import check_writable_folder, write_json_atomic
 
 from .errors import ConfigError
+
+
+def prepare_folder(folder, flag: str) -> None:
+    """Create an output folder and check that it takes a file, before any work (exit 2)."""
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise ConfigError(f"{flag} {d} is a file; it must be a folder (or a path where one can be made)")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create {flag} {d}: {e.strerror or e}") from None
+    why = check_writable_folder(d)
+    if why:
+        raise ConfigError(f"{flag}: {why}")
 
 
 def cmd_export(args) -> int:
@@ -17,6 +31,7 @@ def cmd_export(args) -> int:
     from stylegrad.export import export_onnx
 
     cfg = config_from_args(args)   # validates the model, pooling and layer names
+    prepare_folder(args.out, "--out")
     vgg = load_vgg(cfg.weights, cfg.model, cfg.pool, preprocess=cfg.preprocess)
     manifest = export_onnx(vgg, Path(args.out), cfg.content_layers, cfg.style_layers, opset=args.opset,
                            weights_id=weights_identity(cfg.weights, cfg.model))
@@ -39,6 +54,12 @@ def cmd_bench(args) -> int:
         batches = [int(b) for b in args.batch]
     except ValueError:
         raise ConfigError("--size and --batch take comma-separated integers") from None
+    if args.out:
+        if Path(args.out).is_dir():
+            raise ConfigError(f"--out {args.out} is a folder; it must be a file (use --out-dir for a folder)")
+        prepare_folder(Path(args.out).parent if str(Path(args.out).parent) else ".", "the folder of --out")
+    if args.out_dir:
+        prepare_folder(args.out_dir, "--out-dir")
     command = "stylegrad " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     reports = []
     for size in sizes:
@@ -51,10 +72,8 @@ def cmd_bench(args) -> int:
             else:
                 print(format_table(rep), flush=True)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(args.out), reports[0] if len(reports) == 1 else reports)
     if args.out_dir:
-        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         for rep in reports:
             dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
             write_json_atomic(Path(args.out_dir) / f"{dev}-{rep['size']}-b{rep['batch']}.json", rep)

@@ -29,6 +29,9 @@ field becomes an on/off switch.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Tuple, Union
 
@@ -89,6 +92,26 @@ def parse_layers(text: str) -> Tuple[Tuple[str, ...], Optional[Tuple[float, ...]
     if weights and len(weights) != len(names):
         raise ConfigError("give a weight for every layer or for none (relu1_1:0.2,relu2_1:0.8)")
     return tuple(names), (tuple(weights) if weights else None)
+
+
+_BYTE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """"8G", "512M", "1.5G", "8GB", "8GiB", "1000000" -> bytes (K, M, G, T: powers of 1024)."""
+    t = str(text).strip().upper()
+    for suffix in ("IB", "B"):
+        if t.endswith(suffix) and len(t) > len(suffix):
+            t = t[:-len(suffix)]
+            break
+    unit = t[-1] if t and t[-1] in "KMGT" else ""
+    try:
+        value = float(t[:-1] if unit else t) * _BYTE_UNITS[unit]
+    except ValueError:
+        raise ConfigError(f"expected a size like 8G, 512M or a number of bytes, got {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise ConfigError(f"expected a size of at least 1 byte, like 8G or 512M, got {text!r}")
+    return int(value)
 
 
 # -- field declarations ----------------------------------------------------------------------------
@@ -163,10 +186,20 @@ class StyleConfig:
     seed: int = option(0, "seed of --init noise")
     save_every: int = option(0, "also write OUT_stem.iterNNNN.ext every N iterations (0: only the final image)",
                              metavar="N")
-    print_every: int = option(1, "report the loss every N iterations (and the first and last)", metavar="N")
+    print_every: int = option(1, "report the loss every N iterations (and the first and last); without a terminal "
+                                 "and without this option, progress lines come at most every 10 s", metavar="N")
     batch_size: int = option(1, "optimise up to B content images of one size together", metavar="B")
+    max_memory: Optional[int] = option(
+        None, "refuse a run whose estimated peak memory is over SIZE bytes (8G, 512M; default: the memory "
+              "available when it starts, RAM for cpu, free GPU memory for cuda)", parse=parse_bytes, metavar="SIZE")
 
     def __post_init__(self) -> None:
+        # types first (a frozen dataclass: normalised values are set through object.__setattr__)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            checked = _typed(f.name, _field_types()[f.name], value)
+            if checked is not value:
+                object.__setattr__(self, f.name, checked)
         self.validate()
 
     def resolved(self, preprocess: str) -> "StyleConfig":
@@ -225,15 +258,16 @@ class StyleConfig:
             if choices is not None:
                 v = getattr(self, f.name)
                 need(v in choices, f"{field_flag(f)} must be one of {', '.join(choices)}, got {v!r}")
-        need(self.lr is None or self.lr > 0, f"--lr must be > 0, got {self.lr!r}")
+        need(self.lr is None or (self.lr > 0 and math.isfinite(self.lr)), f"--lr must be a finite number > 0, got {self.lr!r}")
         need(isinstance(self.lbfgs_history, int) and self.lbfgs_history >= 1,
              f"--lbfgs-history must be an integer >= 1, got {self.lbfgs_history!r}")
         for name in ("content_weight", "style_weight", "tv_weight"):
             v = getattr(self, name)
             if v is None and name == "style_weight":
                 continue
-            need(v >= 0 and v == v, f"--{name.replace('_', '-')} must be >= 0, got {v!r}")
-        need(self.style_scale > 0, f"--style-scale must be > 0, got {self.style_scale!r}")
+            need(v >= 0 and math.isfinite(v), f"--{name.replace('_', '-')} must be a finite number >= 0, got {v!r}")
+        need(self.style_scale > 0 and math.isfinite(self.style_scale),
+             f"--style-scale must be a finite number > 0, got {self.style_scale!r}")
         need(self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every!r}")
         need(isinstance(self.print_every, int) and self.print_every >= 1, f"--print-every must be >= 1, got {self.print_every!r}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size!r}")
@@ -250,12 +284,70 @@ class StyleConfig:
             if weights is not None:
                 need(len(weights) == len(layers),
                      f"{len(weights)} {kind} layer weight(s) given for {len(layers)} {kind} layer(s)")
-                need(all(w >= 0 for w in weights), f"{kind} layer weights must be >= 0")
+                need(all(w >= 0 and math.isfinite(w) for w in weights),
+                     f"{kind} layer weights must be finite numbers >= 0, got {', '.join(_fmt(w) for w in weights)}")
         need(len(self.content_layers) > 0 or self.content_weight == 0,
              "no content layers given but --content-weight is not 0")
         need(len(self.style_layers) > 0 or self.style_weight == 0,
              "no style layers given but --style-weight is not 0")
         if self.style_blend_weights is not None:
-            need(all(w >= 0 for w in self.style_blend_weights) and sum(self.style_blend_weights) > 0,
-                 "--style-blend-weights must be >= 0 with a positive sum")
+            need(all(w >= 0 and math.isfinite(w) for w in self.style_blend_weights) and sum(self.style_blend_weights) > 0,
+                 f"--style-blend-weights must be finite numbers >= 0 with a positive sum, got "
+                 f"{', '.join(_fmt(w) for w in self.style_blend_weights)}")
         need(isinstance(self.init, str) and self.init != "", "--init must be content, noise or an image path")
+        need(self.max_memory is None or self.max_memory >= 1, f"--max-memory must be >= 1 byte, got {self.max_memory!r}")
+
+
+# -- types of the fields (checked when a StyleConfig is made) -----------------------------------
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string"}
+
+
+def _field_types() -> dict:
+    global _FIELD_TYPES
+    if _FIELD_TYPES is None:
+        _FIELD_TYPES = typing.get_type_hints(StyleConfig)
+    return _FIELD_TYPES
+
+
+_FIELD_TYPES = None
+
+
+def _typed(name: str, annotation, value):
+    """``value`` as the field's annotated type, or a ConfigError naming the field.
+
+    int: integers (not bool); float: real numbers (not bool, not strings), made float; str:
+    strings; a tuple of names: a tuple or list of strings, or one string of comma-separated
+    names (never split into characters); a tuple of numbers: a tuple or list of real numbers.
+    ``Optional`` fields also take None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Union:
+        if value is None and type(None) in args:
+            return None
+        annotation = next(a for a in args if a is not type(None))
+        args = typing.get_args(annotation)
+
+    def bad(what: str):
+        return ConfigError(f"StyleConfig.{name} must be {what}, got {value!r} ({type(value).__name__})")
+
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise bad("an integer")
+        return value if type(value) is int else int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise bad("a number")
+        return value if type(value) is float else float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if typing.get_origin(annotation) is tuple and args and args[-1] is Ellipsis:
+        item = args[0]
+        if item is str and isinstance(value, str):
+            return parse_list(value)
+        if not isinstance(value, (tuple, list)):
+            raise bad("a tuple of " + ("names" if item is str else "numbers"))
+        return tuple(_typed(name, item, v) for v in value) if not isinstance(value, tuple) or any(
+            type(v) is not item for v in value) else value
+    return value

@@ -45,3 +45,17 @@ class DivergedError(RunFailedError):
 class StalledError(RunFailedError):
     """The optimiser made no progress (the image did not change, or the loss stayed above half
     its initial value for 20 or more iterations from a content or noise start)."""
+
+
+class MemoryLimitError(StyleGradError):
+    """A run whose estimated peak memory is over the available memory or ``--max-memory``."""
+
+
+class OutputLockedError(StyleGradError):
+    """An output that another process is writing (it holds the output's advisory lock)."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised by the CLI's handler like KeyboardInterrupt for SIGINT, so that every
+    ``finally`` runs (temporary files, locks, worker shutdown); not an Exception, so no
+    per-image handler swallows it. The CLI exits 143."""

@@ -2,15 +2,37 @@
 
 - EXIF orientation is honoured; grayscale, RGBA/LA (composited over white), palette and
   16-bit inputs become RGB.
+- Value ranges (what a pixel value means; anything else is refused with the range expected):
+
+  ==========================  ======================================================
+  8-bit files, uint8 arrays   0..255
+  16-bit files, uint16        0..65535
+  32-bit integer files        0..255 when no value is above 255, else 0..65535
+  other integer arrays        0..255 (int8..int64, uint32, uint64)
+  float files (TIFF "F")      [0, 1] as is; [0, 255] (a value above 1) divided by 255
+  float arrays and tensors    [0, 1] (API: values in 0..255 are refused, divide first)
+  ==========================  ======================================================
+
+  Float values may stray from [0, 1] by half an 8-bit step (1/510) and are clipped.
+- Layout: numpy arrays are (H, W), (H, W, 1|3|4) (PIL's and imageio's layout); tensors are
+  (3, H, W), (1, H, W) or (1, 3, H, W) (torch's). A numpy array whose first and last axes are
+  both 3 or 4 could be either (a CHW image 3 or 4 pixels wide, or an HWC one 3 or 4 pixels
+  tall) and is refused: pass a PIL image or a tensor.
+- Only regular files are read (a FIFO or a device would block or never end).
+- Pillow's decompression-bomb guard stays on, with its limit set to the pixels the memory
+  available now can decode (``stylegrad.memory``); over it is a one-line ImageError.
 - ``--size`` is the longest side; an image whose longest side already equals it is used as is
   (no resampling).
-- Outputs are written atomically (temporary file in the same folder, fsync, rename).
+- Outputs are written atomically (``stylegrad.fileio``).
 """
 from __future__ import annotations
 
 import os
+import stat
+import threading
+import warnings
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -23,19 +45,71 @@ SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
 
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor, str, os.PathLike]
 
+FLOAT_SLACK = 1.0 / 510      # half an 8-bit step: float values this far outside [0, 1] are clipped
+_ORIENT_SWAPS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+_GUARD_LOCK = threading.Lock()
 
-def _pil_to_array(img: Image.Image) -> np.ndarray:
-    """(H, W, 3) float32 in [0, 1]."""
+
+def _describe_range(a: np.ndarray) -> str:
+    return f"{float(np.min(a)):.6g}..{float(np.max(a)):.6g}"
+
+
+def _float_from_unit(a: np.ndarray, what: str, allow_255: bool) -> np.ndarray:
+    """float32 values in [0, 1] from float values in [0, 1] (or [0, 255] when ``allow_255``)."""
+    with np.errstate(all="ignore"):
+        if not np.isfinite(a).all():
+            raise ImageError(f"{what} has NaN or infinite values")
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if hi <= 1.0 + FLOAT_SLACK:
+            if lo >= -FLOAT_SLACK:
+                return np.clip(a, 0.0, 1.0).astype(np.float32, copy=False)
+        elif allow_255 and lo >= -FLOAT_SLACK * 255 and hi <= 255.0 * (1 + FLOAT_SLACK):
+            return np.clip(a.astype(np.float32) / np.float32(255.0), 0.0, 1.0)
+    expected = "[0, 1] or [0, 255]" if allow_255 else "[0, 1] (divide 0..255 values by 255)"
+    raise ImageError(f"{what} has values {_describe_range(a)}; expected {expected}")
+
+
+def _float_from_int(a: np.ndarray, what: str) -> np.ndarray:
+    """float32 in [0, 1] from integer values, by the table in the module docstring."""
+    if a.size == 0:
+        return a.astype(np.float32)
+    lo, hi = int(np.min(a)), int(np.max(a))
+    if a.dtype == np.uint8:
+        peak = 255
+    elif a.dtype == np.uint16:
+        peak = 65535
+    else:
+        peak = 255
+        if lo < 0 or hi > 255:
+            raise ImageError(f"{what} ({a.dtype}) has values {lo}..{hi}; expected 0..255 "
+                             f"(pass uint16 for 16-bit values, or floats in [0, 1])")
+    out = a.astype(np.float32)
+    out /= np.float32(peak)
+    return out
+
+
+def _pil_mode_to_array(img: Image.Image, what: str) -> np.ndarray:
+    """(H, W) float32 in [0, 1] of a one-channel integer or float PIL image."""
+    mode = img.mode
+    if mode == "F":
+        return _float_from_unit(np.asarray(img, dtype=np.float32), what, allow_255=True)
+    a = np.asarray(img).astype(np.int64 if mode == "I" else np.uint16)
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    if lo < 0 or hi > 65535:
+        raise ImageError(f"{what} has values {lo}..{hi}; expected 0..255 or 0..65535")
+    peak = 65535.0 if mode.startswith("I;16") or hi > 255 else 255.0
+    return (a.astype(np.float32) / np.float32(peak)).astype(np.float32)
+
+
+def _pil_to_tensor(img: Image.Image, what: str = "image") -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1] of a PIL image (EXIF orientation applied)."""
+    if img.width < 1 or img.height < 1:
+        raise ImageError(f"{what} has no pixels ({img.width}x{img.height})")
     img = ImageOps.exif_transpose(img)
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        a = np.asarray(img, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        a = np.clip(a / peak, 0.0, 1.0)
-        return np.repeat(a[..., None], 3, axis=2).astype(np.float32)
-    if mode == "F":
-        a = np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
-        return np.repeat(a[..., None], 3, axis=2)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = torch.from_numpy(np.ascontiguousarray(_pil_mode_to_array(img, what)))
+        return a.expand(3, -1, -1).contiguous()
     if mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -44,71 +118,149 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
         img = Image.alpha_composite(white, rgba)
     if img.mode != "RGB":
         img = img.convert("RGB")
-    return np.asarray(img, dtype=np.float32) / 255.0
+    u8 = torch.from_numpy(np.array(img, dtype=np.uint8))          # (H, W, 3), 3 B/px
+    out = torch.empty((3, img.height, img.width), dtype=torch.float32)
+    out.copy_(u8.permute(2, 0, 1))                                 # one float32 copy, 12 B/px
+    return out.div_(255.0)
 
 
-def load_image(path: Union[str, os.PathLike]) -> torch.Tensor:
-    """Read an image file as a (3, H, W) float32 tensor in [0, 1]."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageError(f"image not found: {p}")
-    if p.is_dir():
-        raise ImageError(f"expected an image file, got a folder: {p}")
+def _check_regular(p: Path) -> None:
     try:
-        with Image.open(p) as img:
-            img.load()
-            arr = _pil_to_array(img)
-    except UnidentifiedImageError:
-        raise ImageError(f"not an image Pillow can read: {p}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot read image {p}: {e}") from None
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {p}") from None
+    except OSError as e:
+        raise ImageError(f"cannot read image {p}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"expected an image file, got a folder: {p}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+        raise ImageError(f"{p} is {kind}, not a regular file; only regular files are read")
+
+
+def decode_pixel_limit(max_bytes: Optional[int] = None) -> Optional[int]:
+    """The most pixels an image may have to be decoded: what ``max_bytes`` (default: the
+    memory available now) holds at ``stylegrad.memory``'s bytes per decoded pixel. None when
+    the available memory is unknown (Pillow's own limit then applies)."""
+    from .memory import DECODE_BYTES, DECODE_EXTRA, available_bytes
+
+    budget = max_bytes if max_bytes is not None else available_bytes()
+    return None if budget is None else max(1, int(budget // (DECODE_BYTES + DECODE_EXTRA)))
+
+
+def _open(p: Path, max_bytes: Optional[int]) -> Image.Image:
+    """Image.open with Pillow's decompression-bomb guard set to :func:`decode_pixel_limit` and
+    its warning turned into an ImageError."""
+    limit = decode_pixel_limit(max_bytes)
+    with _GUARD_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        saved = Image.MAX_IMAGE_PIXELS
+        if limit is not None:
+            Image.MAX_IMAGE_PIXELS = limit
+        try:
+            return Image.open(p)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            cap = limit if limit is not None else saved
+            raise ImageError(f"image {p} has more pixels than this machine can decode now "
+                             f"({cap / 1e6:.0f} Mpx at most); downscale it first") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"not an image Pillow can read: {p}") from None
+        except (OSError, ValueError, SyntaxError) as e:
+            raise ImageError(f"cannot read image {p}: {e}") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def image_size(path: Union[str, os.PathLike], max_bytes: Optional[int] = None) -> Tuple[int, int]:
+    """(height, width) of an image file as :func:`load_image` would return it (EXIF rotation
+    applied), read from its header; the same checks as :func:`load_image` before decoding."""
+    p = Path(path)
+    _check_regular(p)
+    with _open(p, max_bytes) as img:
+        w, h = img.size
+        try:
+            if img.getexif().get(0x0112) in _ORIENT_SWAPS:
+                w, h = h, w
+        except Exception:  # a broken EXIF block: load_image will say so, or ignore it as Pillow does
+            pass
+    if w < 1 or h < 1:
         raise ImageError(f"image has no pixels: {p}")
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    return h, w
+
+
+def load_image(path: Union[str, os.PathLike], max_bytes: Optional[int] = None) -> torch.Tensor:
+    """Read an image file as a (3, H, W) float32 tensor in [0, 1] (see the module docstring
+    for value ranges). ``max_bytes``: the memory its decoding may use (default: what is
+    available now)."""
+    p = Path(path)
+    _check_regular(p)
+    with _open(p, max_bytes) as img:
+        if img.width < 1 or img.height < 1:
+            raise ImageError(f"image has no pixels: {p}")
+        try:
+            img.load()
+            return _pil_to_tensor(img, str(p))
+        except ImageError:
+            raise
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ImageError(f"cannot read image {p}: {e}") from None
+
+
+def _array_to_tensor(a: np.ndarray, what: str) -> torch.Tensor:
+    shape = a.shape
+    if a.ndim == 3 and shape[0] in (3, 4) and shape[2] in (3, 4):
+        raise ImageError(f"{what} of shape {shape} could be (H, W, C) or (C, H, W); numpy images are read as "
+                         f"(H, W, C): pass a PIL image, or a torch tensor (C, H, W)")
+    if a.ndim == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        raise ImageError(f"{what} of shape {shape} looks like (C, H, W); numpy images are (H, W) or "
+                         f"(H, W, 1|3|4): use a.transpose(1, 2, 0), or pass a torch tensor")
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ImageError(f"{what} must be (H, W) or (H, W, 1|3|4); got shape {shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ImageError(f"{what} has no pixels (shape {shape})")
+    f = _values(a[..., :3], what)
+    if f.shape[2] == 1:
+        f = np.repeat(f, 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1).contiguous()
+
+
+def _values(a: np.ndarray, what: str) -> np.ndarray:
+    """float32 values in [0, 1] of an array by its dtype (module docstring), or an ImageError."""
+    if a.dtype == np.bool_ or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        raise ImageError(f"{what} has dtype {a.dtype}; expected uint8, uint16, another integer type or float")
+    if np.issubdtype(a.dtype, np.integer):
+        return _float_from_int(a, what)
+    return _float_from_unit(a, what, allow_255=False)
 
 
 def to_tensor(image: ImageLike) -> torch.Tensor:
-    """Any supported input -> (3, H, W) float32 CPU tensor in [0, 1]."""
+    """Any supported input -> (3, H, W) float32 CPU tensor in [0, 1] (module docstring:
+    layouts and value ranges)."""
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, Image.Image):
-        arr = _pil_to_array(image)
-        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+        return _pil_to_tensor(image, "PIL image")
     if isinstance(image, np.ndarray):
-        a = image
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
-            raise ImageError(f"numpy image must be (H, W), (H, W, 1|3|4); got shape {image.shape}")
-        if a.dtype == np.uint8:
-            a = a.astype(np.float32) / 255.0
-        elif a.dtype == np.uint16:
-            a = a.astype(np.float32) / 65535.0
-        else:
-            a = a.astype(np.float32)
-        if a.shape[2] == 1:
-            a = np.repeat(a, 3, axis=2)
-        a = a[..., :3]
-        t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).contiguous()
-        return _check_tensor(t)
+        return _array_to_tensor(image, "numpy image")
     if isinstance(image, torch.Tensor):
         t = image.detach()
         if t.ndim == 4 and t.shape[0] == 1:
             t = t[0]
         if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ImageError(f"tensor image must be (3, H, W) or (1, 3, H, W); got shape {tuple(image.shape)}")
-        if t.shape[0] == 1:
-            t = t.expand(3, -1, -1)
-        return _check_tensor(t.float().cpu().contiguous())
+            raise ImageError(f"tensor image must be (3, H, W), (1, H, W) or (1, 3, H, W); got shape {tuple(image.shape)}")
+        if t.shape[-1] < 1 or t.shape[-2] < 1:
+            raise ImageError(f"tensor image has no pixels (shape {tuple(image.shape)})")
+        if t.dtype == torch.bool or t.is_complex():
+            raise ImageError(f"tensor image has dtype {t.dtype}; expected uint8 or float in [0, 1]")
+        a = t.cpu()
+        if a.dtype == torch.bfloat16:
+            a = a.float()
+        f = torch.from_numpy(np.ascontiguousarray(_values(a.numpy(), "tensor image")))
+        return f.expand(3, -1, -1).contiguous() if f.shape[0] == 1 else f.contiguous()
     raise ImageError(f"unsupported image type {type(image).__name__}: use a path, PIL image, numpy array or tensor")
-
-
-def _check_tensor(t: torch.Tensor) -> torch.Tensor:
-    if t.shape[-1] < 1 or t.shape[-2] < 1:
-        raise ImageError("image has no pixels")
-    if not torch.isfinite(t).all():
-        raise ImageError("image has NaN or infinite values")
-    return t
 
 
 def scaled_size(h: int, w: int, longest: int) -> Tuple[int, int]:

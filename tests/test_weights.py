@@ -68,15 +68,51 @@ def test_offline_imagenet_names_the_three_options():
     assert "internet" in msg and "--weights PATH" in msg and "--weights random" in msg
 
 
-def test_imagenet_uses_the_hub_cache(tmp_path, monkeypatch):
+def _hub_file(tmp_path, monkeypatch, state):
+    """``state`` saved as the vgg16 hub checkpoint, its URL's hash prefix matching the file."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    _, state = _torchvision_state("vgg16", 3)
+    monkeypatch.setattr(W, "_VERIFIED", {})
+    src = tmp_path / "state.pth"
+    torch.save(state, src)
+    prefix = hashlib.sha256(src.read_bytes()).hexdigest()[:8]
+    monkeypatch.setitem(W.IMAGENET_URLS, "vgg16", f"https://download.pytorch.org/models/vgg16-{prefix}.pth")
     p = W.hub_checkpoint_path("vgg16")
-    assert p.parent == tmp_path / "hub" / "checkpoints"
+    assert p.parent == tmp_path / "hub" / "checkpoints" and p.name == f"vgg16-{prefix}.pth"
     p.parent.mkdir(parents=True)
-    torch.save(state, p)
+    src.rename(p)
+    return p
+
+
+def test_imagenet_uses_the_hub_cache(tmp_path, monkeypatch):
+    _, state = _torchvision_state("vgg16", 3)
+    _hub_file(tmp_path, monkeypatch, state)
     vgg = W.load_vgg("imagenet", "vgg16")                  # no download attempted (offline in tests)
     assert torch.equal(vgg.convs["conv1_1"].weight, state["features.0.weight"])
+
+
+def test_cached_checkpoint_is_hash_checked_once_with_a_kept_verdict(tmp_path, monkeypatch):
+    """A cached ImageNet checkpoint is hash-checked on first use (not only downloads); the
+    digest is kept next to the file, keyed by size and mtime, so the next process does not
+    rehash it; a changed file is rehashed and a mismatch is an error naming the file."""
+    _, state = _torchvision_state("vgg16", 4)
+    p = _hub_file(tmp_path, monkeypatch, state)
+    hashed = []
+    real = W.file_sha256
+    monkeypatch.setattr(W, "file_sha256", lambda path: hashed.append(path) or real(path))
+    W.load_vgg("imagenet", "vgg16")
+    assert hashed == [p] and W._verdict_path(p).exists()
+    W.load_vgg("imagenet", "vgg16")                        # same process: no second check
+    monkeypatch.setattr(W, "_VERIFIED", {})                # a new process: the verdict file answers
+    W.load_vgg("imagenet", "vgg16")
+    assert hashed == [p]
+    # the file changes (same name): rehashed, and the mismatch names the file
+    data = bytearray(p.read_bytes())
+    data[-1] ^= 0xFF
+    p.write_bytes(bytes(data))
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    with pytest.raises(WeightsError, match="cached weights .*vgg16-.*expected .*delete it") as e:
+        W.load_vgg("imagenet", "vgg16")
+    assert str(p) in str(e.value) and len(hashed) == 2
 
 
 def test_download_checks_hash_and_is_atomic(tmp_path):

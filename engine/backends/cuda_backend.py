@@ -28,6 +28,10 @@ once) ~3 x 128 B (bf16) plus the fp32 image, gradient and L-BFGS direction vecto
 about 3.3 KB per pixel, so a 3840x2160 image (8.3 Mpx) needs about 28 GB plus cuDNN workspace.
 Not verified on a GPU: see the closing notes / bench/NOTES.md.
 
+Diverged runs: the host checks the loss history at every report and every
+``DIVERGENCE_CHECK_EVERY`` iterations; each image's first non-finite loss is reported with its
+exact iteration, and when every image of the batch has one the loop stops there.
+
 If capture fails (for instance a launcher that cannot be captured), the loop continues eagerly
 and ``graph_status`` says why; results are the same, only slower.
 
@@ -51,6 +55,27 @@ from .base import Evaluation
 from .torch_backend import TorchBackend
 
 WARMUP_ITERS = 2
+# The host looks at the losses (one synchronisation) at every report and at least every this
+# many iterations, so a diverged run stops within that many iterations of its first non-finite
+# loss, which is reported exactly (the device keeps every iteration's losses).
+DIVERGENCE_CHECK_EVERY = 10
+
+
+def _new_divergences(hist: torch.Tensor, start: int, end: int, first_bad: Dict[int, int]) -> Dict[int, list]:
+    """Images whose first non-finite loss lies in history rows [start, end): recorded in
+    ``first_bad`` (image -> iteration) and returned as {iteration: [images]}."""
+    bad = (~torch.isfinite(hist[start:end].sum(1))).cpu()      # (rows, B)
+    new: Dict[int, list] = {}
+    if not bool(bad.any()):
+        return new
+    for b in range(bad.shape[1]):
+        if b in first_bad:
+            continue
+        rows = torch.nonzero(bad[:, b])
+        if rows.numel():
+            first_bad[b] = start + int(rows[0])
+            new.setdefault(first_bad[b], []).append(b)
+    return new
 
 
 class CudaBackend(TorchBackend):
@@ -143,6 +168,7 @@ class CudaBackend(TorchBackend):
         cfg = self.config
         iters = cfg.iters
         x, iteration, hist = self.loop_state(x0, targets)
+        B = x.shape[0]
         graph = None
         use_graph = self.use_graph and self.device.type == "cuda" and iters > WARMUP_ITERS
         self.graph_status = "eager (cpu)" if self.device.type != "cuda" else "eager"
@@ -150,6 +176,8 @@ class CudaBackend(TorchBackend):
         # pattern: libraries set up per-stream state lazily during the first calls).
         side = torch.cuda.Stream(self.device) if use_graph else None
         t_last, k_last = time.perf_counter(), 0
+        checked = 0                      # history rows [0, checked) were looked at
+        first_bad: Dict[int, int] = {}   # image -> its first iteration with a non-finite loss
         for k in range(iters):
             snap = x.clone() if keep_image(k) else None
             if graph is None and use_graph and k == WARMUP_ITERS:
@@ -163,14 +191,25 @@ class CudaBackend(TorchBackend):
                 torch.cuda.current_stream(self.device).wait_stream(side)
             else:
                 iteration()
-            if report is not None and (k % cfg.print_every == 0 or snap is not None):
+            reporting = report is not None and (k % cfg.print_every == 0 or snap is not None)
+            if reporting or (k + 1) % DIVERGENCE_CHECK_EVERY == 0 or k == iters - 1:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 now = time.perf_counter()
                 ms = (now - t_last) * 1e3 / (k + 1 - k_last)
                 t_last, k_last = now, k + 1
-                h = hist[k]
-                report(k, Evaluation(h[0], h[1], h[2], torch.empty(0)), ms, snap)
+                new = _new_divergences(hist, checked, k + 1, first_bad)
+                checked = k + 1
+                # report each image's first non-finite loss (the verdict), then this iteration;
+                # when every image has one, stop there, as the eager loop does
+                stop = max(first_bad.values()) if len(first_bad) == B else None
+                todo = sorted(set(new) | ({k} if reporting else set()))
+                for j in todo:
+                    if report is not None and (stop is None or j <= stop):
+                        h = hist[j]
+                        report(j, Evaluation(h[0], h[1], h[2], torch.empty(0)), ms, snap if j == k else None)
+                if stop is not None:
+                    return x
         t0 = time.perf_counter()
         final = self.evaluate(x, targets)
         if report is not None:

@@ -29,8 +29,9 @@ from ..config import StyleConfig
 from ..fileio import file_sha256
 
 # Fields that never change an output's bytes: where the run happens (the device index; the
-# device *type* is kept as ``device_type``) and what is reported or written besides the output.
-NON_PIXEL_FIELDS = frozenset({"device", "print_every", "save_every"})
+# device *type* is kept as ``device_type``), what is reported or written besides the output,
+# and the memory limit a run is checked against (it refuses runs, never changes one).
+NON_PIXEL_FIELDS = frozenset({"device", "print_every", "save_every", "max_memory"})
 
 
 def _jsonable(value: Any) -> Any:

@@ -154,7 +154,7 @@ class JobWorker:
                     tensor = self._decode(item.data, item.name)
                     sha = hashlib.sha256(item.data).hexdigest()
                 else:
-                    tensor = imgs.load_image(item.input)
+                    tensor = imgs.load_image(item.input, self.config.max_memory)
                     sha = file_sha256(item.input)
                 loaded.append((item, imgs.resize_longest(tensor, self.config.size), sha))
             except Exception as e:   # an unreadable image fails alone
