@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     add_config_options(s)
 
+    # listed for --help; main() hands its single-dash flags to stylegrad.cli_neural_style unparsed
+    sub.add_parser("neural-style", add_help=False,
+                   help="jcjohnson/neural-style's command line (-content_image ... -style_image ...), mapped to ours")
+
     i = sub.add_parser("info", help="devices, ONNX Runtime providers, TensorRT/cuda-python, weights cache")
     i.add_argument("--json", action="store_true")
 
@@ -80,9 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv[:1] == ["neural-style"]:
+            from .cli_neural_style import cmd_neural_style
+            return cmd_neural_style(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is needed: stylize, info, export, bench or kernels check (see --help)")
+            raise UsageError("a command is needed: stylize, neural-style, info, export, bench or kernels check (see --help)")
         if args.command == "stylize":
             from .cli_stylize import cmd_stylize
             return cmd_stylize(args)

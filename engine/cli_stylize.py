@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import List
 
 from . import images as imgs
+from . import scales
 from .cli_config import config_from_args
 from .config import StyleConfig
 from .errors import ConfigError, StyleGradError
@@ -62,11 +63,14 @@ def _json(obj: dict) -> str:
     return json.dumps(clean, allow_nan=False)
 
 
-def _snapshot_path(out: Path, it: int) -> Path:
-    return out.with_name(f"{out.stem}.iter{it:04d}{out.suffix}")
+def _snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
+    """OUT_stem.iterNNNN.ext; with several scales OUT_stem.scaleK.iterNNNN.ext."""
+    tag = f".scale{scale}" if scales > 1 else ""
+    return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
 
 
-def cmd_stylize(args) -> int:
+def cmd_stylize(args, vgg=None) -> int:
+    """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first)."""
     config = config_from_args(args)
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, config, contents)
@@ -98,7 +102,7 @@ def cmd_stylize(args) -> int:
             state["bar"].update(done - state["bar"].n)
         return cb
 
-    stylizer = Stylizer(config, download_progress=download_bar())
+    stylizer = Stylizer(config, vgg=vgg, download_progress=download_bar())
     stylizer.set_styles(styles if not args.pair_styles else styles[:1])
     if stylizer.weights_are_random:
         note("using random VGG weights (--weights random): results show the machinery, not ImageNet-quality style")
@@ -112,6 +116,7 @@ def cmd_stylize(args) -> int:
 
 def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) -> int:
     failed = 0
+    plan = scales.plan(config)
 
     def fail(name: str, e: BaseException) -> None:
         nonlocal failed
@@ -141,19 +146,21 @@ def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) ->
         if show_bar:
             from tqdm import tqdm
             desc = Path(names[0]).name + (f" +{len(names) - 1}" if len(names) > 1 else "")
-            bar = tqdm(total=config.iters, desc=desc, file=sys.stderr, leave=False)
+            bar = tqdm(total=sum(sc.iters for sc in plan), desc=desc, file=sys.stderr, leave=False)
 
         def on_progress(p: Progress) -> None:
-            reported = p.iter % config.print_every == 0 or p.iter == config.iters
+            reported = p.iter % config.print_every == 0 or p.iter == p.iters
             if args.json and reported:
-                print(_json({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
+                print(_json({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+                             "height": p.height, "iter": p.iter, "loss": p.loss, "content": p.content,
                              "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
             if bar is not None and p.image == names[0] and p.iter > 0:
-                bar.update(p.iter - bar.n)
-                bar.set_postfix(loss=f"{p.loss:.4g}")
-            if p.snapshot is not None and p.iter < config.iters:
+                bar.update(sum(sc.iters for sc in plan[:p.scale - 1]) + p.iter - bar.n)
+                bar.set_postfix(scale=f"{p.scale}/{p.scales}", loss=f"{p.loss:.4g}")
+            final = p.scale == p.scales and p.iter == p.iters     # the output itself, written below
+            if p.snapshot is not None and config.save_every > 0 and not final:
                 try:
-                    imgs.save_image(p.snapshot, _snapshot_path(outs[p.image], p.iter))
+                    imgs.save_image(p.snapshot, _snapshot_path(outs[p.image], p.iter, p.scale, p.scales))
                 except Exception as e:  # a lost snapshot must not lose the run
                     print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
@@ -178,7 +185,7 @@ def _run_all(args, config, stylizer, contents, outputs, show_bar, pairs=None) ->
             except Exception as e:  # one image failing to write must not lose the others
                 fail(name, e)
                 continue
-            summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
+            summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters, "scales": len(plan),
                        "loss": result.final_loss, "initial_loss": result.history[0].loss,
                        "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
                        "seconds": round(result.seconds, 3), "backend": result.backend}

@@ -71,6 +71,11 @@ class TargetBuilder:
         self._styles = [imgs.to_tensor(s) for s in styles]
         self._style_cache.clear()
 
+    @property
+    def styles(self) -> Optional[List[torch.Tensor]]:
+        """The style images of :meth:`set_styles` (full size), or None."""
+        return self._styles
+
     def _check_blend(self, n: int) -> None:
         bw = self.config.style_blend_weights
         if bw is not None and len(bw) != n:

@@ -134,10 +134,11 @@ class CudaBackend(HandwrittenBackend):
             return super().evaluate(image, targets)
 
     # -- the loop ------------------------------------------------------------------------------
-    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False) -> torch.Tensor:
+    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
+                 iters: Optional[int] = None) -> torch.Tensor:
 
         cfg = self.config
-        iters = cfg.iters
+        iters = cfg.iters if iters is None else iters
         x = x0.detach().to(self.device, torch.float32).clone().contiguous()
         B = x.shape[0]
         opt = make_optimizer(x, cfg, per_image=True, direction=self.lbfgs_direction)
