@@ -28,7 +28,7 @@ import torch
 KR, KG, KB = 0.299, 0.587, 0.114
 CB_SCALE = 0.5 / (1.0 - KB)     # 0.564
 CR_SCALE = 0.5 / (1.0 - KR)     # 0.713
-STD_FLOOR = 1e-6                # a flat style image keeps a flat luminance (no division by 0)
+FLAT_STD = 1e-4   # a style luminance with less spread (1/40 of a grey level) is flat: it stays flat
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:
@@ -80,7 +80,8 @@ def matched_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tenso
     """A style image (3, H, W) as a grey image whose luminance has the content's mean and
     standard deviation (the paper's luminance matching), clamped to [0, 1]."""
     ys, yc = luma(style.float()), luma(content.float().to(style.device))
-    scale = yc.std(unbiased=False) / ys.std(unbiased=False).clamp_min(STD_FLOOR)
+    std_s = ys.std(unbiased=False)
+    scale = yc.std(unbiased=False) / std_s if std_s > FLAT_STD else torch.zeros(())
     y = ((ys - ys.mean()) * scale + yc.mean()).clamp(0, 1)
     return y.expand(3, -1, -1).contiguous()
 

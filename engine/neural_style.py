@@ -39,7 +39,7 @@ whose gradient is not normalised, is rescaled: 255^2 / 2 / r.
 """
 from __future__ import annotations
 
-import math
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +146,7 @@ def parse(argv: Sequence[str]) -> NeuralStyleArgs:
         if name in UNSUPPORTED:
             raise ConfigError(f"-{name} is not supported: {UNSUPPORTED[name][1]}")
         if name not in FLAGS:
-            close = [f for f in FLAGS if f.startswith(name[:4])] if len(name) >= 4 else []
+            close = difflib.get_close_matches(name, list(FLAGS) + list(UNSUPPORTED), n=1)
             hint = f" (did you mean -{close[0]}?)" if close else ""
             raise ConfigError(f"unknown neural-style flag {tok}{hint}; stylegrad neural-style --help lists them")
         kind = FLAGS[name][0]
@@ -345,11 +345,11 @@ def translate(args: NeuralStyleArgs, preprocess: str, content_size: Tuple[int, i
                           f"--original-colors luminance in stylegrad stylize")
     cfg["original_colors"] = "postprocess" if int(args.original_colors) == 1 else "off"
 
-    weights_cfg, wnotes = weights_for(args, model, content_layers, style_layers, preprocess, height, width)
-    cfg.update(weights_cfg)
-    notes += wnotes
     try:
-        config = StyleConfig(**cfg)
+        StyleConfig(**cfg)        # layers, sizes and the rest checked before the weights are derived
+        weights_cfg, wnotes = weights_for(args, model, content_layers, style_layers, preprocess, height, width)
+        config = StyleConfig(**{**cfg, **weights_cfg})
     except ConfigError as e:
         raise ConfigError(f"{e} (from the neural-style flags)") from None
+    notes += wnotes
     return Translation(config, Path(args.content_image), styles, Path(args.output_image), notes)
