@@ -205,6 +205,8 @@ def device_for(gpu: str, given: bool, cuda_available: bool) -> Tuple[str, Option
         if cuda_available:
             return "cuda:0", None
         return "cpu", "-gpu: neural-style's default is GPU 0; no CUDA device here, so running on the CPU"
+    if not cuda_available:
+        raise ConfigError(f"-gpu {gpu}: no CUDA device here; -gpu -1 (or c) runs on the CPU")
     return f"cuda:{index}", None
 
 

@@ -63,7 +63,7 @@ def _translate(line, preprocess, content_hw=CONTENT_HW, cuda=False):
 
 @pytest.mark.parametrize("line,preprocess,want", TABLE)
 def test_their_command_line_gives_our_config(line, preprocess, want):
-    t = _translate(line, preprocess)
+    t = _translate(line, preprocess, cuda="-gpu 1" in line)     # -gpu N needs a CUDA device
     assert isinstance(t.config, StyleConfig)
     for name, value in want.items():
         got = getattr(t.config, name)
@@ -94,6 +94,7 @@ def test_paths_and_notes():
     ("-normalize_weights", "-normalize_gradients"),
     ("-disable_check", "drop the flag"),
     ("-gpu 0,1", "one GPU per run"),
+    ("-gpu 0", "-gpu -1 (or c) runs on the CPU"),        # no CUDA device in _translate's default
     ("-backend clnn", "OpenCL"),
     ("-model_file m.caffemodel", "vgg19-d01eb7cb.pth"),
     ("-model_file models/nin_imagenet.pth", "NIN"),

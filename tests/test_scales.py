@@ -89,3 +89,19 @@ def test_cli_json_rows_and_snapshots_name_the_scale(tmp_path, capsys):
     # snapshots of every scale, named by it; the last scale's last iteration is the output itself
     assert sorted(p.name for p in tmp_path.glob("o.*")) == [
         "o.png", "o.scale1.iter0002.png", "o.scale1.iter0004.png", "o.scale2.iter0002.png", "o.scale2.iter0004.png"]
+
+
+def test_cuda_backend_loop_runs_a_scale_of_its_own_length():
+    """Each scale passes its iteration count to the backend's loop; the cuda backend's own loop
+    (eager on CPU tensors here) honours it. Not verified on a GPU."""
+    from stylegrad.backends.cuda_backend import CudaBackend
+
+    g = torch.Generator().manual_seed(1)
+    cfg = StyleConfig(size=20, iters=9, **{**SMALL, "backend": "reference"})
+    st = Stylizer(cfg)
+    st.set_styles([torch.rand(3, 20, 17, generator=g)])
+    x, targets = st.prepare(torch.rand(3, 15, 20, generator=g))
+    cb = CudaBackend(st.vgg, cfg.replace(backend="cuda"), torch.device("cpu"), use_cuda_kernels=False)
+    seen = []
+    cb.optimize(x, targets, lambda k, ev, ms, xk: seen.append(k), iters=3)
+    assert seen == [0, 1, 2, 3]
