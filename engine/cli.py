@@ -11,6 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from .cli_config import add_config_options
+from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
 from .config import StyleConfig, parse_list
 from .errors import StyleGradError
 from stylegrad.export.onnx_graphs import DEFAULT_OPSET
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON object per reported iteration on stdout")
     s.add_argument("--quiet", action="store_true", help="no progress bar or notes")
     add_config_options(s)
+    add_job_arguments(s)                  # CLI-only: --resume, --devices, --ray, ... (engine/cli_job.py)
 
     # listed for --help; main() hands its single-dash flags to stylegrad.cli_neural_style unparsed
     sub.add_parser("neural-style", add_help=False,
@@ -74,11 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out-dir", default=None, metavar="DIR",
                    help="also write one JSON file per (size, batch) into DIR (atomically)")
     add_config_options(b, ["model", "weights", "device"], base=StyleConfig(weights="random"))
+    add_bench_job_arguments(b)
+
+    add_job_command(sub)
 
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)
-    kc = ksub.add_parser("check", help="compile every kernel with NVRTC (no GPU needed)")
+    kc = ksub.add_parser("check", help="compile every kernel with NVRTC, or run them in the CPU emulator (no GPU)")
     kc.add_argument("--arch", type=parse_list, default=("sm_80", "sm_90"))
+    kc.add_argument("--emulate", action="store_true",
+                    help="run every kernel entry point on the CPU (g++ emulator) against its float64 reference")
     return p
 
 
@@ -90,10 +97,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_neural_style(argv[1:])
         args = build_parser().parse_args(argv)
         if args.command is None:
-            raise UsageError("a command is needed: stylize, neural-style, info, export, bench or kernels check (see --help)")
+            raise UsageError("a command is needed: stylize, neural-style, job status, info, export, bench or kernels "
+                             "check (see --help)")
         if args.command == "stylize":
             from .cli_stylize import cmd_stylize
             return cmd_stylize(args)
+        if args.command == "job":
+            from .cli_job import cmd_job
+            return cmd_job(args)
         if args.command == "info":
             from .cli_info import cmd_info
             return cmd_info(args)
@@ -105,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return cmd_bench(args)
         if args.command == "kernels":
             if args.kernels_command != "check":
-                raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90]")
+                raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90 | --emulate]")
             from .cli_tools import cmd_kernels_check
             return cmd_kernels_check(args)
         raise UsageError(f"unknown command {args.command}")

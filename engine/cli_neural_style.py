@@ -2,6 +2,7 @@
 ``stylegrad stylize``'s machinery, with one printed note of where the meaning differs."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Sequence
 
@@ -10,6 +11,7 @@ import torch
 from . import images as imgs
 from . import neural_style as ns
 from .cli_config import namespace_for
+from .cli_job import add_job_arguments
 from .cli_stylize import cmd_stylize, expand_contents
 from .weights import load_vgg
 
@@ -47,6 +49,8 @@ def cmd_neural_style(argv: Sequence[str]) -> int:
     for note in tr.notes:
         print(f"  {note}", file=sys.stderr)
     styles = [str(p) for p in expand_contents([str(s) for s in tr.styles])]
+    jobs = argparse.ArgumentParser(add_help=False)
+    add_job_arguments(jobs)                # stylize's job options, all at their defaults (unused with -o)
     run = namespace_for(tr.config, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
-                        ext="png", pair_styles=False, json=False, quiet=False)
+                        ext="png", pair_styles=False, json=False, quiet=False, **vars(jobs.parse_args([])))
     return cmd_stylize(run, vgg=vgg)

@@ -10,8 +10,10 @@ from typing import List
 from . import images as imgs
 from . import scales
 from .cli_config import config_from_args
+from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, StyleGradError
+from .jobs.work import snapshot_path as _snapshot_path
 from .stylizer import Progress, Stylizer
 import torch
 
@@ -63,15 +65,10 @@ def _json(obj: dict) -> str:
     return json.dumps(clean, allow_nan=False)
 
 
-def _snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
-    """OUT_stem.iterNNNN.ext; with several scales OUT_stem.scaleK.iterNNNN.ext."""
-    tag = f".scale{scale}" if scales > 1 else ""
-    return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
-
-
 def cmd_stylize(args, vgg=None) -> int:
     """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first)."""
     config = config_from_args(args)
+    check_job_arguments(args, config)
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, config, contents)
     styles = [imgs.load_image(s) for s in args.style]          # bad style: exit 2 before any work
@@ -84,6 +81,7 @@ def cmd_stylize(args, vgg=None) -> int:
         imgs.load_image(config.init)
     if args.out_dir:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+        return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
 
     def note(msg: str) -> None:

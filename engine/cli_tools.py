@@ -26,6 +26,9 @@ def cmd_export(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.job:
+        from .cli_job import cmd_bench_job
+        return cmd_bench_job(args)
     from .bench import format_table, run_bench
     from .cli_config import config_from_args
 
@@ -61,6 +64,25 @@ def cmd_bench(args) -> int:
 def cmd_kernels_check(args) -> int:
     from stylegrad import kernels
 
+    if getattr(args, "emulate", False):
+        return _kernels_check_emulated()
     results = kernels.check_all(list(args.arch))
     print(kernels.format_check_table(results))
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _kernels_check_emulated() -> int:
+    import time
+
+    from stylegrad.kernels import KernelUnavailableError
+    from stylegrad.kernels.emulator import check
+
+    t0 = time.perf_counter()
+    try:
+        results = check.run_checks()
+    except KernelUnavailableError as e:
+        print(f"stylegrad: error: {e}", file=sys.stderr)
+        return 2
+    print(check.format_table(results))
+    print(f"emulated kernel check: {time.perf_counter() - t0:.1f} s wall")
     return 0 if all(r.ok for r in results) else 1

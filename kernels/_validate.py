@@ -35,11 +35,3 @@ def check_batch_broadcast(name: str, t: Tensor, like: Tensor) -> None:
             f"{name} must have shape (1 or {like.shape[0]}, {', '.join(map(str, like.shape[1:]))}), "
             f"got {tuple(t.shape)}"
         )
-
-
-def as_channel_vector(name: str, v, x: Tensor) -> Tensor:
-    """mean/std given as a tensor or sequence -> float32 (C,) tensor on x's device."""
-    v = torch.as_tensor(v, dtype=torch.float32, device=x.device).reshape(-1)
-    if v.numel() != x.shape[1]:
-        raise ValueError(f"{name} must have {x.shape[1]} entries (one per channel), got {v.numel()}")
-    return v

@@ -2,39 +2,15 @@
 // Inputs float32 / bfloat16 / float16; accumulation and output float32.
 // Reference: stylegrad.kernels.reference.gram_reference (float64 torch).
 //
-// Two variants, selected by name through kernels/registry.py:
-//   gram_naive_*  one thread per output element, full loop over M. Slow,
-//                 obviously correct; kept as a second opinion for the bench.
-//   gram_tiled_*  64x64 output tiles, only tiles on or above the diagonal are
-//                 computed (symmetry halves the FLOPs); M is split into chunks
-//                 across gridDim.y (split-K) and partial tiles are atomicAdd-ed
-//                 into a ZEROED float32 output, into both G[i][j] and its
-//                 mirror G[j][i]. Atomics make the summation order (and the
-//                 last bits of G) run-to-run nondeterministic; we accept that
-//                 for a loss that is optimised, not compared bit-for-bit.
+// gram_tiled_*: 64x64 output tiles; only tiles on or above the diagonal are computed
+// (symmetry halves the FLOPs) and each off-diagonal tile is also stored mirrored. M is split
+// into `chunk`-column slices across gridDim.y (split-K) so that small C still fills the GPU.
+// With one split the tile goes straight to G. With S > 1 splits, split s stores its partial
+// Gram into slice s of a workspace W (S, B, C, C) and gram_sum_splits_f32 adds the S slices in
+// order (in float64, one rounding to float32). No atomics: the result is the same bits on
+// every run. A development variant (gram_naive) lives in bench/kernels/.
+// Grid: (tile pairs, S, B); block 256 (__launch_bounds__).
 
-// ---------------------------------------------------------------- naive
-template <typename T>
-__device__ __forceinline__ void gram_naive_body(const T* __restrict__ F, float* __restrict__ G,
-                                                int C, long long M) {
-    const int b = blockIdx.y;
-    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)C * C) return;
-    const int i = (int)(idx / C), j = (int)(idx % C);
-    const T* fi = F + ((long long)b * C + i) * M;
-    const T* fj = F + ((long long)b * C + j) * M;
-    float acc = 0.0f;
-    for (long long k = 0; k < M; ++k) acc = fmaf(sg_to_f32(fi[k]), sg_to_f32(fj[k]), acc);
-    G[(long long)b * C * C + idx] = acc;
-}
-
-#define SG_GRAM_NAIVE(SUFFIX, T)                                                             \
-    extern "C" __global__ void gram_naive_##SUFFIX(const T* F, float* G, int C, long long M) { \
-        gram_naive_body<T>(F, G, C, M);                                                      \
-    }
-SG_FOR_DTYPES(SG_GRAM_NAIVE)
-
-// ---------------------------------------------------------------- tiled
 #define SG_GT 64   // output tile edge
 #define SG_GK 32   // slice of M staged in shared memory per iteration
 // 256 threads. Thread (ty, tx) = (tid / 16, tid % 16) owns rows ty + 16 r and
@@ -44,6 +20,8 @@ SG_FOR_DTYPES(SG_GRAM_NAIVE)
 template <typename T>
 __device__ __forceinline__ void gram_tiled_body(const T* __restrict__ F, float* __restrict__ G,
                                                 int C, long long M, long long chunk) {
+    // G: the output (one split) or the workspace W (S, B, C, C), of which this block writes
+    // slice (blockIdx.y, b); every element of the slice is written by exactly one thread.
     __shared__ float As[SG_GK][SG_GT + 1];  // +1: conflict-free transposed stores
     __shared__ float Bs[SG_GK][SG_GT + 1];
 
@@ -94,7 +72,7 @@ __device__ __forceinline__ void gram_tiled_body(const T* __restrict__ F, float* 
         __syncthreads();
     }
 
-    float* Gb = G + (long long)b * C * C;
+    float* Gb = G + ((long long)blockIdx.y * gridDim.z + b) * C * C;
 #pragma unroll
     for (int r = 0; r < 4; ++r) {
         const int gi = ti * SG_GT + ty + 16 * r;
@@ -102,9 +80,9 @@ __device__ __forceinline__ void gram_tiled_body(const T* __restrict__ F, float* 
         for (int c = 0; c < 4; ++c) {
             const int gj = tj * SG_GT + tx + 16 * c;
             if (gi < C && gj < C) {
-                atomicAdd(&Gb[(long long)gi * C + gj], acc[r][c]);
+                Gb[(long long)gi * C + gj] = acc[r][c];
                 // A diagonal tile already computes both of its triangles.
-                if (ti != tj) atomicAdd(&Gb[(long long)gj * C + gi], acc[r][c]);
+                if (ti != tj) Gb[(long long)gj * C + gi] = acc[r][c];
             }
         }
     }
@@ -116,3 +94,14 @@ __device__ __forceinline__ void gram_tiled_body(const T* __restrict__ F, float* 
         gram_tiled_body<T>(F, G, C, M, chunk);                                        \
     }
 SG_FOR_DTYPES(SG_GRAM_TILED)
+
+// G[i] = sum over s < S of W[s * n + i], in float64, in order of s; n = B*C*C. 1-D grid-stride.
+extern "C" __global__ void gram_sum_splits_f32(const float* __restrict__ W, float* __restrict__ G,
+                                               long long n, int S) {
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        double s = 0.0;
+        for (int k = 0; k < S; ++k) s += (double)W[(long long)k * n + i];
+        G[i] = (float)s;
+    }
+}

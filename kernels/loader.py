@@ -17,10 +17,18 @@ captured in a CUDA graph.
 
 Nothing here imports cuda-python at module import time; a machine without it
 (or without a GPU) raises :class:`KernelUnavailableError` on first use.
+
+The loader is also where the CPU emulator plugs in: with ``STYLEGRAD_EMULATE=1`` (or inside
+``stylegrad.kernels.emulator.session()``) CPU tensors count as a kernel device,
+:func:`get_kernel` / :func:`launch` build and run the same sources with g++
+(``kernels/emulator/``), :func:`sm_count` answers an H100 SXM's 132 and :func:`empty`
+allocates NaN-poisoned buffers with canaries. The launchers in ``cuda_ops`` do not know which
+of the two they are talking to.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import threading
@@ -50,7 +58,7 @@ def read_source(name: str) -> str:
     if name not in SOURCES:
         raise ValueError(f"unknown kernel source {name!r}; known: {sorted(SOURCES)}")
     common = (CSRC / "common.cuh").read_text()
-    body = (CSRC / f"{name}.cu").read_text()
+    body = ((SOURCES[name].directory or CSRC) / f"{name}.cu").read_text()
     return f'{common}\n#line 1 "{name}.cu"\n{body}'
 
 
@@ -131,7 +139,90 @@ def cached_cubin(name: str, arch: str) -> bytes:
 _lock = threading.Lock()
 _kernels: dict[tuple[str, str, int], Any] = {}
 _streams: dict[int, Any] = {}
-_current = threading.local()
+_driver_ok: set[int] = set()
+
+# A cubin from NVRTC major N needs a driver of CUDA N or newer; within a major, SASS cubins
+# run on older minor drivers (CUDA's minor-version compatibility).
+_INSTALL_HINT = {12: "pip install 'stylegrad[cuda12]'", 13: "pip install 'stylegrad[cuda13]' (needs driver R580+)"}
+
+
+def driver_version() -> tuple[int, int]:
+    """(major, minor) CUDA version the installed NVIDIA driver supports."""
+    _core()
+    try:
+        from cuda.bindings import driver
+
+        err, version = driver.cuDriverGetVersion()
+    except Exception as exc:
+        raise KernelUnavailableError(f"the CUDA driver is not loadable: {exc}") from None
+    if int(err) != 0:
+        raise KernelUnavailableError(f"cuDriverGetVersion failed with {err}")
+    return int(version) // 1000, (int(version) % 1000) // 10
+
+
+def check_driver() -> None:
+    """Raise a one-line KernelUnavailableError when the driver is older than NVRTC's major."""
+    (dmaj, dmin), (nmaj, nmin) = driver_version(), nvrtc_version()
+    if dmaj < nmaj:
+        hint = _INSTALL_HINT.get(dmaj, f"an NVRTC {dmaj}.x matching the driver")
+        raise KernelUnavailableError(
+            f"the NVIDIA driver supports CUDA {dmaj}.{dmin} but NVRTC is {nmaj}.{nmin}, whose cubins need a "
+            f"CUDA {nmaj} driver: {hint}, or upgrade the driver"
+        )
+
+
+def emulating() -> bool:
+    """True when CPU tensors run the CUDA kernels through the emulator."""
+    from . import emulator
+
+    return emulator.enabled()
+
+
+def device_problem(device) -> str | None:
+    """Why kernels cannot be launched on ``device`` (None when they can)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return None
+    if dev.type == "cpu" and emulating():
+        return None
+    if dev.type == "cpu":
+        return "CUDA kernels need a CUDA GPU (or STYLEGRAD_EMULATE=1 for the CPU emulator)"
+    return f"CUDA kernels cannot run on device type {dev.type!r}"
+
+
+def _is_emulated(device) -> bool:
+    import torch
+
+    return torch.device(device).type == "cpu" and emulating()
+
+
+def sm_count(device) -> int:
+    """Multiprocessors of ``device``, for grid sizing; the emulator models an H100 SXM (132)."""
+    if _is_emulated(device):
+        from . import emulator
+
+        return emulator.SM_COUNT
+    return _cuda_sm_count(_device_index(device))
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_sm_count(index: int) -> int:
+    import torch
+
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def empty(shape, dtype, device):
+    """An uninitialised kernel buffer on ``device`` (emulated: NaN-poisoned, with canaries)."""
+    import torch
+
+    if _is_emulated(device):
+        from . import emulator
+
+        return emulator.empty(shape, dtype)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def _device_index(device) -> int:
@@ -153,7 +244,12 @@ def device_arch(device) -> str:
 
 
 def get_kernel(source: str, symbol: str, device) -> Any:
-    """The cuda.core Kernel ``symbol`` of ``source`` loaded for ``device``."""
+    """The kernel ``symbol`` of ``source`` for ``device``: a cuda.core Kernel, or the
+    emulator's when ``device`` is the CPU under emulation."""
+    if _is_emulated(device):
+        from . import emulator
+
+        return emulator.get_kernel(source, symbol)
     index = _device_index(device)
     key = (source, symbol, index)
     kernel = _kernels.get(key)
@@ -162,6 +258,9 @@ def get_kernel(source: str, symbol: str, device) -> Any:
         with _lock:
             kernel = _kernels.get(key)
             if kernel is None:
+                if index not in _driver_ok:
+                    check_driver()
+                    _driver_ok.add(index)
                 _make_current(index)
                 obj = core.ObjectCode.from_cubin(cached_cubin(source, device_arch(device)), name=source)
                 for entry in SOURCES[source].entry_points:
@@ -173,20 +272,26 @@ def get_kernel(source: str, symbol: str, device) -> Any:
 
 
 def _make_current(index: int) -> None:
-    # cuda.core launches in the thread's current context; PyTorch uses the
-    # device's primary context, which is what Device.set_current() binds.
-    if getattr(_current, "index", None) != index:
-        _core().Device(index).set_current()
-        _current.index = index
+    # cuda.core launches in the thread's current context; PyTorch uses the device's primary
+    # context, which Device.set_current() binds. Done on every launch, never cached: the
+    # current context is per thread and anything (torch.cuda.set_device, another library) may
+    # have changed it since our last launch.
+    _core().Device(index).set_current()
 
 
 def launch(kernel: Any, grid: Sequence[int] | int, block: int, args: Sequence[Any], device) -> None:
-    """Launch ``kernel`` on PyTorch's current stream of ``device``.
+    """Launch ``kernel`` on PyTorch's current stream of ``device``, under that device.
 
     ``args``: Python ints are passed as pointers (use ``tensor.data_ptr()``);
-    scalars must be numpy scalars (np.int32, np.int64, np.float32) so their C
+    scalars must be numpy scalars (np.int32, np.int64, np.float32, np.float64) so their C
     type is explicit.
     """
+    grid = tuple(grid) if not isinstance(grid, int) else (grid,)
+    if _is_emulated(device):
+        from . import emulator
+
+        emulator.launch(kernel, grid, block, args)
+        return
     import torch
 
     core = _core()
@@ -198,6 +303,5 @@ def launch(kernel: Any, grid: Sequence[int] | int, block: int, args: Sequence[An
         # We wrap, not own, PyTorch's stream. A handle value reused by a later
         # stream still denotes a valid stream, so caching by value is safe.
         stream = _streams.setdefault(handle, core.Stream.from_handle(handle))
-    grid = tuple(grid) if not isinstance(grid, int) else (grid,)
     config = core.LaunchConfig(grid=grid, block=block)
     core.launch(stream, config, kernel, *args)

@@ -3,12 +3,10 @@
 Each ``<name>_reference`` upcasts its inputs to float64 and returns float64
 results. References of in-place operations return new tensors instead of
 mutating their arguments. Tests compare both the CPU implementations
-(``cpu.py``) and the CUDA kernels (``cuda_ops.py``) against these.
+(``torch_ops.py``) and the CUDA kernels (``cuda_ops.py``) against these.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
@@ -39,7 +37,7 @@ def content_loss_reference(F: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
 
 def tv_loss_reference(x: Tensor) -> tuple[Tensor, Tensor]:
     # Written as explicit loops over the two difference directions, unlike the
-    # slicing in cpu.tv_loss, so the two are not the same code twice.
+    # slicing in torch_ops.tv_loss, so the two are not the same code twice.
     x = _d(x)
     B, C, H, W = x.shape
     loss = torch.zeros(B, dtype=torch.float64, device=x.device)
@@ -65,35 +63,3 @@ def relu_backward_accumulate_reference(g_above: Tensor | None, g_loss: Tensor | 
     if g_loss is not None:
         g = g + _d(g_loss)
     return g * (_d(activation) > 0)
-
-
-def adam_step_reference(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
-                        step: int | float | Tensor, lr: float | Tensor,
-                        beta1: float, beta2: float, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (param, exp_avg, exp_avg_sq) after one step, textbook Adam in float64."""
-    step = float(step)
-    lr = float(lr)
-    g = _d(grad)
-    m = beta1 * _d(exp_avg) + (1 - beta1) * g
-    v = beta2 * _d(exp_avg_sq) + (1 - beta2) * g * g
-    m_hat = m / (1 - beta1**step)
-    v_hat_sqrt = v.sqrt() / math.sqrt(1 - beta2**step)
-    return _d(param) - lr * m_hat / (v_hat_sqrt + eps), m, v
-
-
-def lbfgs_dots_reference(V: Tensor, x: Tensor) -> Tensor:
-    return (_d(V) * _d(x)).sum(dim=1)
-
-
-def lbfgs_axpy_reference(y: Tensor, alpha: Tensor, x: Tensor) -> Tensor:
-    return _d(y) + _d(alpha) * _d(x)
-
-
-def normalize_reference(x: Tensor, mean, std) -> Tensor:
-    mean = torch.as_tensor(mean, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float64, device=x.device).view(1, -1, 1, 1)
-    return (_d(x) - mean) / std
-
-
-def clamp_reference(x: Tensor) -> Tensor:
-    return _d(x).clamp(0.0, 1.0)

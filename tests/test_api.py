@@ -172,3 +172,47 @@ def test_per_image_style_targets():
     assert all(r.final_loss < r.history[0].loss for r in res)
     with pytest.raises(ConfigError, match="style lists"):
         st.prepare(torch.stack(c), styles_per_image=[[s[0]]])
+
+
+# ---------------------------------------------------------------------------------------------
+# run verdicts: a failed run is never a silent "ok" with the photo
+def _history(losses, every=1):
+    from stylegrad.stylizer import Progress
+    return [Progress("x", i * every, (len(losses) - 1) * every, v, v, 0.0, 0.0, 1.0) for i, v in enumerate(losses)]
+
+
+def test_check_progress_verdicts():
+    from stylegrad.stylizer import check_progress
+    ok = _history([100.0, 40.0, 10.0], every=10)
+    assert check_progress(ok, "content", moved=0.2) == ("ok", "")
+    status, msg = check_progress(_history([100.0, float("nan"), float("nan")]), "content", 0.2)
+    assert status == "diverged" and "iteration 1" in msg and "last finite loss 100 at iteration 0" in msg
+    status, msg = check_progress(_history([100.0, 50.0, 1e30]), "noise", 0.2)
+    assert status == "diverged" and "grew" in msg
+    status, msg = check_progress(_history([100.0, 90.0, 60.0], every=10), "content", 0.2)
+    assert status == "stalled" and "fell only" in msg
+    # a user's own init may start near a minimum: little progress is fine, no change is not
+    assert check_progress(_history([100.0, 90.0, 60.0], every=10), "start.png", 0.2)[0] == "ok"
+    assert check_progress(_history([100.0, 99.99]), "start.png", 0.1 / 255)[0] == "stalled"
+    # too few iterations to judge progress; a zero initial loss has nothing to do
+    assert check_progress(_history([100.0, 90.0, 60.0], every=5), "content", 0.2)[0] == "ok"
+    assert check_progress(_history([0.0, 0.0]), "content", 0.0)[0] == "ok"
+
+
+def test_stalled_and_diverged_runs_raise_and_batches_keep_the_others():
+    from stylegrad.errors import DivergedError, StalledError
+    c, s = _imgs()
+    # Adam with a step of 1e-12: the image cannot change -> stalled
+    st = Stylizer(StyleConfig(**{**SMALL, "optimizer": "adam", "lr": 1e-12, "init": "noise"}))
+    with pytest.raises(StalledError, match="did not change"):
+        st.run(c, [s])
+    # a huge Adam step: the loss grows -> diverged, with the last finite iteration
+    st = Stylizer(StyleConfig(**{**SMALL, "optimizer": "adam", "lr": 1e4}))
+    with pytest.raises(DivergedError) as e:
+        st.run(c, [s])
+    assert e.value.result.image is None and e.value.iteration == SMALL["iters"]
+    # in a batch the verdict is per image: nothing raised, the failed image has no picture
+    res = st.run_batch([c, c])
+    assert [r.status for r in res] == ["diverged", "diverged"] and all(r.image is None for r in res)
+    ok = Stylizer(StyleConfig(**SMALL)).run_batch([c], styles=[[s]])
+    assert ok[0].status == "ok" and ok[0].image is not None

@@ -106,7 +106,7 @@ def test_batch_continues_past_a_bad_file(tmp_path, capsys):
                "--json", "--weights", "random", "--backend", "reference"])
     cap = capsys.readouterr()
     assert rc == 1
-    assert sorted(os.listdir(out)) == ["a.png", "c.png"]
+    assert sorted(os.listdir(out)) == ["a.png", "c.png", "stylegrad-job.jsonl"]   # outputs + the job manifest
     assert "b.png" in cap.err and "Traceback" not in cap.err
     statuses = {l["image"].rsplit("/", 1)[1]: l["status"] for l in _json_lines(cap.out) if "status" in l}
     assert statuses == {"a.png": "ok", "b.png": "error", "c.jpg": "ok"}
@@ -130,7 +130,7 @@ def test_write_failure_is_per_image_and_leaves_no_partial(tmp_path, capsys, monk
     monkeypatch.setattr(Image.Image, "save", flaky)
     rc = main(["stylize", str(c1), str(c2), "--style", str(s), "--out-dir", str(out), "--size", "10", "--iters", "2"] + FAST)
     assert rc == 1
-    assert os.listdir(out) == ["two.png"]              # no partial one.png, no temporaries
+    assert sorted(os.listdir(out)) == ["stylegrad-job.jsonl", "two.png"]   # no partial one.png, no temporaries
     assert "Input/output error" in capsys.readouterr().err
 
 
@@ -159,7 +159,7 @@ def test_batch_size_groups_by_size_and_print_every(tmp_path, capsys):
                "--batch-size", "2", "--print-every", "2", "--json"] + FAST)
     assert rc == 0
     lines = _json_lines(capsys.readouterr().out)
-    assert sorted(os.listdir(out)) == ["0.png", "1.png", "2.png", "3.png"]
+    assert sorted(os.listdir(out)) == ["0.png", "1.png", "2.png", "3.png", "stylegrad-job.jsonl"]
     per_image = {}
     for l in lines:
         if "iter" in l:
@@ -215,7 +215,7 @@ def test_pair_styles(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["stylize", str(c1), str(c2), "--style", str(s1), "--style", str(s2), "--pair-styles",
                  "--out-dir", str(out), "--size", "12", "--iters", "3", "--batch-size", "2"] + FAST) == 0
-    assert sorted(os.listdir(out)) == ["a.png", "b.png"]
+    assert sorted(os.listdir(out)) == ["a.png", "b.png", "stylegrad-job.jsonl"]
     assert main(["stylize", str(c1), str(c2), "--style", str(s1), "--pair-styles", "--out-dir", str(out),
                  "--iters", "1"] + FAST) == 2
     assert "one --style per content image" in capsys.readouterr().err

@@ -219,3 +219,24 @@ def test_full_run_onnxruntime_trajectory():
     assert len(got) == len(ref) == 21 and ref[-1] < 0.5 * ref[0]
     for k, (a, b) in enumerate(zip(got, ref)):
         assert abs(a - b) <= (1e-4 if k <= 2 else 5e-2) * abs(b), (k, a, b)
+
+
+def test_caffe_convention_through_the_exported_graphs(cache):
+    # --preprocess caffe is baked into forward.onnx (and recorded in the manifest); the backend's
+    # gradient equals the reference's under that convention, and differs from the torchvision one
+    from stylegrad.weights import with_preprocess
+
+    vgg = with_preprocess(random_vgg("vgg19", 2, "avg"), "caffe")
+    cfg = _config("avg", ("relu2_2",), ("relu1_1", "relu2_1"))
+    ob = OnnxRuntimeBackend(vgg, cfg, "cpu", cache_dir=cache)
+    ref = ReferenceBackend(vgg, cfg, "cpu")
+    t = _targets(vgg, cfg, 1, 13, 17, 5)
+    x = torch.rand(1, 3, 13, 17, generator=torch.Generator().manual_seed(6))
+    check_against_reference(ob, x, t, ob.evaluate(x, t), ref.evaluate(x, t))
+    from stylegrad.export import read_manifest
+
+    manifest = read_manifest(next(iter(ob._pairs.values())).directory)
+    assert manifest["preprocess"] == "caffe" and manifest["normalization"]["std"] == [1 / 255] * 3
+    tv = ReferenceBackend(with_preprocess(random_vgg("vgg19", 2, "avg"), "torchvision"), cfg, "cpu")
+    assert rel_err(tv.evaluate(x, t).grad, ref.evaluate(x, t).grad) > 0.1
+    ob.close()

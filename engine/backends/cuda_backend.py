@@ -30,50 +30,30 @@ Not verified on a GPU: see the closing notes / bench/NOTES.md.
 
 If capture fails (for instance a launcher that cannot be captured), the loop continues eagerly
 and ``graph_status`` says why; results are the same, only slower.
+
+On the CPU (``--device cpu``) the backend runs only under ``STYLEGRAD_EMULATE=1``: the same loop,
+eagerly (no graph), every kernel launched through the CPU emulator of ``stylegrad.kernels``
+(same ``.cu`` sources, compiled by g++). That is how its logic is tested without a GPU.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from types import SimpleNamespace
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
+
+from stylegrad import kernels
 
 from ..optim import make_optimizer
 from ..targets import Targets
 from .base import Evaluation
-from .torch_backend import TorchBackend as HandwrittenBackend
+from .torch_backend import TorchBackend
 
 WARMUP_ITERS = 2
 
 
-def kernel_ops(use_cuda_kernels: bool = True) -> SimpleNamespace:
-    """The loss/ReLU kernels as one namespace: NVRTC CUDA kernels for contiguous CUDA tensors,
-    the torch implementations otherwise (e.g. CPU tensors in tests)."""
-    from stylegrad import kernels
-
-    names = ("gram", "style_loss", "style_feature_grad", "content_loss", "tv_loss", "relu_backward_accumulate")
-    if not use_cuda_kernels:
-        return SimpleNamespace(**{n: getattr(kernels, n) for n in names})
-    from stylegrad.kernels import cuda_ops
-
-    def pick(name):
-        fast, slow = getattr(cuda_ops, name), getattr(kernels, name)
-
-        def call(*args, **kw):
-            ts = [a for a in args if isinstance(a, torch.Tensor)]
-            if ts and all(t.is_cuda and t.is_contiguous() for t in ts):
-                return fast(*args, **kw)
-            return slow(*args, **kw)
-
-        call.__name__ = name
-        return call
-
-    return SimpleNamespace(**{n: pick(n) for n in names})
-
-
-class CudaBackend(HandwrittenBackend):
+class CudaBackend(TorchBackend):
     """The ``torch`` backend's forward/backward plus CUDA kernels and a graph-replayed loop."""
 
     name = "cuda"
@@ -89,17 +69,23 @@ class CudaBackend(HandwrittenBackend):
     use_graph = True          # False: the same loop, eagerly (tests compare the two)
 
     def __init__(self, vgg, config, device, use_cuda_kernels: Optional[bool] = None):
+        """``use_cuda_kernels``: None picks ``kernels.ops_for(device)`` (the CUDA kernels on a
+        GPU or under the emulator, else the torch implementations); False forces the torch
+        implementations (tests compare the two). Decided here, once."""
         super().__init__(vgg, config, device)
-        if use_cuda_kernels is None:
-            use_cuda_kernels = self.device.type == "cuda"
-        self.ops = kernel_ops(use_cuda_kernels)
+        self.ops = kernels.torch_ops if use_cuda_kernels is False else kernels.ops_for(self.device)
+        if use_cuda_kernels and self.ops is not kernels.cuda_ops:
+            raise kernels.KernelUnavailableError(kernels.loader.device_problem(self.device) or "no CUDA kernels")
         self.graph_status = "not run"
 
     @classmethod
     def supports(cls, device: torch.device) -> Tuple[bool, str]:
         device = torch.device(device)
+        if device.type == "cpu" and kernels.loader.emulating():
+            return True, ""
         if device.type != "cuda":
-            return False, "backend 'cuda' needs --device cuda"
+            return False, ("backend 'cuda' needs --device cuda (or STYLEGRAD_EMULATE=1 to run its kernels "
+                           "in the CPU emulator)")
         if not torch.cuda.is_available():
             return False, "backend 'cuda' needs a CUDA GPU and a CUDA build of torch"
         try:
@@ -134,9 +120,12 @@ class CudaBackend(HandwrittenBackend):
             return super().evaluate(image, targets)
 
     # -- the loop ------------------------------------------------------------------------------
-    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
-                 iters: Optional[int] = None) -> torch.Tensor:
-
+    def loop_state(self, x0: torch.Tensor, targets: Targets,
+                   iters: Optional[int] = None) -> Tuple[torch.Tensor, Callable[[], None], torch.Tensor]:
+        """(x, iteration, history): the optimised image (updated in place), the function that
+        runs one iteration -- exactly what gets captured in the CUDA graph -- and the (iters + 1,
+        3, B) device buffer it writes each iteration's content / style / TV losses into
+        (``iters``: default ``config.iters``; a coarse-to-fine scale passes its own)."""
         cfg = self.config
         iters = cfg.iters if iters is None else iters
         x = x0.detach().to(self.device, torch.float32).clone().contiguous()
@@ -151,6 +140,13 @@ class CudaBackend(HandwrittenBackend):
             opt.step(ev.grad)
             k_dev.add_(1)
 
+        return x, iteration, hist
+
+    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
+                 iters: Optional[int] = None) -> torch.Tensor:
+        cfg = self.config
+        iters = cfg.iters if iters is None else iters
+        x, iteration, hist = self.loop_state(x0, targets, iters)
         graph = None
         use_graph = self.use_graph and self.device.type == "cuda" and iters > WARMUP_ITERS
         self.graph_status = "eager (cpu)" if self.device.type != "cuda" else "eager"

@@ -87,24 +87,6 @@ def test_relu_backward_accumulate_hand():
         K.relu_backward_accumulate(None, None, act)
 
 
-def test_normalize_and_clamp_hand():
-    x = torch.tensor([[[[1.0]], [[2.0]], [[4.0]]]])
-    out = K.normalize(x, [1.0, 0.0, 2.0], [1.0, 4.0, 0.5])
-    assert torch.equal(out.flatten(), torch.tensor([0.0, 0.5, 4.0]))
-    y = torch.tensor([-1.0, 0.5, 2.0, float("nan")])
-    K.clamp_(y)
-    assert torch.equal(y[:3], torch.tensor([0.0, 0.5, 1.0])) and math.isnan(y[3].item())
-
-
-def test_lbfgs_hand():
-    V = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]])
-    x = torch.tensor([1.0, 1.0, 2.0])
-    assert torch.equal(K.lbfgs_dots(V, x), torch.tensor([9.0, 1.0]))
-    y = torch.tensor([1.0, 1.0, 1.0])
-    K.lbfgs_axpy_(y, torch.tensor(0.5), x)
-    assert torch.equal(y, torch.tensor([1.5, 1.5, 2.0]))
-
-
 def test_shape_errors_are_plain_value_errors():
     with pytest.raises(ValueError, match="3 dims"):
         K.gram(torch.zeros(2, 3))
@@ -114,7 +96,3 @@ def test_shape_errors_are_plain_value_errors():
         K.style_loss(torch.zeros(2, 3, 3), torch.zeros(2, 4, 4), 1.0, 1.0)
     with pytest.raises(ValueError, match="shape"):
         K.content_loss(torch.zeros(3, 5), torch.zeros(2, 5))
-    with pytest.raises(ValueError, match="entries"):
-        K.normalize(torch.zeros(1, 3, 2, 2), [0.0, 0.0], [1.0, 1.0])
-    with pytest.raises(ValueError, match="0-d"):
-        K.lbfgs_axpy_(torch.zeros(3), torch.zeros(1), torch.zeros(3))

@@ -88,33 +88,3 @@ def test_relu_backward_accumulate(which, dtype, gen):
     # one float32 add, then one rounding to dtype; masked entries must be exactly 0
     assert_within(out, ref, (u + EPS32) * ref.abs() * 1.01, "relu backward")
     assert torch.equal(out[act <= 0], torch.zeros_like(out[act <= 0]))
-
-
-@pytest.mark.parametrize("K_hist,n", [(1, 1), (5, 97), (17, 4097)])
-def test_lbfgs_pieces(K_hist, n, gen):
-    V = torch.randn(K_hist, n, generator=gen)
-    x = torch.randn(n, generator=gen)
-    dots = K.lbfgs_dots(V, x)
-    mag = (V.double().abs() * x.double().abs()).sum(1)
-    assert_within(dots, K.lbfgs_dots_reference(V, x), sum_tol(n, mag), "lbfgs dots")
-    y = torch.randn(n, generator=gen)
-    alpha = torch.tensor(-0.73)
-    y_ref = K.lbfgs_axpy_reference(y, alpha, x)
-    K.lbfgs_axpy_(y, alpha, x)
-    # one product and one add (or a single fma): 2 EPS32 of |y| + |alpha x|
-    assert_within(y, y_ref, 2 * EPS32 * (y_ref.abs() + 0.73 * x.double().abs()) + 1e-30, "lbfgs axpy")
-
-
-@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (3, 3, 17, 13)])
-def test_normalize_clamp(shape, gen):
-    x = torch.rand(shape, generator=gen) * 1.4 - 0.2
-    mean = torch.rand(3, generator=gen)
-    std = torch.rand(3, generator=gen) + 0.1
-    out = K.normalize(x, mean, std)
-    ref = K.normalize_reference(x, mean, std)
-    # float32 subtract then divide: 2 roundings relative to (|x| + |mean|) / std
-    mag = (x.double().abs() + mean.double().abs().view(1, -1, 1, 1)) / std.double().view(1, -1, 1, 1)
-    assert_within(out, ref, 2 * EPS32 * mag * 1.01, "normalize")
-    y = x.clone()
-    K.clamp_(y)
-    assert torch.equal(y.double(), K.clamp_reference(x))  # clamp is exact

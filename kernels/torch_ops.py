@@ -1,19 +1,18 @@
-"""Pure-torch implementations of stylegrad's hot operations (the CPU backends).
+"""Pure-torch implementations of stylegrad's hot operations: the CPU backends' kernels.
 
-They run on any device. Arithmetic is float32; losses and Gram matrices are
-float32; gradients of features come back in the features' dtype (computed in
-float32, rounded once), matching the CUDA launchers in ``cuda_ops``.
+They run on any device (CPU or CUDA). Arithmetic is float32; losses and Gram matrices are
+float32; gradients of features come back in the features' dtype (computed in float32, rounded
+once), matching the CUDA launchers in ``cuda_ops`` (same names and signatures for the six
+operations a backend uses; :func:`stylegrad.kernels.ops_for` picks one of the two modules).
 Each function has a float64 twin ``<name>_reference`` in ``reference.py``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from ._validate import as_channel_vector, check_batch_broadcast, check_float, check_ndim
+from ._validate import check_batch_broadcast, check_float, check_ndim
 
 
 def gram(F: Tensor) -> Tensor:
@@ -83,58 +82,3 @@ def relu_backward_accumulate(g_above: Tensor | None, g_loss: Tensor | None, acti
         g = (g_above if g_above is not None else g_loss).float().clone()
     g.mul_(activation > 0)
     return g.to(activation.dtype)
-
-
-def adam_step_(param: Tensor, grad: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor,
-               step: int | float | Tensor, lr: float | Tensor,
-               beta1: float, beta2: float, eps: float) -> None:
-    """One Adam step in place (torch.optim.Adam, no weight decay).
-
-    ``step`` is the count after incrementing (1 on the first call); it and ``lr``
-    may be 0-d tensors on param's device, so nothing is read back to the host.
-    """
-    exp_avg.lerp_(grad, 1 - beta1)
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-    if isinstance(step, Tensor):
-        # 1 - beta^step as -expm1(step * log(beta)), log(beta) taken in double
-        # on the host: accurate in float32, where 1 - beta**step would cancel
-        # (and float64 is not available on every device).
-        bc1 = -torch.expm1(step.float() * math.log(beta1))
-        bc2 = -torch.expm1(step.float() * math.log(beta2))
-        denom = exp_avg_sq.sqrt() / bc2.sqrt() + eps
-        param.sub_((lr / bc1) * (exp_avg / denom))
-    else:
-        bc1 = 1 - beta1**step
-        bc2 = 1 - beta2**step
-        denom = exp_avg_sq.sqrt() / math.sqrt(bc2) + eps
-        if isinstance(lr, Tensor):
-            param.sub_((lr / bc1) * (exp_avg / denom))
-        else:
-            param.addcdiv_(exp_avg, denom, value=-lr / bc1)
-
-
-def lbfgs_dots(V: Tensor, x: Tensor) -> Tensor:
-    """(K,) dot products of the rows of V (K, n) with x (n,)."""
-    check_ndim("V", V, 2)
-    check_ndim("x", x, 1)
-    return V.float() @ x.float()
-
-
-def lbfgs_axpy_(y: Tensor, alpha: Tensor, x: Tensor) -> None:
-    """y += alpha * x in place, alpha a 0-d tensor (read on device, no sync)."""
-    if alpha.dim() != 0:
-        raise ValueError(f"alpha must be a 0-d tensor, got shape {tuple(alpha.shape)}")
-    y.addcmul_(x, alpha)
-
-
-def normalize(x: Tensor, mean, std) -> Tensor:
-    """(x - mean[c]) / std[c] for x (B, C, H, W); mean/std (C,) tensors or sequences."""
-    check_ndim("x", x, 4)
-    mean = as_channel_vector("mean", mean, x).view(1, -1, 1, 1)
-    std = as_channel_vector("std", std, x).view(1, -1, 1, 1)
-    return (x.float() - mean) / std
-
-
-def clamp_(x: Tensor) -> None:
-    """Clamp x to [0, 1] in place (NaN stays NaN)."""
-    x.clamp_(0.0, 1.0)

@@ -1,10 +1,23 @@
-"""adam_step_ against torch.optim.Adam over several steps, and the float64 reference."""
+"""The torch twins of the development optimiser kernels (bench/kernels/variants.py): Adam
+against torch.optim.Adam and the float64 reference, the L-BFGS dot products and axpy against
+theirs. Their CUDA kernels are checked by bench_kernels.py (GPU, or --emulate)."""
+
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-import stylegrad.kernels as K
-from conftest import EPS32
+from conftest import EPS32, assert_within, sum_tol
+
+_BENCH = Path(__file__).resolve().parents[2] / "bench" / "kernels"
+sys.path.insert(0, str(_BENCH))
+_spec = importlib.util.spec_from_file_location("variants", _BENCH / "variants.py")
+V = sys.modules.get("variants") or importlib.util.module_from_spec(_spec)
+if "variants" not in sys.modules:
+    _spec.loader.exec_module(V)
+    sys.modules["variants"] = V
 
 LR, BETAS, EPS = 0.05, (0.9, 0.999), 1e-8
 STEPS = 6
@@ -17,9 +30,9 @@ def _run_ours(p0, grads, step_as_tensor, lr_as_tensor):
     for t, g in enumerate(grads, start=1):
         if step_as_tensor:
             step += 1  # in place, as a graph-captured caller would do
-            K.adam_step_(p, g, m, v, step, lr, *BETAS, EPS)
+            V.adam_step_torch_(p, g, m, v, step, lr, *BETAS, EPS)
         else:
-            K.adam_step_(p, g, m, v, t, lr, *BETAS, EPS)
+            V.adam_step_torch_(p, g, m, v, t, lr, *BETAS, EPS)
     return p, m, v
 
 
@@ -53,9 +66,9 @@ def test_adam_matches_float64_reference(gen):
     b1, b2 = BETAS
     p, g = torch.randn(1000, generator=gen), torch.randn(1000, generator=gen)
     m, v = torch.randn(1000, generator=gen) * 0.1, torch.rand(1000, generator=gen) * 0.01
-    p_ref, m_ref, v_ref = K.adam_step_reference(p, g, m, v, 3, LR, b1, b2, EPS)
+    p_ref, m_ref, v_ref = V.adam_step_reference(p, g, m, v, 3, LR, b1, b2, EPS)
     gd, md, vd = g.double(), m.double(), v.double()
-    K.adam_step_(p, g, m, v, 3, LR, b1, b2, EPS)
+    V.adam_step_torch_(p, g, m, v, 3, LR, b1, b2, EPS)
     # Error propagation, not a blanket rtol: the moment updates are a couple of
     # float32 ops on terms whose magnitudes add up to mag_m / mag_v (the result
     # itself can cancel to ~0, so it is not the right scale). The parameter
@@ -70,3 +83,29 @@ def test_adam_matches_float64_reference(gen):
     update = (LR / bc1) * m_ref / denom
     tol_p = 8 * EPS32 * (p_ref.abs() + update.abs()) + (LR / bc1) * tol_m / denom + update.abs() * tol_v / v_ref
     assert ((p.double() - p_ref).abs() <= tol_p).all()
+
+
+@pytest.mark.parametrize("K_hist,n", [(1, 1), (5, 97), (17, 4097)])
+def test_lbfgs_pieces(K_hist, n, gen):
+    Vm = torch.randn(K_hist, n, generator=gen)
+    x = torch.randn(n, generator=gen)
+    dots = V.lbfgs_dots_torch(Vm, x)
+    mag = (Vm.double().abs() * x.double().abs()).sum(dim=1)
+    assert_within(dots, V.lbfgs_dots_reference(Vm, x), sum_tol(n, mag), "lbfgs dots")
+    y = torch.randn(n, generator=gen)
+    alpha = torch.tensor(-0.73)
+    y_ref = V.lbfgs_axpy_reference(y, alpha, x)
+    V.lbfgs_axpy_torch_(y, alpha, x)
+    # one product and one add (or a single fma): 2 EPS32 of |y| + |alpha x|
+    assert_within(y, y_ref, 2 * EPS32 * (y_ref.abs() + 0.73 * x.double().abs()) + 1e-30, "lbfgs axpy")
+
+
+def test_lbfgs_hand():
+    Vm = torch.tensor([[1.0, 2.0, 3.0], [0.0, -1.0, 1.0]])
+    x = torch.tensor([1.0, 1.0, 2.0])
+    assert torch.equal(V.lbfgs_dots_torch(Vm, x), torch.tensor([9.0, 1.0]))
+    y = torch.tensor([1.0, 1.0, 1.0])
+    V.lbfgs_axpy_torch_(y, torch.tensor(0.5), x)
+    assert torch.equal(y, torch.tensor([1.5, 1.5, 2.0]))
+    with pytest.raises(ValueError, match="0-d"):
+        V.lbfgs_axpy_torch_(torch.zeros(3), torch.zeros(1), torch.zeros(3))

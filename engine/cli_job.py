@@ -1,0 +1,323 @@
+"""CLI of large jobs: the job options of ``stylize --out-dir``, ``stylegrad job status`` and
+``stylegrad bench --job``. Options are CLI-only (they say how and where to run, not what to
+compute), so they are written here by hand; the parser hooks are :func:`add_job_arguments`,
+:func:`add_job_command` and :func:`add_bench_job_arguments`.
+
+Heavy imports (torch, the job machinery, Ray) happen inside the commands.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import List
+
+JOB_FLAGS = ("resume", "force", "devices", "workers", "threads", "ray", "ray_bytes")
+
+
+def _positive(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``stylize`` options of job folders (``--out-dir``)."""
+    g = parser.add_argument_group("large jobs (with --out-dir; see README \"Large jobs\")")
+    g.add_argument("--resume", action="store_true",
+                   help="skip images the folder's manifest records as done (same input, styles and settings, "
+                        "output unchanged)")
+    g.add_argument("--force", action="store_true",
+                   help="run even though the folder's job used other settings (its images are redone)")
+    g.add_argument("--devices", metavar="LIST",
+                   help="cuda:0,cuda:1,... | all | cpu: one worker process per device (cpu: see --workers)")
+    g.add_argument("--workers", type=_positive, metavar="N",
+                   help="CPU worker processes (default with --devices cpu: cores / --threads); with --ray: most actors")
+    g.add_argument("--threads", type=_positive, metavar="T",
+                   help="CPU jobs: torch threads per image (default 1). The thread count changes the last bits "
+                        "of the result, so a job fixes it whatever the number of workers")
+    g.add_argument("--ray", metavar="ADDRESS",
+                   help="run on a Ray cluster: auto | local | HOST:PORT | ray://HOST:PORT (pip install 'stylegrad[ray]')")
+    g.add_argument("--ray-bytes", action="store_true",
+                   help="with --ray: send inputs and outputs through Ray's object store (no shared filesystem)")
+
+
+def add_job_command(sub) -> None:
+    j = sub.add_parser("job", help="job folders: status")
+    jsub = j.add_subparsers(dest="job_command", metavar="SUBCOMMAND", parser_class=type(j))
+    st = jsub.add_parser("status", help="done, failed (with reasons), remaining, images/hour so far")
+    st.add_argument("dir", metavar="DIR", help="a job folder (stylize --out-dir DIR)")
+    st.add_argument("--verify", action="store_true", help="re-hash each done output (default: check it exists)")
+    st.add_argument("--json", action="store_true")
+
+
+def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("job throughput (--job)")
+    g.add_argument("--job", action="store_true",
+                   help="run --images small images through the job machinery: one process on one device, "
+                        "then every device (CPU: worker processes); report images/hour and the scaling ratio")
+    g.add_argument("--images", type=_positive, default=8, metavar="N", help="images per run with --job (default 8)")
+    g.add_argument("--workers", type=_positive, default=None, metavar="N",
+                   help="with --job on the CPU: worker processes (default cores / --threads)")
+    g.add_argument("--threads", type=_positive, default=1, metavar="T",
+                   help="with --job on the CPU: torch threads per image (default 1)")
+
+
+def check_job_arguments(args, config) -> None:
+    """Job options without --out-dir, or that do not go together: a usage error before any work."""
+    from .errors import ConfigError
+
+    used = [f for f in JOB_FLAGS if getattr(args, f, None) not in (None, False)]
+    if used and not args.out_dir:
+        raise ConfigError(f"--{used[0].replace('_', '-')} works with --out-dir DIR (a job folder)")
+    if args.ray_bytes and not args.ray:
+        raise ConfigError("--ray-bytes needs --ray")
+    if args.ray and args.devices:
+        raise ConfigError("--ray places its actors itself: give --device cuda (one actor per GPU) or cpu, not --devices")
+    if args.ray_bytes and (config.save_every or config.init not in ("content", "noise")):
+        raise ConfigError("--ray-bytes ships inputs and outputs only: --save-every and --init PATH need a shared filesystem")
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_executor(args, config):
+    """The executor for the options given (it knows its device type)."""
+    import torch
+
+    from .errors import ConfigError
+    from .jobs.local_pool import LocalPool
+    from .jobs.runner import InlineExecutor
+    from .stylizer import parse_device
+
+    threads = args.threads or 1
+    if args.ray:
+        from .jobs.ray_pool import RayPool
+        try:    # the GPUs may be on other hosts: check the name only, not this machine
+            dtype = torch.device(config.device).type
+        except (RuntimeError, ValueError):
+            dtype = ""
+        if dtype not in ("cpu", "cuda"):
+            raise ConfigError(f"--device must be cpu or cuda, got {config.device!r}")
+        return RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes)
+    if args.devices:
+        spec = args.devices.strip()
+        if spec == "all":
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if n == 0:
+                raise ConfigError("--devices all: no CUDA device on this machine; use --devices cpu --workers N")
+            devices = [f"cuda:{i}" for i in range(n)]
+        else:
+            devices = [d.strip() for d in spec.split(",") if d.strip()]
+            for d in devices:
+                parse_device(d)
+            if len({torch.device(d).type for d in devices}) > 1:
+                raise ConfigError("--devices mixes cpu and cuda; CPU and GPU round differently, so a job uses one kind")
+            if any(torch.device(d).type == "cuda" and torch.device(d).index is None for d in devices):
+                raise ConfigError("--devices: name each GPU (cuda:0,cuda:1) or use --devices all")
+            if len(set(devices)) != len(devices) and devices[0] != "cpu":
+                raise ConfigError("--devices names a GPU twice")
+        dtype = torch.device(devices[0]).type
+        if dtype == "cpu":
+            n = args.workers or max(1, cpu_count() // threads)
+            return LocalPool(["cpu"] * n)
+        if args.workers:
+            raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
+        return LocalPool(devices, max(1, cpu_count() // len(devices)))
+    dtype = parse_device(config.device).type
+    if args.workers:
+        if dtype != "cpu":
+            raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
+        return LocalPool(["cpu"] * args.workers)
+    return InlineExecutor(config.device)
+
+
+class _CliListener:
+    def __init__(self, args, outputs: List[Path], show_bar: bool, random_weights: bool = False):
+        self.args = args
+        self.random_weights = random_weights
+        self.outputs = outputs
+        self.show_bar = show_bar
+        self.bar = None
+
+    def _err(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def note(self, message: str) -> None:
+        if not self.args.quiet:
+            self._err(f"stylegrad: {message}")
+
+    def planned(self, total: int, todo: int, skipped: int) -> None:
+        if self.random_weights and todo:
+            self.note("using random VGG weights (--weights random): results show the machinery, not "
+                      "ImageNet-quality style")
+        if skipped:
+            self.note(f"resume: {skipped} of {total} image(s) already done; {todo} to do")
+        if self.show_bar and todo:
+            from tqdm import tqdm
+            self.bar = tqdm(total=todo, unit="img", desc="images", file=sys.stderr)
+
+    def progress(self, ev: dict) -> None:
+        if self.args.json:
+            keys = ("image", "scale", "scales", "width", "height", "iter", "loss", "content", "style", "tv", "ms")
+            print(_json({k: ev[k] for k in keys}), flush=True)
+        if self.bar is not None and ev["iter"] > 0:
+            scale = f" scale {ev['scale']}/{ev['scales']}" if ev["scales"] > 1 else ""
+            self.bar.set_postfix_str(f"{Path(ev['image']).name}{scale} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
+
+    def record(self, rec: dict, o: dict) -> None:
+        name = o.get("name", rec["input"])
+        if self.bar is not None:
+            self.bar.update(1)
+        for w in o.get("warnings", []):
+            self._err(f"stylegrad: warning: {name}: {w}")
+        if rec["status"] != "ok":
+            self._err(f"stylegrad: error: {name}: {rec.get('error', '')}")
+            if self.args.json:
+                print(_json({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
+            return
+        out = str(self.outputs[o["index"]])
+        if self.args.json:
+            print(_json({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
+                         "loss": o["loss"],
+                         "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
+                         "seconds": o["seconds"], "backend": o["backend"], "device": o.get("device")}), flush=True)
+        elif not self.args.quiet and self.bar is None:
+            print(f"{out}: loss {o['initial_loss']:.4g} -> {o['loss']:.4g} in {o['seconds']:.1f} s "
+                  f"({o['backend']}, {o.get('device')})", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _json(obj: dict) -> str:
+    """Strict JSON: a non-finite number becomes null, never NaN."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+    return json.dumps(clean(obj), allow_nan=False)
+
+
+def _sigterm_as_interrupt():
+    """During a job, SIGTERM stops it like Ctrl-C: workers and Ray are shut down, the manifest
+    keeps every finished image. Returns a function that restores the previous handler."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _maybe_fetch_weights(config, executor, note) -> None:
+    """Several workers would each download missing ImageNet weights: fetch them once here."""
+    from .jobs.runner import InlineExecutor
+    from .weights import hub_checkpoint_path, load_vgg, parse_weights
+
+    if isinstance(executor, InlineExecutor) or parse_weights(config.weights).kind != "imagenet":
+        return
+    if not hub_checkpoint_path(config.model).exists():
+        note("downloading the ImageNet weights once for all workers")
+        load_vgg(config.weights, config.model, config.pool, preprocess=config.preprocess)
+
+
+def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> int:
+    """``stylize --out-dir``: the inputs as a job in that folder."""
+    from .jobs.runner import JobRequest, run_job
+    from .weights import parse_weights
+
+    executor = choose_executor(args, config)
+    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
+    listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random)
+    if args.ray and args.json:
+        listener.note("per-iteration progress is not reported from Ray actors; one line per image")
+    _maybe_fetch_weights(config, executor, listener.note)
+    req = JobRequest(Path(args.out_dir), list(contents), list(outputs), config, [str(s) for s in args.style],
+                     cpu_threads=args.threads or 1, pair_styles=args.pair_styles,
+                     resume=args.resume, force=args.force, ship_bytes=args.ray_bytes,
+                     relay_progress=(args.json or show_bar) and not args.ray)
+    restore = _sigterm_as_interrupt()
+    try:
+        summary = run_job(req, executor, listener)
+    finally:
+        restore()
+        listener.close()
+    s = summary.as_dict()
+    if args.json:
+        print(_json({"summary": "job", **s}), flush=True)
+    elif not args.quiet:
+        p = summary.seconds_per_image
+        per = (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s, max {p['max']:.2f} s"
+               if p.get("p50") is not None else "")
+        rate = f", {summary.images_per_hour:.1f} images/hour" if summary.ok else ""
+        print(f"stylegrad: job {summary.job_dir}: ok {summary.ok}, failed {summary.failed}, "
+              f"skipped {summary.skipped} (done before) in {summary.wall_seconds:.1f} s{rate}{per} "
+              f"[{summary.executor}]", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def cmd_job(args) -> int:
+    from .errors import ConfigError
+    from .jobs.runner import job_status
+
+    if args.job_command != "status":
+        raise ConfigError("usage: stylegrad job status DIR [--verify] [--json]")
+    st = job_status(args.dir, verify=args.verify)
+    if args.json:
+        print(_json(st))
+        return 0
+    rate = st["images_per_hour"]
+    p = st["seconds_per_image"]
+    lines = [f"job {st['job_dir']}: {st['done']} of {st['inputs']} done, {len(st['failed'])} failed, "
+             f"{st['remaining']} remaining" + (" (running now)" if st["running"] else ""),
+             f"  {st['runs']} run(s), {st['wall_seconds'] / 3600:.2f} h of running"
+             + (f", {rate:.1f} images/hour so far" if rate else "")
+             + (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
+    for f in st["failed"]:
+        lines.append(f"  failed: {f['input']}: {f['error']}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_bench_job(args) -> int:
+    from .cli_config import config_from_args
+    from .errors import ConfigError
+    from .jobs.bench_job import bench_job, format_bench_job
+
+    cfg = config_from_args(args)
+    try:
+        size = int(args.size[0])
+    except ValueError:
+        raise ConfigError("--size takes an integer") from None
+    report = bench_job(images=args.images, size=size, iters=args.iters, device=cfg.device,
+                       workers=args.workers, threads=args.threads, weights=cfg.weights, model=cfg.model,
+                       content=args.content, style=args.style)
+    print(json.dumps(report) if args.json else format_bench_job(report), flush=True)
+    if args.out:
+        from .fileio import write_json_atomic
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(args.out), report)
+    return 0

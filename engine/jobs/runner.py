@@ -1,0 +1,370 @@
+"""A job from start to end on the driver: plan, check the folder's manifest, skip what is done
+(``resume``), hand tasks to an executor, and write one manifest record per finished image.
+
+The plan is the same whatever runs it (one process, worker processes, Ray actors): the inputs in
+the given order, grouped by size after resizing and cut into ``batch_size`` chunks. Batched
+arithmetic rounds differently from unbatched (an image alone and the same image next to a batch
+partner differ in the last bits), so fixing which images go together is part of what makes every
+way of running a job give the same bytes. Only the driver writes the manifest.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple
+
+import torch
+
+from .. import __version__
+from .. import images as imgs
+from ..config import StyleConfig
+from ..errors import ConfigError, ImageError, StyleGradError
+from ..fileio import atomic_write, file_sha256
+from . import stats
+from .manifest import ManifestWriter, is_locked, load_state, now
+from .settings import differing, pixel_settings, settings_hash, styles_digest
+from .work import Item, JobSpec, JobWorker, Task, error_outcome
+
+
+class JobSettingsChanged(ConfigError):
+    """The folder's job was run with settings that give other pixels."""
+
+
+class JobListener:
+    """What a job reports while it runs (the CLI prints it; the default ignores it)."""
+
+    def note(self, message: str) -> None: ...
+
+    def planned(self, total: int, todo: int, skipped: int) -> None: ...
+
+    def progress(self, event: dict) -> None: ...
+
+    def record(self, record: dict, outcome: dict) -> None: ...
+
+
+class Executor(Protocol):
+    description: str
+    workers: int
+    device_type: str                     # "cpu" | "cuda": part of the pixel settings
+
+    def start(self, spec: JobSpec, note: Callable[[str], None], n_tasks: int) -> None:
+        """Build the workers (no more than ``n_tasks``); raise if they cannot start."""
+
+    def run(self, tasks: Sequence[Task], on_progress: Optional[Callable[[dict], None]],
+            note: Callable[[str], None]) -> Iterator[Tuple[Task, List[dict]]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class JobRequest:
+    job_dir: Path
+    contents: List[Path]                 # inputs, in order
+    outputs: List[Path]                  # one per input, inside job_dir
+    config: StyleConfig
+    styles: List[str]
+    cpu_threads: Optional[int] = 1       # torch threads per image on the CPU (a pixel setting)
+    pair_styles: bool = False
+    resume: bool = False
+    force: bool = False
+    ship_bytes: bool = False
+    relay_progress: bool = False
+
+
+@dataclass
+class JobSummary:
+    job_dir: str
+    run: str
+    total: int
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    wall_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    images_per_hour: Optional[float] = None
+    seconds_per_image: Dict[str, Optional[float]] = field(default_factory=dict)
+    executor: str = ""
+    workers: int = 0
+    interrupted: bool = False
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# -- planning ----------------------------------------------------------------------------------
+
+def planned_shape(path: Path, size: int) -> Optional[Tuple[int, int]]:
+    """(H, W) after resizing, from the file's header (no decode); None if unreadable. Only used
+    to group a batch; the worker regroups by the decoded size if a header misleads."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):     # EXIF orientations that swap sides
+                w, h = h, w
+    except Exception:
+        return None
+    return imgs.scaled_size(h, w, size)
+
+
+def plan_batches(contents: Sequence[Path], size: int, batch_size: int) -> List[List[int]]:
+    """Indices per batch: grouped by size in order of first appearance, then chunks of batch_size."""
+    if batch_size <= 1:
+        return [[i] for i in range(len(contents))]
+    groups: Dict[object, List[int]] = {}
+    for i, c in enumerate(contents):
+        shape = planned_shape(c, size)
+        groups.setdefault(shape if shape is not None else ("unreadable", i), []).append(i)
+    return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
+
+
+def _hash_all(paths: Sequence[Path]) -> Dict[Path, Optional[str]]:
+    """SHA-256 of many files, several at a time (hashlib releases the GIL); None if unreadable."""
+    def one(p):
+        try:
+            return file_sha256(p)
+        except OSError:
+            return None
+    uniq = list(dict.fromkeys(paths))
+    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+        return dict(zip(uniq, pool.map(one, uniq)))
+
+
+# -- running -----------------------------------------------------------------------------------
+
+def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener] = None) -> JobSummary:
+    """Run (or resume) the job in ``req.job_dir`` with ``executor``; return its summary.
+
+    Raises :class:`JobSettingsChanged` when the folder's last run used other pixel settings and
+    ``force`` is not set, :class:`~stylegrad.jobs.manifest.JobFolderBusy` when another process
+    runs a job there. An image that fails is an ``error`` record, never an exception.
+    """
+    listener = listener or JobListener()
+    job_dir = Path(req.job_dir)
+    job_dir.mkdir(parents=True, exist_ok=True)
+    device_type = executor.device_type
+    cpu_threads = req.cpu_threads if device_type == "cpu" else None
+    settings = pixel_settings(req.config, device_type, cpu_threads)
+    chash = settings_hash(settings)
+    try:
+        style_hashes = [file_sha256(s) for s in req.styles]
+    except OSError as e:
+        raise ImageError(f"cannot read style image {e.filename}: {e.strerror}") from None
+    shared_styles = styles_digest(style_hashes)
+    inputs = [os.path.abspath(c) for c in req.contents]
+    outputs = [os.path.abspath(o) for o in req.outputs]
+    out_names = [os.path.relpath(o, os.path.abspath(job_dir)) for o in outputs]
+    if req.pair_styles and len(req.styles) != len(inputs):
+        raise ConfigError(f"pair_styles needs one style per input: {len(req.styles)} for {len(inputs)}")
+    item_styles = [styles_digest([style_hashes[i]]) if req.pair_styles else shared_styles for i in range(len(inputs))]
+
+    with ManifestWriter(job_dir) as manifest:
+        state = load_state(job_dir)
+        last = state.last_run
+        if last is not None and last.get("settings") != settings and not req.force:
+            diff = differing(last.get("settings") or {}, settings)
+            raise JobSettingsChanged(f"the job in {job_dir} was run with other settings: {', '.join(diff)}; "
+                                     f"pass --force to run it with these (its images are then redone)")
+
+        done = _done_inputs(req, state, inputs, outputs, out_names, item_styles, chash, listener) if req.resume else set()
+        batches = plan_batches(req.contents, req.config.size, req.config.batch_size)
+        tasks: List[Task] = []
+        for b in batches:
+            if all(i in done for i in b):
+                continue
+            tasks.append(Task(len(tasks), tuple(
+                Item(i, inputs[i], str(req.contents[i]), outputs[i], i if req.pair_styles else None, write=i not in done)
+                for i in b)))
+        todo = sum(1 for t in tasks for it in t.items if it.write)
+        run_id = uuid.uuid4().hex[:12]
+        summary = JobSummary(str(job_dir), run_id, total=len(inputs), skipped=len(done))
+        t0 = time.time()
+        run_record = {"kind": "run", "run": run_id, "started": round(t0, 3), "settings": settings,
+                      "config_hash": chash, "inputs": inputs, "outputs": out_names,
+                      "styles": [os.path.abspath(s) for s in req.styles], "styles_sha256": style_hashes,
+                      "pair_styles": req.pair_styles, "resume": req.resume, "force": req.force,
+                      "host": socket.gethostname(), "stylegrad": __version__, "torch": torch.__version__}
+        listener.planned(len(inputs), todo, len(done))
+        spec = JobSpec(req.config, tuple(str(s) for s in req.styles), req.pair_styles, cpu_threads, req.ship_bytes,
+                       tuple(Path(s).read_bytes() for s in req.styles) if req.ship_bytes else None,
+                       req.relay_progress)
+        records: List[dict] = []
+        header_written = False
+        try:
+            if tasks:
+                executor.start(spec, listener.note, len(tasks))
+                summary.startup_seconds = round(time.time() - t0, 3)
+                summary.executor, summary.workers = executor.description, executor.workers
+            # written once the workers are up, so that it names them; "started" is before startup
+            manifest.append({**run_record, "executor": executor.description, "workers": executor.workers})
+            header_written = True
+            if tasks:
+                for task, outcomes in executor.run(tasks, listener.progress if req.relay_progress else None,
+                                                   listener.note):
+                    by_index = {o["index"]: o for o in outcomes}
+                    for item in task.items:
+                        if not item.write:
+                            continue
+                        o = by_index.get(item.index) or error_outcome(item, "the worker returned no result for this image")
+                        o = _write_shipped_output(o)
+                        rec = _record(o, run_id, chash, item_styles[item.index], out_names[item.index])
+                        manifest.append(rec)
+                        records.append(rec)
+                        if rec["status"] == "ok":
+                            summary.ok += 1
+                        else:
+                            summary.failed += 1
+                        listener.record(rec, o)
+        except BaseException:
+            summary.interrupted = True
+            raise
+        finally:
+            try:
+                executor.close()
+            finally:
+                summary.wall_seconds = round(time.time() - t0, 3)
+                summary.images_per_hour = stats.images_per_hour(summary.ok, summary.wall_seconds)
+                summary.seconds_per_image = stats.seconds_percentiles(records)
+                if header_written:
+                    manifest.append({"kind": "end", "run": run_id, "finished": now(), "ok": summary.ok,
+                                     "failed": summary.failed, "skipped": summary.skipped,
+                                     "interrupted": summary.interrupted, "wall_seconds": summary.wall_seconds,
+                                     "images_per_hour": summary.images_per_hour})
+    return summary
+
+
+def _done_inputs(req, state, inputs, outputs, out_names, item_styles, chash, listener) -> set:
+    """Indices whose latest ok record matches: same settings, input, styles, and the output
+    still on disk with the recorded hash."""
+    candidates = []
+    redo = {"settings": 0, "styles": 0, "input": 0, "output": 0}
+    for i, inp in enumerate(inputs):
+        rec = state.latest_ok.get(inp)
+        if rec is None:
+            continue
+        if rec.get("config_hash") != chash:
+            redo["settings"] += 1
+        elif rec.get("styles_sha256") != item_styles[i]:
+            redo["styles"] += 1
+        elif rec.get("output") != out_names[i]:
+            redo["output"] += 1
+        else:
+            candidates.append((i, rec))
+    hashes = _hash_all([Path(inputs[i]) for i, _ in candidates] + [Path(outputs[i]) for i, _ in candidates])
+    done = set()
+    for i, rec in candidates:
+        if hashes.get(Path(inputs[i])) != rec.get("input_sha256"):
+            redo["input"] += 1
+        elif hashes.get(Path(outputs[i])) != rec.get("output_sha256"):
+            redo["output"] += 1
+        else:
+            done.add(i)
+    why = {"settings": "the settings changed (--force)", "styles": "their style changed",
+           "input": "their input changed", "output": "their output is missing or changed"}
+    for k, n in redo.items():
+        if n:
+            listener.note(f"resume: {n} image(s) done before are redone: {why[k]}")
+    return done
+
+
+def _write_shipped_output(o: dict) -> dict:
+    """Bytes mode: the driver writes the output the actor sent back (atomically)."""
+    data = o.pop("output_bytes", None)
+    if data is None or o.get("status") != "ok":
+        return o
+    try:
+        atomic_write(o["output"], lambda f: f.write(data))
+    except OSError as e:
+        return {**o, "status": "error", "error": f"cannot write {o['output']}: {e.strerror or e}"}
+    return o
+
+
+_RECORD_KEYS = ("input", "input_sha256", "output_sha256", "status", "error", "seconds", "batch",
+                "backend", "device", "host")
+
+
+def _record(o: dict, run_id: str, chash: str, styles_sha: str, out_name: str) -> dict:
+    rec = {"kind": "image", "run": run_id, "config_hash": chash, "styles_sha256": styles_sha, "output": out_name}
+    for k in _RECORD_KEYS:
+        if k in o:
+            rec[k] = o[k]
+    rec["finished"] = now()
+    return {k: rec[k] for k in ("kind", "input", "input_sha256", "styles_sha256", "config_hash", "output",
+                                "output_sha256", "status", "error", "seconds", "batch", "backend", "device", "host",
+                                "finished", "run") if k in rec}
+
+
+# -- executors ---------------------------------------------------------------------------------
+
+class InlineExecutor:
+    """One process, one device: the driver computes every task itself (torch's thread count is
+    set for the job as the spec says, and restored after)."""
+
+    workers = 1
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.device_type = torch.device(device).type
+        self.description = f"one process on {device}"
+        self._worker: Optional[JobWorker] = None
+        self._saved_threads: Optional[int] = None
+        self.weights_are_random = False
+
+    def start(self, spec: JobSpec, note: Callable[[str], None], n_tasks: int = 1) -> None:
+        self._saved_threads = torch.get_num_threads()
+        self._worker = JobWorker(spec, self.device)
+        self.weights_are_random = self._worker.weights_are_random
+
+    def run(self, tasks, on_progress, note):
+        for task in tasks:
+            yield task, self._worker.run_task(task, on_progress)
+
+    def close(self) -> None:
+        try:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+        finally:
+            if self._saved_threads is not None:
+                torch.set_num_threads(self._saved_threads)
+                self._saved_threads = None
+
+
+def job_status(job_dir, verify: bool = False) -> dict:
+    """Where a job folder stands: done, failed (with reasons), remaining, images/hour so far.
+
+    Counted against the inputs and settings of the folder's last run. ``verify`` re-hashes each
+    done image's output (otherwise only its existence is checked).
+    """
+    job_dir = Path(job_dir)
+    state = load_state(job_dir)
+    last = state.last_run
+    if last is None:
+        raise StyleGradError(f"no stylegrad job in {job_dir} (no {job_dir / 'stylegrad-job.jsonl'})")
+    chash = last.get("config_hash")
+    inputs = list(last.get("inputs") or [])
+    outputs = dict(zip(inputs, last.get("outputs") or []))
+    done, failed, missing = [], [], []
+    for inp in inputs:
+        rec = state.latest.get(inp)
+        if rec is None or rec.get("config_hash") != chash:
+            missing.append(inp)
+            continue
+        if rec.get("status") == "ok":
+            out = job_dir / rec.get("output", outputs.get(inp, ""))
+            ok = out.is_file() and (not verify or file_sha256(out) == rec.get("output_sha256"))
+            (done if ok else missing).append(inp)
+        else:
+            failed.append({"input": inp, "error": rec.get("error", "")})
+    ok_records = [r for r in state.images if r.get("status") == "ok"]
+    wall = stats.run_wall_seconds(state.runs, state.images, state.ends)
+    return {"job_dir": str(job_dir), "inputs": len(inputs), "done": len(done), "failed": failed,
+            "remaining": len(missing), "runs": len(state.runs), "wall_seconds": round(wall, 3),
+            "images_per_hour": stats.images_per_hour(len(ok_records), wall),
+            "seconds_per_image": stats.seconds_percentiles(ok_records),
+            "config_hash": chash, "running": is_locked(job_dir)}

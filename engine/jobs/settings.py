@@ -1,0 +1,94 @@
+"""What a job's pixels depend on: the settings dictionary, its hash, and how two differ.
+
+Rule: every :class:`StyleConfig` field is part of the settings **except** the explicit list
+:data:`NON_PIXEL_FIELDS` (fields that cannot change an output's bytes). A field added to
+``StyleConfig`` later is therefore covered without touching this module. Besides the config
+fields the settings hold what the config names only by reference or leaves to the machine:
+
+- ``device_type`` (``cpu`` / ``cuda``): CPU and GPU arithmetic round differently. The device
+  *index* is not a setting (``cuda:0`` and ``cuda:1`` of one model compute the same bytes).
+- ``cpu_threads`` (CPU jobs only): torch's CPU reductions split their work by thread count,
+  so the same image computed with 1 and 2 threads differs in the last bits. A CPU job
+  computes every image with exactly this many threads, whatever the number of workers.
+- ``weights_sha256`` / ``init_sha256``: the contents of a weights file or init image given as
+  a path (the path alone would not notice a replaced file).
+
+Style images are not settings: each manifest record carries the hash of the styles used for
+its image, and an image whose style changed is redone like an image whose input changed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from typing import Any, Dict, List, Optional
+
+from ..config import StyleConfig
+from ..fileio import file_sha256
+
+# Fields that never change an output's bytes: where the run happens (the device index; the
+# device *type* is kept as ``device_type``) and what is reported or written besides the output.
+NON_PIXEL_FIELDS = frozenset({"device", "print_every", "save_every"})
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)                      # "inf": strict JSON, still distinct
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    if hasattr(value, "value") and isinstance(getattr(value, "value"), (str, int)):   # enums
+        return value.value
+    return repr(value)
+
+
+def _is_file_reference(text: Any, reserved: tuple) -> bool:
+    return isinstance(text, str) and text not in reserved and not text.startswith("random") and os.path.isfile(text)
+
+
+def pixel_settings(config: StyleConfig, device_type: str, cpu_threads: Optional[int]) -> Dict[str, Any]:
+    """The settings a job's outputs depend on, as a JSON-ready dict (see the module doc)."""
+    s: Dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.name not in NON_PIXEL_FIELDS:
+            s[f.name] = _jsonable(getattr(config, f.name))
+    s["device_type"] = device_type
+    if device_type == "cpu":
+        s["cpu_threads"] = cpu_threads
+    if _is_file_reference(config.weights, ("imagenet",)):
+        s["weights_sha256"] = file_sha256(config.weights)
+    if _is_file_reference(config.init, ("content", "noise")):
+        s["init_sha256"] = file_sha256(config.init)
+    return s
+
+
+def settings_hash(settings: Dict[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differing(old: Dict[str, Any], new: Dict[str, Any]) -> List[str]:
+    """``["iters (10 -> 20)", ...]`` for every key whose value differs (absent counts)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "(absent)"), new.get(k, "(absent)")
+        if a != b:
+            out.append(f"{k} ({_short(a)} -> {_short(b)})")
+    return out
+
+
+def _short(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def styles_digest(style_hashes: List[str]) -> str:
+    """One hash for an ordered set of style images (their file hashes, in order)."""
+    return hashlib.sha256("\n".join(style_hashes).encode()).hexdigest()

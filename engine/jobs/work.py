@@ -1,0 +1,227 @@
+"""The unit of work of a job and the one code path that computes it.
+
+A :class:`Task` is a batch planned by the driver: images of one size, optimised together
+(``--batch-size``). A :class:`JobWorker` holds one :class:`~stylegrad.Stylizer` for a whole job
+and turns tasks into outcomes (one dict per image: hashes, status, timing). The same
+``JobWorker.run_task`` runs in the driver's process, in a local worker process and in a Ray
+actor, so every way of running a job computes the same bytes (given the same CPU threads per
+image on the CPU; see :mod:`stylegrad.jobs.settings`).
+
+Library code: raises or returns, never prints.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from .. import images as imgs
+from ..config import StyleConfig
+from ..errors import StyleGradError
+from ..fileio import file_sha256
+from ..stylizer import Progress, Stylizer
+
+ProgressSink = Callable[[dict], None]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to build its Stylizer (picklable; sent once per worker)."""
+
+    config: StyleConfig                       # ``device`` is replaced per worker
+    styles: Tuple[str, ...]                   # style image paths (the shared blend, or one per image)
+    pair_styles: bool = False                 # each item names its style by index into ``styles``
+    cpu_threads: Optional[int] = None         # torch threads per image on the CPU (a pixel setting;
+                                              # the worker applies it, whoever runs the worker)
+    ship_bytes: bool = False                  # no shared filesystem: inputs, styles and outputs travel as bytes
+    style_bytes: Optional[Tuple[bytes, ...]] = None   # with ship_bytes: the styles' file contents
+    relay_progress: bool = False              # send per-iteration progress back to the driver
+
+
+@dataclass(frozen=True)
+class Item:
+    index: int                                # position in the job's input list
+    input: str                                # absolute path
+    name: str                                 # the input as the user gave it (progress and messages)
+    output: str                               # absolute path
+    style: Optional[int] = None               # with pair_styles: index into JobSpec.styles
+    write: bool = True                        # False: computed for its batch partners only (resume)
+    data: Optional[bytes] = field(default=None, repr=False, compare=False)   # shipped input bytes
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    items: Tuple[Item, ...]
+
+    @property
+    def names(self) -> List[str]:
+        return [it.name for it in self.items]
+
+
+def error_text(e: BaseException) -> str:
+    """One line: our own errors as they are, anything else with its type."""
+    if isinstance(e, StyleGradError):
+        return str(e)
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
+def snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
+    """``--save-every``: ``OUT_stem.iterNNNN.ext`` next to the output; with several scales
+    (``--min-size``) ``OUT_stem.scaleK.iterNNNN.ext``."""
+    tag = f".scale{scale}" if scales > 1 else ""
+    return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
+
+
+def error_outcome(item: Item, message: str, device: str = "", backend: str = "") -> dict:
+    return {"index": item.index, "input": item.input, "name": item.name, "output": item.output, "status": "error",
+            "error": message, "device": device, "backend": backend, "host": socket.gethostname()}
+
+
+class JobWorker:
+    """One Stylizer for the whole job on one device.
+
+    Torch threads: on the CPU, ``spec.cpu_threads`` (the job's rule; it changes the bits); on
+    a GPU, ``threads`` if given (host-side work only; it does not change the bits).
+    """
+
+    def __init__(self, spec: JobSpec, device: str, threads: Optional[int] = None):
+        if torch.device(device).type == "cpu" and spec.cpu_threads:
+            torch.set_num_threads(spec.cpu_threads)
+        elif threads:
+            torch.set_num_threads(threads)
+        self.spec = spec
+        self.device = device
+        self.host = socket.gethostname()
+        self._tmp = tempfile.TemporaryDirectory(prefix="stylegrad-job-") if spec.ship_bytes else None
+        self.config = spec.config.replace(device=device)
+        self.stylizer = Stylizer(self.config)
+        try:
+            if spec.ship_bytes:
+                self.styles = [self._decode(data, name) for data, name in zip(spec.style_bytes, spec.styles)]
+            else:
+                self.styles = [imgs.load_image(p) for p in spec.styles]
+            if not spec.pair_styles:
+                self.stylizer.set_styles(self.styles)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def weights_are_random(self) -> bool:
+        return self.stylizer.weights_are_random
+
+    def close(self) -> None:
+        self.stylizer.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # -- bytes without a shared filesystem: through a private temporary file, so that reading
+    # and writing keep the one set of rules of stylegrad.images --------------------------------
+    def _decode(self, data: bytes, name: str) -> torch.Tensor:
+        tmp = Path(self._tmp.name) / Path(name).name
+        tmp.write_bytes(data)
+        try:
+            return imgs.load_image(tmp)
+        except StyleGradError as e:
+            raise type(e)(str(e).replace(str(tmp), name)) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _encode(self, image: torch.Tensor, name: str) -> bytes:
+        tmp = Path(self._tmp.name) / Path(name).name
+        imgs.save_image(image, tmp)
+        try:
+            return tmp.read_bytes()
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # -- the work ------------------------------------------------------------------------------
+    def run_task(self, task: Task, on_progress: Optional[ProgressSink] = None) -> List[dict]:
+        """Compute a task; one outcome per item with ``write`` set. Never raises for an image."""
+        outcomes: List[dict] = []
+        loaded: List[Tuple[Item, torch.Tensor, str]] = []
+        for item in task.items:
+            try:
+                if self.spec.ship_bytes:
+                    if item.data is None:
+                        raise StyleGradError(f"{item.name}: no bytes shipped for this input")
+                    tensor = self._decode(item.data, item.name)
+                    sha = hashlib.sha256(item.data).hexdigest()
+                else:
+                    tensor = imgs.load_image(item.input)
+                    sha = file_sha256(item.input)
+                loaded.append((item, imgs.resize_longest(tensor, self.config.size), sha))
+            except Exception as e:   # an unreadable image fails alone
+                if item.write:
+                    outcomes.append(error_outcome(item, error_text(e), self.device))
+        # A batch needs one size: the driver planned it from the files' headers; regroup by the
+        # decoded size in case a header misled it (order kept, so this is deterministic too).
+        groups: Dict[tuple, list] = {}
+        for entry in loaded:
+            groups.setdefault(tuple(entry[1].shape), []).append(entry)
+        for group in groups.values():
+            outcomes.extend(self._run_group(group, on_progress))
+        return sorted(outcomes, key=lambda o: o["index"])
+
+    def _run_group(self, group: Sequence[Tuple[Item, torch.Tensor, str]], on_progress) -> List[dict]:
+        cfg = self.config
+        items = [g[0] for g in group]
+        by_name = {it.name: it for it in items}
+        warnings: Dict[str, List[str]] = {}
+
+        def callback(p: Progress) -> None:
+            if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters):
+                on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+                             "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
+                             "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
+            it = by_name.get(p.image)
+            final = p.scale == p.scales and p.iter == p.iters      # the output itself
+            if p.snapshot is not None and cfg.save_every > 0 and not final and it is not None and it.write:
+                try:
+                    imgs.save_image(p.snapshot, snapshot_path(Path(it.output), p.iter, p.scale, p.scales))
+                except Exception as e:   # a lost snapshot must not lose the run
+                    warnings.setdefault(p.image, []).append(f"snapshot {p.iter} not written: {error_text(e)}")
+
+        styles = [[self.styles[it.style]] for it in items] if self.spec.pair_styles else None
+        try:
+            results = self.stylizer.run_batch([g[1] for g in group], callback=callback,
+                                              names=[it.name for it in items], styles=styles)
+        except Exception as e:   # the whole batch failed; the job goes on
+            return [error_outcome(it, error_text(e), self.device, self.stylizer.backend_name)
+                    for it in items if it.write]
+        out = []
+        for (item, _, in_sha), result in zip(group, results):
+            if not item.write:
+                continue
+            base = {"index": item.index, "input": item.input, "name": item.name, "output": item.output,
+                    "input_sha256": in_sha,
+                    "seconds": round(result.seconds, 3), "batch": len(items), "backend": result.backend,
+                    "device": self.device, "host": self.host}
+            if item.name in warnings:
+                base["warnings"] = warnings[item.name]
+            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
+                out.append({**base, "status": "error", "error": f"{result.message}; nothing written"})
+                continue
+            try:
+                if self.spec.ship_bytes:
+                    data = self._encode(result.image, item.output)
+                    extra = {"output_bytes": data, "output_sha256": hashlib.sha256(data).hexdigest()}
+                else:
+                    imgs.save_image(result.image, item.output)
+                    extra = {"output_sha256": file_sha256(item.output)}
+            except Exception as e:   # one image failing to write must not lose the others
+                out.append({**base, "status": "error", "error": error_text(e)})
+                continue
+            out.append({**base, **extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
+                        "loss": result.final_loss,
+                        "initial_loss": result.history[0].loss,
+                        "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2])})
+        return out
