@@ -105,3 +105,23 @@ def test_cuda_backend_loop_runs_a_scale_of_its_own_length():
     seen = []
     cb.optimize(x, targets, lambda k, ev, ms, xk: seen.append(k), iters=3)
     assert seen == [0, 1, 2, 3]
+
+
+def test_job_folder_rows_and_snapshots_name_the_scale(tmp_path, capsys):
+    """--out-dir runs go through the job machinery (stylegrad.jobs.work): same fields, same names."""
+    d = tmp_path / "in"
+    d.mkdir()
+    write_image(d / "a.png", 40, 30, seed=1)
+    s = write_image(tmp_path / "s.png", 25, 33, seed=2)
+    out = tmp_path / "out"
+    rc = main(["stylize", str(d), "--style", str(s), "--out-dir", str(out), "--size", "40", "--min-size", "28",
+               "--iters", "2", "--iters-last", "2", "--save-every", "2", "--json", "--weights", "random",
+               "--model", "vgg16", "--quiet"])
+    assert rc == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.strip().splitlines()]
+    rows = [l for l in lines if "iter" in l]
+    assert [(l["scale"], l["scales"], l["width"], l["height"], l["iter"]) for l in rows] == \
+        [(1, 2, 28, 21, i) for i in range(3)] + [(2, 2, 40, 30, i) for i in range(3)]
+    done = [l for l in lines if l.get("status") == "ok"]
+    assert len(done) == 1 and done[0]["scales"] == 2 and done[0]["width"] == 40
+    assert sorted(p.name for p in out.glob("a.*")) == ["a.png", "a.scale1.iter0002.png"]
