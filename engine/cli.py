@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(s)
     add_job_arguments(s)                  # CLI-only: --resume, --devices, --ray, ... (engine/cli_job.py)
 
+    # listed for --help; main() hands its single-dash flags to stylegrad.cli_neural_style unparsed
+    sub.add_parser("neural-style", add_help=False,
+                   help="jcjohnson/neural-style's command line (-content_image ... -style_image ...), mapped to ours")
+
     i = sub.add_parser("info", help="devices, ONNX Runtime providers, TensorRT/cuda-python, weights cache")
     i.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
@@ -133,6 +137,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with _sigterm_raises():
         try:
+            if argv[:1] == ["neural-style"]:
+                from .cli_neural_style import cmd_neural_style
+                return cmd_neural_style(argv[1:])
             args = build_parser().parse_args(argv)
             state["json"] = bool(getattr(args, "json", False))
             if args.version:
@@ -154,7 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command is None:
-        raise UsageError("a command is needed: stylize, job status, info, export, bench or kernels check (see --help)")
+        raise UsageError("a command is needed: stylize, neural-style, job status, info, export, bench or kernels "
+                         "check (see --help)")
     if args.command == "stylize":
         from .cli_stylize import cmd_stylize
         return cmd_stylize(args)

@@ -75,12 +75,21 @@ def add_config_options(parser: argparse.ArgumentParser, names: Optional[Iterable
                 raise TypeError(f"StyleConfig.{name}: give its option() a parse function")
             if field_choices(f) is not None:
                 kw["choices"] = field_choices(f)
+            if md.get("const") is not None:      # the flag alone means this value
+                kw["nargs"] = "?"
+                kw["const"] = md["const"]
             if md.get("metavar"):
                 kw["metavar"] = md["metavar"]
             if default is not None:
                 kw["help"] += f" (default {_show(default)})"
         kw["help"] = kw["help"].replace("%", "%%")
         parser.add_argument(field_flag(f), **kw)
+
+
+def namespace_for(config: StyleConfig, **other) -> argparse.Namespace:
+    """A namespace that :func:`config_from_args` reads back as ``config`` exactly (for commands
+    that build their config another way and reuse ``stylize``'s machinery), plus ``other``."""
+    return argparse.Namespace(**{_BASE: config, _NAMES: ()}, **other)
 
 
 def config_from_args(args: argparse.Namespace) -> StyleConfig:

@@ -181,9 +181,11 @@ class _CliListener:
 
     def progress(self, ev: dict) -> None:
         if self.args.json:
-            print(_json({k: ev[k] for k in ("image", "iter", "loss", "content", "style", "tv", "ms")}), flush=True)
+            keys = ("image", "scale", "scales", "width", "height", "iter", "loss", "content", "style", "tv", "ms")
+            print(_json({k: ev[k] for k in keys}), flush=True)
         if self.bar is not None and ev["iter"] > 0:
-            self.bar.set_postfix_str(f"{Path(ev['image']).name} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
+            scale = f" scale {ev['scale']}/{ev['scales']}" if ev["scales"] > 1 else ""
+            self.bar.set_postfix_str(f"{Path(ev['image']).name}{scale} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
         if self.lines is not None:
             line = self.lines.progress(ev["image"], ev["iter"], ev["loss"])
             if line:
@@ -205,7 +207,8 @@ class _CliListener:
             return
         out = str(self.outputs[o["index"]])
         if self.args.json:
-            print(_json({"image": name, "status": "ok", "output": out, "iters": o["iters"], "loss": o["loss"],
+            print(_json({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
+                         "loss": o["loss"],
                          "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
                          "seconds": o["seconds"], "backend": o["backend"], "device": o.get("device")}), flush=True)
         elif not self.args.quiet and self.bar is None:

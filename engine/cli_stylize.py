@@ -25,6 +25,7 @@ from . import images as imgs
 from . import memory
 from . import progress as prog
 from .cli_config import config_from_args, given_options
+from . import scales
 from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, OutputLockedError, StyleGradError
@@ -123,7 +124,8 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
         raise first_error
 
 
-def cmd_stylize(args) -> int:
+def cmd_stylize(args, vgg=None) -> int:
+    """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first)."""
     t_start = time.perf_counter()
     config = config_from_args(args)
     check_job_arguments(args, config)
@@ -143,7 +145,7 @@ def cmd_stylize(args) -> int:
     check_memory_up_front(config, contents, style_hw, args.pair_styles)
     if args.out_dir:
         return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
-    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start)
+    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg)
 
 
 def _json(obj: dict) -> str:
@@ -162,7 +164,7 @@ def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Option
     return prog.ProgressLines(names, config.iters, every, todo)
 
 
-def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float) -> int:
+def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None) -> int:
     """``-o OUT``: one content image, under the output's advisory lock."""
     name = str(content)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
@@ -203,7 +205,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
 
     try:
         with output_lock(out):                 # a second process on this output fails here
-            stylizer = Stylizer(config, download_progress=download_bar())
+            stylizer = Stylizer(config, vgg=vgg, download_progress=download_bar())
             try:
                 stylizer.set_styles(styles)
                 if stylizer.weights_are_random:
@@ -224,27 +226,30 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
     except Exception as e:          # an unreadable content image: its error, exit 1
         fail(e)
         return
+    plan = scales.plan(config)
     bar = None
     if show_bar:
         from tqdm import tqdm
-        bar = tqdm(total=config.iters, desc=f"{prog.image_label(1, 1, 1)} {content.name}", file=sys.stderr,
-                   leave=False)
+        bar = tqdm(total=sum(sc.iters for sc in plan), desc=f"{prog.image_label(1, 1, 1)} {content.name}",
+                   file=sys.stderr, leave=False)
 
     def on_progress(p: Progress) -> None:
-        reported = p.iter % config.print_every == 0 or p.iter == config.iters
+        reported = p.iter % config.print_every == 0 or p.iter == p.iters
         if args.json and reported:
-            print(_json({"image": p.image, "iter": p.iter, "loss": p.loss, "content": p.content,
+            print(_json({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+                         "height": p.height, "iter": p.iter, "loss": p.loss, "content": p.content,
                          "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
         if bar is not None and p.iter > 0:
-            bar.update(p.iter - bar.n)
-            bar.set_postfix(loss=f"{p.loss:.4g}")
+            bar.update(sum(sc.iters for sc in plan[:p.scale - 1]) + p.iter - bar.n)
+            bar.set_postfix(scale=f"{p.scale}/{p.scales}", loss=f"{p.loss:.4g}")
         if lines is not None and reported:
             line = lines.progress(p.image, p.iter, p.loss)
             if line:
                 print(f"stylegrad: {line}", file=sys.stderr, flush=True)
-        if p.snapshot is not None and p.iter < config.iters:
+        final = p.scale == p.scales and p.iter == p.iters     # the output itself, written below
+        if p.snapshot is not None and config.save_every > 0 and not final:
             try:
-                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter))
+                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter, p.scale, p.scales))
             except Exception as e:  # a lost snapshot must not lose the run
                 print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
@@ -264,7 +269,7 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
     except Exception as e:
         fail(e)
         return
-    summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters,
+    summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters, "scales": len(plan),
                "loss": result.final_loss, "initial_loss": result.history[0].loss,
                "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
                "seconds": round(result.seconds, 3), "backend": result.backend}

@@ -22,6 +22,7 @@ gives ``--preprocess {auto,torchvision,caffe}`` with that help and default, chec
              sets ``style_layers`` and ``style_layer_weights``)
 ``metavar``  the CLI placeholder
 ``cli``      False: API only (for example a field set through another field's flag)
+``const``    the value of the flag given without one (``--original-colors`` alone = postprocess)
 
 ``int``, ``float`` and ``str`` fields (also ``Optional[...]``) need no ``parse``; a ``bool``
 field becomes an on/off switch.
@@ -47,6 +48,10 @@ DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}     # the step size when lr is None
 POOLS = ("avg", "max")
 PRECISIONS = ("fp32", "tf32", "bf16")
 PREPROCESS_CHOICES = ("auto", "torchvision", "caffe")
+# --original-colors (stylegrad.colors): off; postprocess = the output's luminance with the
+# content's chroma (neural-style's -original_colors 1); luminance = optimise on luminance only
+# (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer"), then the same.
+ORIGINAL_COLORS = ("off", "postprocess", "luminance")
 
 # The default style weight per input convention (README "Formulation" says how they were chosen).
 # Features under the Caffe convention (0..255 inputs) are about 255 * 0.226 = 57.6 times larger
@@ -121,10 +126,10 @@ Choices = Union[Tuple[str, ...], Callable[[], Tuple[str, ...]]]
 
 def option(default: Any, help: str, *, choices: Optional[Choices] = None, flag: Optional[str] = None,
            parse: Optional[Callable[[str], Any]] = None, sets: Optional[Tuple[str, ...]] = None,
-           metavar: Optional[str] = None, cli: bool = True):
+           metavar: Optional[str] = None, cli: bool = True, const: Any = None):
     """A :class:`StyleConfig` field with its documentation and CLI form (see the module docstring)."""
     return field(default=default, metadata={"help": help, "choices": choices, "flag": flag, "parse": parse,
-                                            "sets": sets, "metavar": metavar, "cli": cli})
+                                            "sets": sets, "metavar": metavar, "cli": cli, "const": const})
 
 
 def field_flag(f: dataclasses.Field) -> str:
@@ -149,7 +154,12 @@ class StyleConfig:
     """
 
     size: int = option(512, "longest side of the output, in pixels")
-    iters: int = option(500, "iterations")
+    iters: int = option(500, "iterations (per scale with --min-size)")
+    min_size: Optional[int] = option(
+        None, "coarse-to-fine: optimise at sizes --size / sqrt(2)^k, from the smallest not below MIN_SIZE up "
+        "to --size, each started from the previous result (default: --size only, one scale)", metavar="MIN_SIZE")
+    iters_last: Optional[int] = option(
+        None, "iterations at the last (largest) scale of a coarse-to-fine run (default --iters)", metavar="N")
     optimizer: str = option("lbfgs", "optimiser", choices=OPTIMIZERS)
     lr: Optional[float] = option(None, "step size (default " + ", ".join(
         f"{_fmt(v)} for {k}" for k, v in DEFAULT_LR.items()) + ")")
@@ -159,6 +169,9 @@ class StyleConfig:
         None, "weight of the style loss (default " + ", ".join(
             f"{v:.2g} for {k}-convention weights" for k, v in DEFAULT_STYLE_WEIGHT.items()) + ")")
     tv_weight: float = option(0.0, "weight of the total-variation loss")
+    normalize_gradients: bool = option(
+        False, "divide each loss layer's gradient by its L1 norm, as neural-style's -normalize_gradients "
+        "(a heuristic: the optimiser then follows a direction that is not the gradient of the reported loss)")
     content_layers: Tuple[str, ...] = option(
         DEFAULT_CONTENT_LAYERS, "content layers, each with an optional :WEIGHT, 1 if none",
         parse=parse_layers, sets=("content_layers", "content_layer_weights"), metavar="L[:W],...")
@@ -173,6 +186,11 @@ class StyleConfig:
         None, "weight per style image, normalised to sum 1 (default equal)", parse=parse_floats,
         metavar="W1,W2,...")
     style_scale: float = option(1.0, "style image size relative to the output")
+    original_colors: str = option(
+        "off", "keep the content's colours: postprocess (the output's luminance, the content's chroma; "
+        "the flag alone means this) or luminance (optimise on luminance only, the style's matched to the "
+        "content's mean and spread, then the content's chroma); API: True means postprocess",
+        choices=ORIGINAL_COLORS, const="postprocess")
     init: str = option("content", "initial image: content | noise | PATH")
     pool: str = option("avg", "pooling", choices=POOLS)
     model: str = option("vgg19", "network", choices=MODELS)
@@ -194,6 +212,9 @@ class StyleConfig:
               "available when it starts, RAM for cpu, free GPU memory for cuda)", parse=parse_bytes, metavar="SIZE")
 
     def __post_init__(self) -> None:
+        # neural-style's -original_colors is 0/1: the API takes True/False for off/postprocess
+        if isinstance(self.original_colors, bool):
+            object.__setattr__(self, "original_colors", "postprocess" if self.original_colors else "off")
         # types first (a frozen dataclass: normalised values are set through object.__setattr__)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -253,6 +274,12 @@ class StyleConfig:
 
         need(isinstance(self.size, int) and self.size >= 1, f"--size must be an integer >= 1, got {self.size!r}")
         need(isinstance(self.iters, int) and self.iters >= 0, f"--iters must be an integer >= 0, got {self.iters!r}")
+        need(self.min_size is None or (isinstance(self.min_size, int) and 1 <= self.min_size <= self.size),
+             f"--min-size must be an integer from 1 to --size ({self.size}), got {self.min_size!r}")
+        need(self.iters_last is None or (isinstance(self.iters_last, int) and self.iters_last >= 0),
+             f"--iters-last must be an integer >= 0, got {self.iters_last!r}")
+        need(isinstance(self.normalize_gradients, bool),
+             f"normalize_gradients must be True or False, got {self.normalize_gradients!r}")
         for f in dataclasses.fields(self):
             choices = field_choices(f)
             if choices is not None:

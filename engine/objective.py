@@ -6,6 +6,9 @@ This is the middle step of every hand-written backend:
 Gradients (F of shape (N, M) at one layer, G = F F^T, A the target):
     d/dF [1/2 sum (F-P)^2]                 = F - P
     d/dF [sum (G-A)^2 / (4 N^2 M^2)]       = (G - A) F / (N^2 M^2)     (G, A symmetric)
+
+With ``normalize_gradients`` each term's feature gradient is then L1-normalised and scaled by
+the term's weight (``stylegrad.gradnorm``: a heuristic, not the gradient of the loss).
 """
 from __future__ import annotations
 
@@ -48,6 +51,9 @@ def feature_losses_and_grads(
     if kernels is None:
         from stylegrad import kernels
 
+    from .gradnorm import l1_normalized
+
+    normalize = config.normalize_gradients
     any_f = next(iter(feats.values()))
     B = any_f.shape[0]
     content = torch.zeros(B, dtype=torch.float32, device=any_f.device)
@@ -63,7 +69,7 @@ def feature_losses_and_grads(
         loss, g = kernels.content_loss(feats[layer], targets.content[layer])
         scale = config.content_weight * w
         content = content + scale * loss
-        add(layer, g * scale)
+        add(layer, l1_normalized(g * scale, scale) if normalize else g * scale)
     for layer, w in config.active_style_layers().items():
         if layer not in feats:
             continue
@@ -73,7 +79,10 @@ def feature_losses_and_grads(
         scale = config.style_weight * w / float(N * N * M * M)
         loss, D = kernels.style_loss(kernels.gram(fv), targets.style[layer], scale / 4.0, scale)
         style = style + loss
-        add(layer, _as_nchw_like(kernels.style_feature_grad(D, fv), f))
+        d = kernels.style_feature_grad(D, fv)
+        if normalize:
+            d = l1_normalized(d, config.style_weight * w)
+        add(layer, _as_nchw_like(d, f))
     return content, style, grads
 
 

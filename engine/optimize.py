@@ -32,20 +32,23 @@ ReportFn = Callable[[int, Evaluation, float, Optional[torch.Tensor]], None]
 
 def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
              report: Optional[ReportFn] = None,
-             keep_image: Callable[[int], bool] = lambda k: False) -> torch.Tensor:
-    """Run ``config.iters`` iterations from ``x0`` (B, 3, H, W); reports iterations 0..iters.
+             keep_image: Callable[[int], bool] = lambda k: False,
+             iters: Optional[int] = None) -> torch.Tensor:
+    """Run ``iters`` (default ``config.iters``) iterations from ``x0`` (B, 3, H, W); reports
+    iterations 0..iters.
 
     Iteration 0 is the initial image before any update; iteration k the image after k updates.
     Both optimisers evaluate exactly once per step. Stops early (after reporting it) at the
     first iteration whose loss is non-finite for every image.
     """
     x = x0.detach().to(torch.float32).clone().contiguous()
+    iters = config.iters if iters is None else iters
     opt = make_optimizer(x, config)
-    for k in range(config.iters + 1):
-        snap = x.clone() if (keep_image(k) or k == config.iters) else None
+    for k in range(iters + 1):
+        snap = x.clone() if (keep_image(k) or k == iters) else None
         t0 = time.perf_counter()
         ev = evaluate(x)
-        last = k == config.iters or not bool(torch.isfinite(ev.total).any())
+        last = k == iters or not bool(torch.isfinite(ev.total).any())
         if not last:
             opt.step(ev.grad.to(x.dtype))
         ms = (time.perf_counter() - t0) * 1e3

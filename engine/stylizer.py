@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import colors, scales
 from . import images as imgs
 from . import memory
 from .backends import create_backend, resolve_backend
@@ -26,8 +27,11 @@ from .weights import DownloadProgress, load_vgg, parse_weights
 class Progress:
     """One iteration, as reported to callbacks. Losses are the weighted terms; loss = their sum.
 
-    ``iter`` k is the image after k updates (0: the initial image). ``snapshot`` holds the
-    current image (3, H, W) at ``save_every`` points and at the last iteration, else None.
+    ``iter`` k is the image after k updates (0: the initial image) of scale ``scale`` of
+    ``scales`` (coarse-to-fine, ``min_size``; 1 of 1 otherwise), whose image is ``width`` x
+    ``height`` and runs ``iters`` iterations. ``snapshot`` holds the current image (3, H, W) at
+    ``save_every`` points and at the last iteration of each scale, else None; with
+    ``original_colors`` it already has the content's colours.
     """
 
     image: str
@@ -39,6 +43,10 @@ class Progress:
     tv: float
     ms: float
     snapshot: Optional[torch.Tensor] = field(default=None, repr=False, compare=False)
+    scale: int = 1
+    scales: int = 1
+    width: int = 0
+    height: int = 0
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -222,8 +230,14 @@ class Stylizer:
         so the others are not lost); with ``last_finite=True`` a diverged image comes back
         with its last iterate whose loss was finite, when there is one (see :meth:`run`).
 
-        Before any compute, the run's peak memory is estimated and a run over the available
-        memory (or ``max_memory``) raises :class:`~stylegrad.errors.MemoryLimitError`.
+        Before any compute, the run's peak memory is estimated (at the full size) and a run
+        over the available memory (or ``max_memory``) raises
+        :class:`~stylegrad.errors.MemoryLimitError`.
+
+        Coarse-to-fine (``min_size``, ``stylegrad.scales``): one optimisation per scale, each
+        started from the previous result upsampled, with targets for its size; the history
+        holds every scale's reports (``Progress.scale``), so ``initial_loss`` is the first
+        scale's and ``final_loss`` the last's. ``original_colors``: see ``stylegrad.colors``.
         """
         cfg = self.config
         if len(contents) == 0:
@@ -238,57 +252,128 @@ class Stylizer:
         if styles is not None:     # read once here (sizes for the estimate), used by prepare()
             styles = [[imgs.to_tensor(s) for s in group] for group in styles]
         style_hw = None if styles is None else [tuple(s.shape[-2:]) for group in styles for s in group]
-        memory.check_fits(self.estimate_memory(next(iter(sizes)), len(sources), style_hw), cfg, self.device,
-                          f"optimising {len(sources)} image(s) of {next(iter(sizes))[1]}x{next(iter(sizes))[0]} px")
-        tensors = [imgs.resize_longest(t, cfg.size) for t in sources]
+        size_hw = next(iter(sizes))
+        memory.check_fits(self.estimate_memory(size_hw, len(sources), style_hw), cfg, self.device,
+                          f"optimising {len(sources)} image(s) of {size_hw[1]}x{size_hw[0]} px")
+        full = [imgs.resize_longest(t, cfg.size) for t in sources]
         del sources
-        names = list(names) if names is not None else [f"image{i}" for i in range(len(tensors))]
+        n = len(full)
+        names = list(names) if names is not None else [f"image{i}" for i in range(n)]
         t_start = time.perf_counter()
-        content, targets = self.prepare(torch.stack(tensors), styles)
-        x0 = self.initial_image(content)
-        histories: List[List[Progress]] = [[] for _ in tensors]
-
-        def keep(i: int) -> bool:
-            return cfg.save_every > 0 and i > 0 and i % cfg.save_every == 0
-
+        run_styles = self._styles_for(full, styles)
+        histories: List[List[Progress]] = [[] for _ in full]
+        verdicts: List[Tuple[str, str]] = [("ok", "") for _ in full]   # the first failure of each image
         diverged: set = set()   # images whose first non-finite loss was already reported
-        good: dict = {}         # last_finite: image -> (iteration, last iterate with a finite loss)
+        good: Optional[dict] = {} if last_finite else None   # image -> (iteration, scale, last finite iterate)
+        # with last_finite every iterate is handed to report (the loops copy x where keep is true)
+        keep = (lambda i: True) if last_finite else self._keep
+        x: Optional[torch.Tensor] = None
+        out = None
+        for sc in scales.plan(cfg):
+            rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size) for t in full])
+            content, targets = self.prepare(colors.to_luminance(rgb) if self._luminance else rgb, run_styles)
+            if x is None:
+                x0 = self.initial_image(content)
+                x0 = colors.to_luminance(x0) if self._luminance else x0
+            else:
+                x0 = scales.upsample(x, content.shape[-2], content.shape[-1])
+                for b in range(n):        # an image that failed restarts from its content (its
+                    if verdicts[b][0] != "ok":   # verdict stands), so no NaN reaches the batch
+                        x0[b] = content[b]
+            scale_histories: List[List[Progress]] = [[] for _ in full]
+            report = self._reporter(sc, rgb, names, scale_histories, diverged, callback, good)
+            x = self.backend.optimize(x0, targets, report, keep, iters=sc.iters)
+            out = x.clamp(0, 1).cpu()
+            moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
+            for b in range(n):
+                histories[b].extend(scale_histories[b])
+                if verdicts[b][0] == "ok":
+                    status, message = check_progress(scale_histories[b], cfg.init if sc.index == 1 else "upsampled",
+                                                     moved[b])
+                    if status != "ok" and sc.count > 1:
+                        message = f"scale {sc.index} of {sc.count} ({rgb.shape[-1]}x{rgb.shape[-2]}): {message}"
+                    verdicts[b] = (status, message)
+        seconds = time.perf_counter() - t_start
+        final = self._finish(out, rgb)
+        results = []
+        for b in range(n):
+            status, message = verdicts[b]
+            image = final[b] if status == "ok" else None
+            if status == "diverged" and good is not None and b in good:
+                it, scale_index, xb = good[b]
+                xb = xb[None].detach().float().clamp(0, 1).cpu()
+                if tuple(xb.shape[-2:]) != tuple(rgb.shape[-2:]):
+                    xb = scales.upsample(xb, rgb.shape[-2], rgb.shape[-1])
+                image = self._finish(xb, rgb[b:b + 1])[0]
+                at = f"iteration {it}" + (f" of scale {scale_index}" if scales.plan(cfg)[-1].index > 1 else "")
+                message += f"; returning the last iterate with a finite loss ({at})"
+            results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
+        return results
+
+    # -- pieces of run_batch -------------------------------------------------------------------
+    @property
+    def _luminance(self) -> bool:
+        return self.config.original_colors == "luminance"
+
+    def _keep(self, i: int) -> bool:
+        return self.config.save_every > 0 and i > 0 and i % self.config.save_every == 0
+
+    def _styles_for(self, contents: List[torch.Tensor], styles):
+        """The per-image style lists run_batch passes to prepare(): ``styles`` as given, except
+        under ``original_colors="luminance"``, where every image gets its styles (its own or
+        the shared ones) as luminance matched to its content (so targets are per image)."""
+        if not self._luminance:
+            return styles
+        if styles is None:
+            shared = self.targets.styles
+            if shared is None:
+                raise ConfigError("no style images set: pass styles to run() or call set_styles()")
+            per = [shared for _ in contents]
+        else:
+            per = [[imgs.to_tensor(s) for s in group] for group in styles]
+        return [[colors.matched_luminance(s, c) for s in group] for group, c in zip(per, contents)]
+
+    def _finish(self, x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
+        """Images as handed out: clamped to [0, 1], with the content's chroma (``rgb``) under
+        ``original_colors``."""
+        if self.config.original_colors == "off":
+            return x.clamp(0, 1)
+        return colors.with_content_chroma(x, rgb.to(x.device))
+
+    def _reporter(self, sc: "scales.Scale", rgb: torch.Tensor, names: List[str],
+                  histories: List[List[Progress]], diverged: set, callback: Optional[ProgressCallback],
+                  good: Optional[dict] = None):
+        """The report function of one scale's optimisation: Progress per image to the
+        histories and the callback; with ``good`` (last_finite), each image's last iterate
+        with a finite loss is kept there."""
+        cfg = self.config
+        n = len(names)
+        height, width = int(rgb.shape[-2]), int(rgb.shape[-1])
 
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
-            finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(len(tensors))]
+            finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(n)]
             # the first non-finite loss of an image is always reported (it is the verdict)
-            newly = {b for b in range(len(tensors)) if b not in diverged and not finite[b]}
+            newly = {b for b in range(n) if b not in diverged and not finite[b]}
             diverged.update(newly)
-            if last_finite and x is not None:
-                for b in range(len(tensors)):
+            if good is not None and x is not None:
+                for b in range(n):
                     if finite[b] and b not in diverged:
-                        good[b] = (i, x[b] if x.shape[0] == 1 else x[b].clone())
-            snapshot = x is not None and (keep(i) or i == cfg.iters)
-            if i % cfg.print_every != 0 and i != cfg.iters and not snapshot and not newly:
+                        good[b] = (i, sc.index, x[b] if x.shape[0] == 1 else x[b].clone())
+            snapshot = x is not None and (self._keep(i) or i == sc.iters)
+            if i % cfg.print_every != 0 and i != sc.iters and not snapshot and not newly:
                 return
-            for b in range(len(tensors)):
-                snap = x[b].clamp(0, 1).cpu() if snapshot else None
-                p = Progress(names[b], i, cfg.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap)
+            snaps = self._finish(x, rgb).cpu() if snapshot else None
+            for b in range(n):
+                snap = snaps[b] if snaps is not None else None
+                p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap,
+                             sc.index, sc.count, width, height)
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None:
                     callback(p)
 
-        # with last_finite every iterate is handed to report (the loops copy x where keep is true)
-        x = self.backend.optimize(x0, targets, report, (lambda i: True) if last_finite else keep)
-        seconds = time.perf_counter() - t_start
-        out = x.clamp(0, 1).cpu()
-        moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
-        results = []
-        for b in range(len(tensors)):
-            status, message = check_progress(histories[b], cfg.init, moved[b])
-            image = out[b] if status == "ok" else None
-            if status == "diverged" and last_finite and b in good:
-                it, image = good[b][0], good[b][1].clamp(0, 1).cpu()
-                message += f"; returning the last iterate with a finite loss (iteration {it})"
-            results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
-        return results
+        return report
 
     def stylize(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
                 callback: Optional[ProgressCallback] = None, *, last_finite: bool = False):

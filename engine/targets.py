@@ -75,6 +75,11 @@ class TargetBuilder:
         """(height, width) of the styles given to :meth:`set_styles`, as read."""
         return [tuple(s.shape[-2:]) for s in (self._styles or [])]
 
+    @property
+    def styles(self) -> Optional[List[torch.Tensor]]:
+        """The style images of :meth:`set_styles` (full size), or None."""
+        return self._styles
+
     def _check_blend(self, n: int) -> None:
         bw = self.config.style_blend_weights
         if bw is not None and len(bw) != n:

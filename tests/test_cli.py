@@ -29,7 +29,8 @@ def test_stylize_json_end_to_end(tmp_path, capsys):
     iters = [l for l in lines if "iter" in l]
     assert [l["iter"] for l in iters] == list(range(16))
     for l in iters:
-        assert set(l) == {"image", "iter", "loss", "content", "style", "tv", "ms"}
+        assert set(l) == {"image", "scale", "scales", "width", "height", "iter", "loss", "content", "style", "tv", "ms"}
+        assert (l["scale"], l["scales"], l["width"], l["height"]) == (1, 1, 37, 28)
         assert l["loss"] == pytest.approx(l["content"] + l["style"] + l["tv"], rel=1e-6)
     assert iters[-1]["loss"] < 0.5 * iters[0]["loss"]   # losses decrease
     summary, closing = lines[-2:]

@@ -57,3 +57,14 @@ def test_bad_option_text_is_a_one_line_usage_error(capsys, argv, needle):
     assert main(BASE + argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and needle in err, err
+
+
+def test_new_options_reach_the_config():
+    cfg = config_from_args(_parse("--min-size", "128", "--iters-last", "50", "--normalize-gradients",
+                                  "--original-colors", "luminance"))
+    assert (cfg.min_size, cfg.iters_last, cfg.normalize_gradients, cfg.original_colors) == (128, 50, True, "luminance")
+    # the flag alone means postprocess (neural-style's -original_colors 1); absent, off
+    assert config_from_args(build_parser().parse_args(BASE[:2] + ["--original-colors"] + BASE[2:])).original_colors \
+        == "postprocess"
+    assert config_from_args(_parse()).original_colors == "off"
+    assert main(BASE + ["--original-colors", "yuv"]) == 2

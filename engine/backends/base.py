@@ -86,13 +86,16 @@ class Backend(ABC):
     def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
         ...
 
-    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False) -> torch.Tensor:
-        """The whole optimisation loop. Default: PyTorch's optimisers around :meth:`evaluate`
-        (see ``stylegrad.optimize``). A backend may run the loop its own way (the CUDA backend
-        replays one CUDA graph per iteration) as long as it reports the same iterations."""
+    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
+                 iters: Optional[int] = None) -> torch.Tensor:
+        """The whole optimisation loop, ``iters`` iterations (default ``config.iters``; a
+        coarse-to-fine run passes each scale's). Default: PyTorch's optimisers around
+        :meth:`evaluate` (see ``stylegrad.optimize``). A backend may run the loop its own way
+        (the CUDA backend replays one CUDA graph per iteration) as long as it reports the same
+        iterations."""
         from ..optimize import optimize
 
-        return optimize(x0, lambda img: self.evaluate(img, targets), self.config, report, keep_image)
+        return optimize(x0, lambda img: self.evaluate(img, targets), self.config, report, keep_image, iters)
 
     def close(self) -> None:
         """Release sessions / buffers. The backend is unusable afterwards."""

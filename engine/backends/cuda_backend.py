@@ -145,15 +145,18 @@ class CudaBackend(TorchBackend):
             return super().evaluate(image, targets)
 
     # -- the loop ------------------------------------------------------------------------------
-    def loop_state(self, x0: torch.Tensor, targets: Targets) -> Tuple[torch.Tensor, Callable[[], None], torch.Tensor]:
+    def loop_state(self, x0: torch.Tensor, targets: Targets,
+                   iters: Optional[int] = None) -> Tuple[torch.Tensor, Callable[[], None], torch.Tensor]:
         """(x, iteration, history): the optimised image (updated in place), the function that
         runs one iteration -- exactly what gets captured in the CUDA graph -- and the (iters + 1,
-        3, B) device buffer it writes each iteration's content / style / TV losses into."""
+        3, B) device buffer it writes each iteration's content / style / TV losses into
+        (``iters``: default ``config.iters``; a coarse-to-fine scale passes its own)."""
         cfg = self.config
+        iters = cfg.iters if iters is None else iters
         x = x0.detach().to(self.device, torch.float32).clone().contiguous()
         B = x.shape[0]
         opt = make_optimizer(x, cfg, per_image=True, direction=self.lbfgs_direction)
-        hist = torch.zeros(cfg.iters + 1, 3, B, device=self.device)
+        hist = torch.zeros(iters + 1, 3, B, device=self.device)
         k_dev = torch.zeros(1, dtype=torch.long, device=self.device)
 
         def iteration() -> None:
@@ -164,10 +167,11 @@ class CudaBackend(TorchBackend):
 
         return x, iteration, hist
 
-    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False) -> torch.Tensor:
+    def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
+                 iters: Optional[int] = None) -> torch.Tensor:
         cfg = self.config
-        iters = cfg.iters
-        x, iteration, hist = self.loop_state(x0, targets)
+        iters = cfg.iters if iters is None else iters
+        x, iteration, hist = self.loop_state(x0, targets, iters)
         B = x.shape[0]
         graph = None
         use_graph = self.use_graph and self.device.type == "cuda" and iters > WARMUP_ITERS

@@ -11,6 +11,7 @@ from typing import Dict, Sequence
 import torch
 
 from .. import losses, vgg as vggmod
+from ..gradnorm import NormalizeGradient
 from ..targets import Targets
 from .base import Backend, Evaluation
 
@@ -37,13 +38,22 @@ class ReferenceBackend(Backend):
         with self.timer.phase("forward"):
             with torch.enable_grad():
                 feats = vggmod.forward(self.vgg, x, self._layers)
+
+                def feature(layer: str, weight: float):
+                    # --normalize-gradients: the term's gradient at its layer is normalised
+                    # (stylegrad.gradnorm); the forward value is the feature itself
+                    f = feats[layer]
+                    return NormalizeGradient.apply(f, weight) if cfg.normalize_gradients else f
+
                 content, style = zero, zero
                 for layer, w in cfg.active_content_layers().items():
                     if layer in feats:
-                        content = content + cfg.content_weight * w * losses.content_loss(feats[layer], targets.content[layer])
+                        cw = cfg.content_weight * w
+                        content = content + cw * losses.content_loss(feature(layer, cw), targets.content[layer])
                 for layer, w in cfg.active_style_layers().items():
                     if layer in feats:
-                        style = style + cfg.style_weight * w * losses.style_layer_loss(feats[layer], targets.style[layer])
+                        sw = cfg.style_weight * w
+                        style = style + sw * losses.style_layer_loss(feature(layer, sw), targets.style[layer])
                 tv = cfg.tv_weight * losses.tv_loss(x) if cfg.tv_weight > 0 else zero
                 total = (content + style + tv).sum()
         with self.timer.phase("backward"):

@@ -72,9 +72,11 @@ def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-def snapshot_path(out: Path, it: int) -> Path:
-    """``--save-every``: ``OUT_stem.iterNNNN.ext`` next to the output."""
-    return out.with_name(f"{out.stem}.iter{it:04d}{out.suffix}")
+def snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
+    """``--save-every``: ``OUT_stem.iterNNNN.ext`` next to the output; with several scales
+    (``--min-size``) ``OUT_stem.scaleK.iterNNNN.ext``."""
+    tag = f".scale{scale}" if scales > 1 else ""
+    return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
 
 
 def error_outcome(item: Item, message: str, device: str = "", backend: str = "") -> dict:
@@ -176,13 +178,15 @@ class JobWorker:
         warnings: Dict[str, List[str]] = {}
 
         def callback(p: Progress) -> None:
-            if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == cfg.iters):
-                on_progress({"image": p.image, "iter": p.iter, "iters": p.iters, "loss": p.loss, "content": p.content,
-                             "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
+            if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters):
+                on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+                             "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
+                             "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
             it = by_name.get(p.image)
-            if p.snapshot is not None and p.iter < cfg.iters and it is not None and it.write:
+            final = p.scale == p.scales and p.iter == p.iters      # the output itself
+            if p.snapshot is not None and cfg.save_every > 0 and not final and it is not None and it.write:
                 try:
-                    imgs.save_image(p.snapshot, snapshot_path(Path(it.output), p.iter))
+                    imgs.save_image(p.snapshot, snapshot_path(Path(it.output), p.iter, p.scale, p.scales))
                 except Exception as e:   # a lost snapshot must not lose the run
                     warnings.setdefault(p.image, []).append(f"snapshot {p.iter} not written: {error_text(e)}")
 
@@ -216,7 +220,8 @@ class JobWorker:
             except Exception as e:   # one image failing to write must not lose the others
                 out.append({**base, "status": "error", "error": error_text(e)})
                 continue
-            out.append({**base, **extra, "status": "ok", "iters": cfg.iters, "loss": result.final_loss,
+            out.append({**base, **extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
+                        "loss": result.final_loss,
                         "initial_loss": result.history[0].loss,
                         "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2])})
         return out

@@ -1,0 +1,56 @@
+"""``stylegrad neural-style``: jcjohnson/neural-style's flags (``stylegrad.neural_style``), run by
+``stylegrad stylize``'s machinery, with one printed note of where the meaning differs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import torch
+
+from . import images as imgs
+from . import neural_style as ns
+from .cli_config import namespace_for
+from .cli_job import add_job_arguments
+from .cli_stylize import cmd_stylize, expand_contents
+from .weights import load_vgg
+
+USAGE = """usage: stylegrad neural-style -content_image C -style_image S1[,S2...] [-output_image out.png] [flags]
+
+jcjohnson/neural-style's (and neural-style-pt's) command line, mapped to stylegrad's options; a note
+printed at the start says where defaults and loss normalisation differ and how the weights map.
+Flags (neural-style's defaults):
+"""
+
+
+def usage() -> str:
+    lines = [USAGE]
+    for name, (kind, default) in ns.FLAGS.items():
+        shown = "" if kind == "flag" else (" VALUE" + (f" (default {default})" if default is not None else " (required)"))
+        lines.append(f"  -{name}{shown}")
+    lines.append("Refused, with the nearest equivalent: " + ", ".join("-" + n for n in ns.UNSUPPORTED))
+    return "\n".join(lines)
+
+
+def cmd_neural_style(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if any(a in ("-h", "-help", "--help") for a in argv):
+        print(usage())
+        return 0
+    args = ns.parse(argv)
+    content = imgs.load_image(args.content_image)        # a bad path: one line, exit 2, before any work
+    size = (int(content.shape[-2]), int(content.shape[-1]))
+    ns.translate(args, "caffe", size)                    # every flag checked before the weights load
+    model, weights, _ = ns.model_and_weights(str(args.model_file), "model_file" in args.given)
+    vgg = load_vgg(weights, model, str(args.pooling))
+    tr = ns.translate(args, vgg.preprocess, size, torch.cuda.is_available())
+    print("stylegrad neural-style: where neural-style's defaults and normalisation differ from ours, and what "
+          "this run uses:", file=sys.stderr)
+    for note in tr.notes:
+        print(f"  {note}", file=sys.stderr)
+    styles = [str(p) for p in expand_contents([str(s) for s in tr.styles])]
+    jobs = argparse.ArgumentParser(add_help=False)
+    add_job_arguments(jobs)                # stylize's job options, all at their defaults (unused with -o)
+    run = namespace_for(tr.config, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
+                        ext="png", pair_styles=False, json=False, quiet=False, **vars(jobs.parse_args([])))
+    return cmd_stylize(run, vgg=vgg)
