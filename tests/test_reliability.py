@@ -471,3 +471,24 @@ def test_version_help_and_no_abbreviations(capsys):
             assert a.help, (name, a.option_strings)
     assert main(["bench", "--iter", "2"]) == 2
     assert "unrecognized arguments: --iter" in capsys.readouterr().err
+
+
+def test_last_finite_with_coarse_to_fine_returns_a_full_size_image():
+    """last_finite across scales (min_size): an image that diverges in the first scale comes back
+    with that scale's last finite iterate upsampled to the output size (with the content's
+    chroma under original_colors), and the message names the scale."""
+    g = torch.Generator().manual_seed(3)
+    c, s = torch.rand(3, 32, 24, generator=g), torch.rand(3, 14, 14, generator=g)
+    cfg = StyleConfig(**{**SMALL, "size": 32, "iters": 6}, min_size=16, original_colors="postprocess")
+    st = Stylizer(cfg)
+    st.set_styles([s])
+    _nan_after(st.backend, 3)                      # calls 0..2 finite: scale 1 diverges at iteration 3
+    with pytest.raises(DivergedError):
+        st.run(c)
+    st2 = Stylizer(cfg)
+    st2.set_styles([s])
+    _nan_after(st2.backend, 3)
+    r = st2.run(c, last_finite=True)
+    assert r.status == "diverged" and r.message.startswith("scale 1 of 3 (12x16)") and "(iteration 2 of scale 1)" in r.message
+    assert tuple(r.image.shape) == (3, 32, 24) and torch.isfinite(r.image).all()
+    assert r.image.min() >= 0 and r.image.max() <= 1

@@ -84,7 +84,8 @@ def test_cli_json_rows_and_snapshots_name_the_scale(tmp_path, capsys):
     want = [(1, 3, 20, 15, i) for i in range(5)] + [(2, 3, 28, 21, i) for i in range(5)] + \
         [(3, 3, 40, 30, i) for i in range(3)]
     assert seen == want
-    summary = lines[-1]
+    summary = next(l for l in lines if l.get("status") == "ok" and "output" in l)   # the image's summary line
+    assert lines[-1]["summary"] == "run" and lines[-1]["ok"] == 1
     assert summary["status"] == "ok" and (summary["width"], summary["height"], summary["scales"]) == (40, 30, 3)
     # snapshots of every scale, named by it; the last scale's last iteration is the output itself
     assert sorted(p.name for p in tmp_path.glob("o.*")) == [
