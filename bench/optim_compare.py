@@ -22,6 +22,7 @@ import argparse
 import datetime as _dt
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.bench import git_commit
+from stylegrad.bench import _cpu_name, git_commit
 from stylegrad.config import CAFFE_FEATURE_RATIO
 from stylegrad.optim import TORCH_COMPATIBLE, LBFGS, make_optimizer
 from stylegrad.weights import load_vgg, random_vgg, rebase_convention
@@ -95,6 +96,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     checkpoints = [int(c) for c in args.checkpoints.split(",") if int(c) <= args.iters]
     rows = []
+    report = {"what": "optimiser comparison (bench/optim_compare.py)", "command": " ".join(sys.argv),
+              "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+              "threads": torch.get_num_threads(), "content": args.content, "style": args.style}
+
+    def write(report: dict, rows: list, complete: bool = False) -> None:
+        out = Path(args.out)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps({**report, "complete": complete, "rows": rows}, indent=1, allow_nan=True) + "\n")
+        tmp.replace(out)
     for wname in args.weights.split(","):
         vgg = weights(wname)
         for size in (int(s) for s in args.sizes.split(",")):
@@ -118,11 +129,8 @@ def main(argv=None) -> int:
                            "at": {str(c): {"loss": losses[c], "evals": evals[c]} for c in checkpoints}}
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    report = {"what": "optimiser comparison (bench/optim_compare.py)", "command": " ".join(sys.argv),
-              "commit": git_commit(), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "content": args.content, "style": args.style, "rows": rows}
-    Path(args.out).write_text(json.dumps(report, indent=1, allow_nan=True) + "\n")
+                    write(report, rows)      # after every row: a long run that is stopped keeps its rows
+    write(report, rows, complete=True)
     return 0
 
 
