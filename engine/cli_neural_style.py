@@ -51,6 +51,8 @@ def cmd_neural_style(argv: Sequence[str]) -> int:
     styles = [str(p) for p in expand_contents([str(s) for s in tr.styles])]
     jobs = argparse.ArgumentParser(add_help=False)
     add_job_arguments(jobs)                # stylize's job options, all at their defaults (unused with -o)
-    run = namespace_for(tr.config, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
+    # -print_iter also paces the plain progress lines, as --print-every does when given
+    given = ("print_every",) if "print_iter" in args.given else ()
+    run = namespace_for(tr.config, given, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
                         ext="png", pair_styles=False, json=False, quiet=False, **vars(jobs.parse_args([])))
     return cmd_stylize(run, vgg=vgg)

@@ -115,14 +115,16 @@ class ProgressLines:
         self.clock = JobClock(len(names) if todo is None else todo, iters)
         self.throttle = LineThrottle(every)
 
-    def progress(self, name: str, it: int, loss: float) -> Optional[str]:
+    def progress(self, name: str, it: int, loss: float, where: str = "") -> Optional[str]:
+        """``it``: iterations done of ``iters`` (with several scales, counted over all of them:
+        see :func:`run_iteration`); ``where``: e.g. "scale 2/3", shown after the name."""
         self.clock.progress(name, it)
         if it >= self.iters or not self.throttle.due(it):     # the last iteration has its result line
             return None
         k = self.index.get(str(name))
         label = image_label(k, 1, self.total) if k is not None else "image"
-        return progress_line(label, Path(str(name)).name, it, self.iters, loss, self.clock.ms_per_iter(name),
-                             self.clock.eta_s())
+        shown = Path(str(name)).name + (f" {where}" if where else "")
+        return progress_line(label, shown, it, self.iters, loss, self.clock.ms_per_iter(name), self.clock.eta_s())
 
     def finished(self, name: str) -> None:
         self.clock.finished(name)
@@ -141,3 +143,9 @@ def summary_object(kind: str, ok: int, failed: Sequence[str], written_to: str, s
     the wall time and the exit code."""
     return {"summary": kind, "ok": ok, "failed": len(failed), "failed_images": list(failed),
             "written_to": written_to if ok else None, "seconds": round(seconds, 3), "exit_code": exit_code, **extra}
+
+
+def run_iteration(scale_iters: Sequence[int], scale: int, it: int) -> int:
+    """Iterations done over a whole coarse-to-fine run at iteration ``it`` of scale ``scale``
+    (1-based) when the scales have ``scale_iters`` iterations each."""
+    return sum(scale_iters[:scale - 1]) + it

@@ -166,6 +166,8 @@ def test_cli_runs_their_command_line(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("where neural-style's defaults and normalisation differ") == 1
     assert sorted(p.name for p in tmp_path.glob("o*")) == ["o.iter0002.png", "o.png"]
+    # -print_iter paces the plain progress lines (stderr is not a terminal here), as --print-every does
+    assert [l.split(": iter ")[1].split()[0] for l in err.splitlines() if ": iter " in l] == ["0/4", "1/4", "2/4", "3/4"]
 
 
 def test_cli_refusal_is_one_line_exit_2(tmp_path, capsys, monkeypatch):

@@ -126,3 +126,25 @@ def test_job_folder_rows_and_snapshots_name_the_scale(tmp_path, capsys):
     done = [l for l in lines if l.get("status") == "ok"]
     assert len(done) == 1 and done[0]["scales"] == 2 and done[0]["width"] == 40
     assert sorted(p.name for p in out.glob("a.*")) == ["a.png", "a.scale1.iter0002.png"]
+
+
+def test_plain_progress_lines_count_over_all_scales(tmp_path, capsys):
+    """Without a terminal, plain lines say which scale and count iterations over the whole run
+    (so the ETA covers every scale, and --iters-last above --iters still has its lines)."""
+    from stylegrad.cli import main
+
+    c = tmp_path / "c.png"
+    write_image(c, 40, 30, 1)
+    argv = ["stylize", str(c), "--style", str(c), "--weights", "random", "--backend", "reference", "--size", "40",
+            "--min-size", "20", "--iters", "2", "--iters-last", "4", "--print-every", "1", "--lbfgs-history", "5"]
+    assert main(argv + ["-o", str(tmp_path / "o.png")]) == 0
+    lines = [l for l in capsys.readouterr().err.splitlines() if ": iter " in l]
+    got = [(l.split(": iter ")[0].split()[-2:], l.split(": iter ")[1].split()[0]) for l in lines]
+    # each scale's iteration 0 (the upsampled image at its new size) starts where the last one ended
+    want = [(["scale", "1/3"], f"{i}/8") for i in (0, 1, 2)] + [(["scale", "2/3"], f"{i}/8") for i in (2, 3, 4)] + \
+        [(["scale", "3/3"], f"{i}/8") for i in (4, 5, 6, 7)]
+    assert got == want
+    # a job folder (--out-dir) counts the same way
+    assert main(argv + ["--out-dir", str(tmp_path / "job")]) == 0
+    lines = [l for l in capsys.readouterr().err.splitlines() if ": iter " in l]
+    assert [l.split(": iter ")[1].split()[0] for l in lines] == [f"{i}/8" for i in (0, 1, 2, 2, 3, 4, 4, 5, 6, 7)]
