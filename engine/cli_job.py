@@ -332,6 +332,10 @@ def cmd_job(args) -> int:
              + (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
     for f in st["failed"]:
         lines.append(f"  failed: {f['input']}: {f['error']}")
+    if st["unreadable_lines"]:
+        bad = st["unreadable_lines"]
+        lines.append(f"  warning: {len(bad)} unreadable manifest line(s) skipped (line "
+                     + ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "") + ")")
     print("\n".join(lines))
     return 0
 

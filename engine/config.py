@@ -273,11 +273,12 @@ class StyleConfig:
                 raise ConfigError(msg)
 
         need(isinstance(self.size, int) and self.size >= 1, f"--size must be an integer >= 1, got {self.size!r}")
-        need(isinstance(self.iters, int) and self.iters >= 0, f"--iters must be an integer >= 0, got {self.iters!r}")
+        # 0 iterations would hand back the initial image as a result: refused (a run must optimise)
+        need(isinstance(self.iters, int) and self.iters >= 1, f"--iters must be an integer >= 1, got {self.iters!r}")
         need(self.min_size is None or (isinstance(self.min_size, int) and 1 <= self.min_size <= self.size),
              f"--min-size must be an integer from 1 to --size ({self.size}), got {self.min_size!r}")
-        need(self.iters_last is None or (isinstance(self.iters_last, int) and self.iters_last >= 0),
-             f"--iters-last must be an integer >= 0, got {self.iters_last!r}")
+        need(self.iters_last is None or (isinstance(self.iters_last, int) and self.iters_last >= 1),
+             f"--iters-last must be an integer >= 1, got {self.iters_last!r}")
         need(isinstance(self.normalize_gradients, bool),
              f"normalize_gradients must be True or False, got {self.normalize_gradients!r}")
         for f in dataclasses.fields(self):

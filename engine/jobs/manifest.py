@@ -40,18 +40,21 @@ def manifest_path(job_dir) -> Path:
     return Path(job_dir) / MANIFEST_NAME
 
 
-def read_records(path) -> List[dict]:
-    """Every well-formed record of a manifest (a torn or foreign line is skipped)."""
+def read_records(path, unreadable: Optional[List[int]] = None) -> List[dict]:
+    """Every well-formed record of a manifest. A torn or foreign line is skipped; its line
+    number (1-based) goes to ``unreadable`` when given (blank lines are not counted)."""
     out = []
     try:
         with open(path, "rb") as f:
-            for line in f:
+            for n, line in enumerate(f, 1):
                 try:
                     rec = json.loads(line)
                 except ValueError:
-                    continue
+                    rec = None
                 if isinstance(rec, dict) and "kind" in rec:
                     out.append(rec)
+                elif unreadable is not None and line.strip():
+                    unreadable.append(n)
     except FileNotFoundError:
         pass
     return out
@@ -141,6 +144,7 @@ class JobState:
     latest_ok: Dict[str, dict] = field(default_factory=dict)       # input -> latest ok record
     images: List[dict] = field(default_factory=list)               # every image record, in order
     ends: Dict[str, dict] = field(default_factory=dict)            # run id -> end record
+    unreadable: List[int] = field(default_factory=list)            # line numbers skipped as unreadable
 
     @property
     def last_run(self) -> Optional[dict]:
@@ -149,7 +153,7 @@ class JobState:
 
 def load_state(job_dir) -> JobState:
     st = JobState()
-    for rec in read_records(manifest_path(job_dir)):
+    for rec in read_records(manifest_path(job_dir), st.unreadable):
         kind = rec.get("kind")
         if kind == "run":
             st.runs.append(rec)

@@ -342,10 +342,16 @@ def job_status(job_dir, verify: bool = False) -> dict:
     done image's output (otherwise only its existence is checked).
     """
     job_dir = Path(job_dir)
+    if job_dir.exists() and not job_dir.is_dir():
+        raise StyleGradError(f"{job_dir} is not a folder: give the job folder (the --out-dir of the run)")
+    manifest = job_dir / "stylegrad-job.jsonl"
     state = load_state(job_dir)
     last = state.last_run
     if last is None:
-        raise StyleGradError(f"no stylegrad job in {job_dir} (no {job_dir / 'stylegrad-job.jsonl'})")
+        if manifest.is_file():
+            raise StyleGradError(f"{manifest} has no readable run record ({len(state.unreadable)} unreadable "
+                                 "line(s)): damaged, or not a stylegrad job manifest")
+        raise StyleGradError(f"no stylegrad job in {job_dir} (no {manifest})")
     chash = last.get("config_hash")
     inputs = list(last.get("inputs") or [])
     outputs = dict(zip(inputs, last.get("outputs") or []))
@@ -367,4 +373,4 @@ def job_status(job_dir, verify: bool = False) -> dict:
             "remaining": len(missing), "runs": len(state.runs), "wall_seconds": round(wall, 3),
             "images_per_hour": stats.images_per_hour(len(ok_records), wall),
             "seconds_per_image": stats.seconds_percentiles(ok_records),
-            "config_hash": chash, "running": is_locked(job_dir)}
+            "config_hash": chash, "running": is_locked(job_dir), "unreadable_lines": list(state.unreadable)}
