@@ -31,10 +31,17 @@ def cmd_export(args) -> int:
     from stylegrad.export import export_onnx
 
     cfg = config_from_args(args)   # validates the model, pooling and layer names
+    out = Path(args.out)
+    created = not out.exists()
     prepare_folder(args.out, "--out")
-    vgg = load_vgg(cfg.weights, cfg.model, cfg.pool, preprocess=cfg.preprocess)
-    manifest = export_onnx(vgg, Path(args.out), cfg.content_layers, cfg.style_layers, opset=args.opset,
-                           weights_id=weights_identity(cfg.weights, cfg.model))
+    try:
+        vgg = load_vgg(cfg.weights, cfg.model, cfg.pool, preprocess=cfg.preprocess)
+        manifest = export_onnx(vgg, out, cfg.content_layers, cfg.style_layers, opset=args.opset,
+                               weights_id=weights_identity(cfg.weights, cfg.model))
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):   # a refused export leaves no empty folder
+            out.rmdir()
+        raise
     print(f"wrote {args.out}/forward.onnx, backward.onnx, manifest.json (opset {manifest.get('opset', args.opset)}, "
           f"{vgg.preprocess} input convention)")
     return 0

@@ -162,8 +162,11 @@ def _open(p: Path, max_bytes: Optional[int]) -> Image.Image:
             return Image.open(p)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             cap = limit if limit is not None else saved
-            raise ImageError(f"image {p} has more pixels than this machine can decode now "
-                             f"({cap / 1e6:.0f} Mpx at most); downscale it first") from None
+            why = (f"--max-memory {max_bytes / 2**20:.0f} MiB" if max_bytes is not None
+                   else "the memory available now")
+            raise ImageError(f"image {p} has more pixels than {why} can decode ({cap / 1e6:.2g} Mpx at most; "
+                             "decoding needs the full image before --size applies): downscale it first"
+                             + (" or raise --max-memory" if max_bytes is not None else "")) from None
         except UnidentifiedImageError:
             raise ImageError(f"not an image Pillow can read: {p}") from None
         except (OSError, ValueError, SyntaxError) as e:
