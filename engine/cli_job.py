@@ -217,8 +217,11 @@ class _CliListener:
                          "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
                          "seconds": o["seconds"], "backend": o["backend"], "device": o.get("device")}), flush=True)
         elif not self.args.quiet and self.bar is None:
-            print(f"{out}: loss {o['initial_loss']:.4g} -> {o['loss']:.4g} in {o['seconds']:.1f} s "
-                  f"({o['backend']}, {o.get('device')})", file=sys.stderr)
+            from . import progress as prog
+
+            print(prog.result_line(out, o["initial_loss"], o["loss"], o["scales"],
+                                   o.get("last_scale_initial_loss", o["initial_loss"]), o["seconds"],
+                                   f"{o['backend']}, {o.get('device')}"), file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -284,5 +284,5 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
     if args.json:
         print(_json(summary), flush=True)
     elif not args.quiet:
-        print(f"{out}: loss {result.history[0].loss:.4g} -> {result.final_loss:.4g} "
-              f"in {result.seconds:.1f} s ({result.backend})", file=sys.stderr)
+        print(prog.result_line(str(out), result.initial_loss, result.final_loss, len(plan),
+                               result.last_scale_initial_loss, result.seconds, result.backend), file=sys.stderr)

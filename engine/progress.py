@@ -149,3 +149,13 @@ def run_iteration(scale_iters: Sequence[int], scale: int, it: int) -> int:
     """Iterations done over a whole coarse-to-fine run at iteration ``it`` of scale ``scale``
     (1-based) when the scales have ``scale_iters`` iterations each."""
     return sum(scale_iters[:scale - 1]) + it
+
+
+def result_line(output: str, initial: float, final: float, scales: int, last_initial: float, seconds: float,
+                where: str) -> str:
+    """The line a finished image prints: the loss from its start to its end; with several
+    scales, from the start of the full-size scale (losses of different sizes do not compare)."""
+    if scales > 1:
+        return (f"{output}: loss {last_initial:.4g} -> {final:.4g} at full size ({scales} scales; the first "
+                f"started at {initial:.4g}) in {seconds:.1f} s ({where})")
+    return f"{output}: loss {initial:.4g} -> {final:.4g} in {seconds:.1f} s ({where})"

@@ -73,6 +73,13 @@ class StyleResult:
     def initial_loss(self) -> float:
         return self.history[0].loss
 
+    @property
+    def last_scale_initial_loss(self) -> float:
+        """The loss at iteration 0 of the last (full-size) scale; ``initial_loss`` without
+        coarse-to-fine."""
+        last = self.history[-1].scale
+        return next(p.loss for p in self.history if p.scale == last)
+
     def raise_for_status(self) -> "StyleResult":
         """Raise :class:`DivergedError` / :class:`StalledError` unless the run is ok."""
         if self.status == "diverged":

@@ -148,3 +148,20 @@ def test_plain_progress_lines_count_over_all_scales(tmp_path, capsys):
     assert main(argv + ["--out-dir", str(tmp_path / "job")]) == 0
     lines = [l for l in capsys.readouterr().err.splitlines() if ": iter " in l]
     assert [l.split(": iter ")[1].split()[0] for l in lines] == [f"{i}/8" for i in (0, 1, 2, 2, 3, 4, 4, 5, 6, 7)]
+
+
+def test_result_line_compares_losses_of_the_full_size_scale(tmp_path, capsys):
+    """With several scales the finished image's line starts from the full-size scale's
+    iteration 0 (a loss at another size does not compare), -o and --out-dir alike."""
+    c = tmp_path / "c.png"
+    write_image(c, 40, 30, 1)
+    argv = ["stylize", str(c), "--style", str(c), "--weights", "random", "--backend", "reference", "--size", "40",
+            "--min-size", "20", "--iters", "3", "--lbfgs-history", "5"]
+    st = Stylizer(StyleConfig(weights="random", backend="reference", size=40, min_size=20, iters=3, lbfgs_history=5))
+    r = st.run(str(c), [str(c)])
+    full = [p for p in r.history if p.scale == 3]
+    assert r.last_scale_initial_loss == full[0].loss != r.initial_loss == r.history[0].loss
+    for where in (["-o", str(tmp_path / "o.png")], ["--out-dir", str(tmp_path / "job")]):
+        assert main(argv + where) == 0
+        line = [l for l in capsys.readouterr().err.splitlines() if "at full size" in l]
+        assert len(line) == 1 and "(3 scales; the first started at " in line[0]

@@ -223,5 +223,6 @@ class JobWorker:
             out.append({**base, **extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
                         "loss": result.final_loss,
                         "initial_loss": result.history[0].loss,
+                        "last_scale_initial_loss": result.last_scale_initial_loss,
                         "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2])})
         return out
