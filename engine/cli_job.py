@@ -148,10 +148,8 @@ def choose_executor(args, config):
 
 
 class _CliListener:
-    def __init__(self, args, outputs: List[Path], show_bar: bool, random_weights: bool = False, lines=None,
-                 config=None):
+    def __init__(self, args, outputs: List[Path], show_bar: bool, random_weights: bool = False, lines=None):
         self.args = args
-        self.config = config        # StyleConfig: its scales place plain lines in the whole run
         self.random_weights = random_weights
         self.outputs = outputs
         self.show_bar = show_bar
@@ -189,10 +187,7 @@ class _CliListener:
             scale = f" scale {ev['scale']}/{ev['scales']}" if ev["scales"] > 1 else ""
             self.bar.set_postfix_str(f"{Path(ev['image']).name}{scale} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
         if self.lines is not None:
-            from .cli_stylize import progress_line_for
-
-            line = progress_line_for(self.lines, self.config, ev["image"], ev["scale"], ev["scales"], ev["iter"],
-                                     ev["loss"])
+            line = self.lines.progress(ev["image"], ev["iter"], ev["loss"], ev["scale"])
             if line:
                 self._err(f"stylegrad: {line}")
 
@@ -285,7 +280,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
         threads = ((last or {}).get("settings") or {}).get("cpu_threads") or threads
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
     lines = progress_lines(args, config, [str(c) for c in contents]) if plain_progress_wanted(args) else None
-    listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random, lines, config)
+    listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random, lines)
     if args.ray and args.json:
         listener.note("per-iteration progress is not reported from Ray actors; one line per image")
     _maybe_fetch_weights(config, executor, listener.note)

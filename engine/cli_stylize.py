@@ -162,14 +162,7 @@ def plain_progress_wanted(args) -> bool:
 def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None) -> prog.ProgressLines:
     """Plain lines over the whole run: with several scales, iterations count over all of them."""
     every = config.print_every if "print_every" in given_options(args) else None
-    return prog.ProgressLines(names, sum(sc.iters for sc in scales.plan(config)), every, todo)
-
-
-def progress_line_for(lines: prog.ProgressLines, config: StyleConfig, image: str, scale: int, scale_count: int,
-                      it: int, loss: float) -> Optional[str]:
-    """The plain line (or None) for iteration ``it`` of scale ``scale`` of ``scale_count``."""
-    done = prog.run_iteration([sc.iters for sc in scales.plan(config)], scale, it)
-    return lines.progress(image, done, loss, f"scale {scale}/{scale_count}" if scale_count > 1 else "")
+    return prog.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
 
 
 def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None) -> int:
@@ -251,7 +244,7 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             bar.update(sum(sc.iters for sc in plan[:p.scale - 1]) + p.iter - bar.n)
             bar.set_postfix(scale=f"{p.scale}/{p.scales}", loss=f"{p.loss:.4g}")
         if lines is not None and reported:
-            line = progress_line_for(lines, config, p.image, p.scale, p.scales, p.iter, p.loss)
+            line = lines.progress(p.image, p.iter, p.loss, p.scale)
             if line:
                 print(f"stylegrad: {line}", file=sys.stderr, flush=True)
         final = p.scale == p.scales and p.iter == p.iters     # the output itself, written below

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 # Without a terminal, and without an explicit --print-every, progress lines come at most this
 # often (the config's print_every, 1 by default, would print every iteration into the log).
@@ -109,15 +109,20 @@ class ProgressLines:
     line, else lines are time-throttled (:class:`LineThrottle`). ``todo``: how many of the
     images will run (default all; fewer when a resumed job skips some)."""
 
-    def __init__(self, names: Sequence[str], iters: int, every: Optional[int], todo: Optional[int] = None):
+    def __init__(self, names: Sequence[str], iters: Union[int, Sequence[int]], every: Optional[int],
+                 todo: Optional[int] = None):
+        # iters: per image, or (coarse-to-fine) per scale; iterations then count over all scales
+        self.scale_iters = [iters] if isinstance(iters, int) else list(iters)
         self.index = {str(n): k for k, n in enumerate(names, 1)}
-        self.total, self.iters = len(names), iters
-        self.clock = JobClock(len(names) if todo is None else todo, iters)
+        self.total, self.iters = len(names), sum(self.scale_iters)
+        self.clock = JobClock(len(names) if todo is None else todo, self.iters)
         self.throttle = LineThrottle(every)
 
-    def progress(self, name: str, it: int, loss: float, where: str = "") -> Optional[str]:
-        """``it``: iterations done of ``iters`` (with several scales, counted over all of them:
-        see :func:`run_iteration`); ``where``: e.g. "scale 2/3", shown after the name."""
+    def progress(self, name: str, it: int, loss: float, scale: int = 1) -> Optional[str]:
+        """``it``: iteration of scale ``scale`` (1-based) of this run's scales."""
+        count = len(self.scale_iters)
+        it = sum(self.scale_iters[:scale - 1]) + it          # iterations done over the whole run
+        where = f"scale {scale}/{count}" if count > 1 else ""
         self.clock.progress(name, it)
         if it >= self.iters or not self.throttle.due(it):     # the last iteration has its result line
             return None
@@ -144,11 +149,6 @@ def summary_object(kind: str, ok: int, failed: Sequence[str], written_to: str, s
     return {"summary": kind, "ok": ok, "failed": len(failed), "failed_images": list(failed),
             "written_to": written_to if ok else None, "seconds": round(seconds, 3), "exit_code": exit_code, **extra}
 
-
-def run_iteration(scale_iters: Sequence[int], scale: int, it: int) -> int:
-    """Iterations done over a whole coarse-to-fine run at iteration ``it`` of scale ``scale``
-    (1-based) when the scales have ``scale_iters`` iterations each."""
-    return sum(scale_iters[:scale - 1]) + it
 
 
 def result_line(output: str, initial: float, final: float, scales: int, last_initial: float, seconds: float,

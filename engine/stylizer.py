@@ -312,7 +312,7 @@ class Stylizer:
                 if tuple(xb.shape[-2:]) != tuple(rgb.shape[-2:]):
                     xb = scales.upsample(xb, rgb.shape[-2], rgb.shape[-1])
                 image = self._finish(xb, rgb[b:b + 1])[0]
-                at = f"iteration {it}" + (f" of scale {scale_index}" if scales.plan(cfg)[-1].index > 1 else "")
+                at = f"iteration {it}" + (f" of scale {scale_index}" if sc.count > 1 else "")
                 message += f"; returning the last iterate with a finite loss ({at})"
             results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
         return results
