@@ -18,7 +18,7 @@ from typing import Iterator, Optional, Sequence
 from .cli_config import add_config_options
 from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
 from .config import StyleConfig, parse_list
-from .errors import StyleGradError, Terminated
+from .errors import NoSpaceError, StyleGradError, Terminated
 from stylegrad.export.onnx_graphs import DEFAULT_OPSET
 
 
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", metavar="OUT", help="output file (one content image)")
     out.add_argument("--out-dir", metavar="DIR", help="output folder (CONTENT_stem.png each)")
     s.add_argument("--ext", default="png", help="output extension with --out-dir (default %(default)s)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace existing files the run writes without your naming them (--save-every snapshots); "
+                        "an input is never replaced")
     s.add_argument("--pair-styles", action="store_true",
                    help="content image i takes style image i (as many --style as content images)")
     s.add_argument("--json", action="store_true",
@@ -141,11 +144,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 from .cli_neural_style import cmd_neural_style
                 return cmd_neural_style(argv[1:])
             args = build_parser().parse_args(argv)
+            args.argv = list(argv)            # a job records it: `job status` says how to resume
             state["json"] = bool(getattr(args, "json", False))
             if args.version:
                 print(_version())
                 return 0
             return _dispatch(args)
+        except NoSpaceError as e:         # found while working, not a usage error
+            return fail("error: ", str(e), 1)
         except (UsageError, StyleGradError) as e:
             return fail("error: ", str(e), 2)
         except KeyboardInterrupt:

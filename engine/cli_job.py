@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import List
 
-JOB_FLAGS = ("resume", "force", "devices", "workers", "threads", "ray", "ray_bytes")
+JOB_FLAGS = ("resume", "fresh", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
 
 def _positive(text: str) -> int:
@@ -35,6 +35,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true",
                    help="skip images the folder's manifest records as done (same input, styles and settings, "
                         "output unchanged)")
+    g.add_argument("--fresh", action="store_true",
+                   help="start the folder's job over: its manifest is emptied and every image computed again "
+                        "(a folder holding a job needs --resume or --fresh)")
     g.add_argument("--force", action="store_true",
                    help="run even though the folder's job used other settings (its images are redone)")
     g.add_argument("--devices", metavar="LIST",
@@ -79,6 +82,8 @@ def check_job_arguments(args, config) -> None:
     used = [f for f in JOB_FLAGS if getattr(args, f, None) not in (None, False)]
     if used and not args.out_dir:
         raise ConfigError(f"--{used[0].replace('_', '-')} works with --out-dir DIR (a job folder)")
+    if args.resume and args.fresh:
+        raise ConfigError("--resume continues the folder's job, --fresh starts it over: give one")
     if args.ray_bytes and not args.ray:
         raise ConfigError("--ray-bytes needs --ray")
     if args.ray and args.devices:
@@ -286,8 +291,9 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     _maybe_fetch_weights(config, executor, listener.note)
     req = JobRequest(Path(args.out_dir), list(contents), list(outputs), config, [str(s) for s in args.style],
                      cpu_threads=threads, pair_styles=args.pair_styles,
-                     resume=args.resume, force=args.force, ship_bytes=args.ray_bytes,
-                     relay_progress=(args.json or show_bar or lines is not None) and not args.ray)
+                     resume=args.resume, force=args.force, fresh=args.fresh, ship_bytes=args.ray_bytes,
+                     relay_progress=(args.json or show_bar or lines is not None) and not args.ray,
+                     command=["stylegrad"] + list(args.argv) if getattr(args, "argv", None) else None)
     restore = _sigterm_as_interrupt()
     try:
         summary = run_job(req, executor, listener)

@@ -54,5 +54,6 @@ def cmd_neural_style(argv: Sequence[str]) -> int:
     # -print_iter also paces the plain progress lines, as --print-every does when given
     given = ("print_every",) if "print_iter" in args.given else ()
     run = namespace_for(tr.config, given, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
-                        ext="png", pair_styles=False, json=False, quiet=False, **vars(jobs.parse_args([])))
+                        ext="png", pair_styles=False, json=False, quiet=False, overwrite=False,
+                        overwrite_remedy="remove it, or give -save_iter 0 for no snapshots", **vars(jobs.parse_args([])))
     return cmd_stylize(run, vgg=vgg)

@@ -4,7 +4,7 @@ The order of the work, so that whatever can be refused is refused before any com
 
 1. options -> StyleConfig, job options; content paths and folders; output paths (exit 2);
 2. style and ``--init`` images read (exit 2); every output folder exists and takes a file
-   (``--out-dir`` is created) (exit 2);
+   (``--out-dir`` can be created; the job creates it) (exit 2);
 3. the run's peak memory estimated from the images' headers (``stylegrad.memory``): when no
    batch fits the limit the run is refused (exit 2); with ``--out-dir`` a batch over it fails
    alone when it is reached (``Stylizer.run_batch`` checks again);
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,8 +30,8 @@ from . import scales
 from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, OutputLockedError, StyleGradError
-from .fileio import check_writable_folder, output_lock
-from .jobs.work import snapshot_path as _snapshot_path
+from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
+from .jobs.work import planned_snapshots, snapshot_path as _snapshot_path
 from .stylizer import Progress, Stylizer
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -68,22 +69,43 @@ def plan_outputs(args, config: StyleConfig, contents: List[Path]) -> List[Path]:
     inputs = list(contents) + [Path(s) for s in args.style]
     if config.init not in ("content", "noise"):
         inputs.append(Path(config.init))
-    for o in outs:
-        for i in inputs:
-            if imgs.same_file(o, i):
-                raise ConfigError(f"output {o} is an input image; refusing to overwrite it")
+    check_planned_writes(outs, inputs, config, getattr(args, "overwrite", False),
+                         getattr(args, "overwrite_remedy", "pass --overwrite to replace it"))
     return outs
 
 
+def check_planned_writes(outputs: List[Path], inputs: List[Path], config: StyleConfig, overwrite: bool,
+                         remedy: str) -> None:
+    """Every file the run will write, checked before any compute by the one rule of
+    ``stylegrad.fileio.check_write_target``: the outputs (named by the user: an existing one is
+    replaced) and the ``--save-every`` snapshots (not named: an existing one only with
+    --overwrite); none an input, no two the same file."""
+    seen: Dict[str, Path] = {}
+    for o in outputs:
+        check_write_target(o, inputs, replace_existing=True, what="output")
+        seen[os.path.abspath(o)] = o
+    for o in outputs:
+        for snap in planned_snapshots(o, config):
+            check_write_target(snap, inputs, replace_existing=overwrite, what="--save-every snapshot",
+                               remedy=remedy)
+            key = os.path.abspath(snap)
+            if key in seen:
+                raise ConfigError(f"--save-every snapshot {snap} would overwrite {seen[key]}, written by this run")
+            seen[key] = snap
+
+
 def prepare_output_folders(args, outputs: List[Path]) -> None:
-    """Create ``--out-dir``, then check that every output's folder exists and takes a file
-    (before any compute: a typo or a read-only filesystem is exit 2, not a lost run)."""
+    """Check that every output's folder exists and takes a file, or for a ``--out-dir`` not
+    there yet that it can be created (it is created by the job once every check passed, so a
+    refused run leaves no folder behind): before any compute, a typo or a read-only
+    filesystem is exit 2, not a lost run."""
     if args.out_dir:
-        try:
-            Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create --out-dir {args.out_dir}: {e.strerror or e}") from None
+        why = check_creatable_folder(args.out_dir)
+        if why:
+            raise ConfigError(f"cannot write the outputs: {why}")
     for folder in sorted({o.parent for o in outputs}, key=str):
+        if args.out_dir and not folder.exists():
+            continue
         why = check_writable_folder(folder)
         if why:
             raise ConfigError(f"cannot write the output{'s' if len(outputs) > 1 else ''}: {why}")

@@ -55,6 +55,16 @@ class OutputLockedError(StyleGradError):
     """An output that another process is writing (it holds the output's advisory lock)."""
 
 
+class UnsafeFileError(StyleGradError):
+    """A lock file or job manifest that stylegrad refuses to open: a symbolic link, a folder,
+    a file with other hard links, or (a lock file) one holding data stylegrad did not write."""
+
+
+class NoSpaceError(StyleGradError):
+    """A write that failed because the filesystem is full (ENOSPC), over a quota (EDQUOT) or
+    read-only (EROFS); the message names the file and the space needed."""
+
+
 class Terminated(BaseException):
     """SIGTERM, raised by the CLI's handler like KeyboardInterrupt for SIGINT, so that every
     ``finally`` runs (temporary files, locks, worker shutdown); not an Exception, so no

@@ -5,17 +5,28 @@ flushed to disk, then ``os.replace`` puts it in place; a reader sees the old fil
 one, never a partial one, and a failure (or SIGINT / SIGTERM, which the CLI turns into
 exceptions) leaves no temporary behind. Every file stylegrad writes (images, weights
 downloads, JSON, ONNX graphs, compiled kernels, cached exports) goes through
-:func:`atomic_path`, :func:`atomic_write` or :func:`atomic_directory`. A file that replaces an
-existing one keeps that file's permission bits; a new one gets 0666 less the umask.
+:func:`atomic_path`, :func:`atomic_write` or :func:`atomic_directory`. A written file gets
+ordinary permissions, 0666 less the umask, whether it is new or replaces one (special bits
+such as setuid are never carried over). A full disk, a quota or a read-only filesystem is
+:class:`~stylegrad.errors.NoSpaceError` naming the file and the space needed
+(:func:`no_space_error`).
 
-Temporaries are named ``.NAME.stylegrad-XXXXXXXX.tmp`` next to ``NAME``. Only a process killed
-outright (SIGKILL, power loss) leaves one behind; the next atomic write into that folder (once
-per process and folder) removes those of ours older than ``STALE_SECONDS`` (:func:`sweep_stale`).
+Which paths may be written: :func:`check_write_target` is the one rule, for outputs and
+``--save-every`` snapshots alike: never an input, never a folder, never an existing file
+unless replacing it is allowed (the user named it, or ``--overwrite``).
+
+Temporaries are named ``.NAME.stylegrad-PID-XXXXXXXX.tmp`` next to ``NAME`` (PID: the process
+writing it). Only a process killed outright (SIGKILL, power loss) leaves one behind; the next
+atomic write into that folder (once per process and folder) removes those of ours whose process
+is gone and that are older than ``STALE_SECONDS`` (:func:`sweep_stale`): regular files only,
+never a folder or a link.
 
 Output locks (:func:`output_lock`): an advisory ``flock`` on ``.NAME.stylegrad-lock`` next to
-``NAME`` while a process works on that output; a second process asking for it gets
-:class:`~stylegrad.errors.OutputLockedError` naming the holder's pid. The lock file is removed
-when the lock is released; one left by a killed process holds no lock and is reused or swept.
+``NAME`` while a process works on that output, ``-o`` runs and job workers alike; a second
+process asking for it gets :class:`~stylegrad.errors.OutputLockedError` naming the holder's pid.
+The lock file is removed when the lock is released; one left by a killed process holds no lock
+and is reused or swept. Lock files and job manifests are opened with :func:`open_own_file`:
+never through a symbolic link, never a folder or a file with other hard links.
 
 Cache: :func:`cache_dir` is the one cache location, ``$STYLEGRAD_CACHE`` when set, else
 ``$XDG_CACHE_HOME/stylegrad``, else ``~/.cache/stylegrad``; each cache is a subfolder of it
@@ -24,18 +35,20 @@ in it: they live in torch's hub cache (``stylegrad.weights``), shared with torch
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Optional, Set, Union
+from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .errors import OutputLockedError
+from .errors import ConfigError, NoSpaceError, OutputLockedError, UnsafeFileError
 
 try:
     import fcntl
@@ -43,10 +56,13 @@ except ImportError:  # not POSIX: no advisory locks
     fcntl = None
 
 CACHE_ENV = "STYLEGRAD_CACHE"
-TMP_TAG = ".stylegrad-"        # temporaries: "." + NAME + TMP_TAG + random + TMP_SUFFIX
+TMP_TAG = ".stylegrad-"        # temporaries: "." + NAME + TMP_TAG + PID + "-" + random + TMP_SUFFIX
 TMP_SUFFIX = ".tmp"
 LOCK_SUFFIX = ".stylegrad-lock"
-STALE_SECONDS = 3600.0          # a temporary untouched this long belongs to a dead process
+STALE_SECONDS = 3600.0          # a temporary of a dead process is swept once this old
+LOCK_MAX_BYTES = 64             # a lock file holds a pid and a newline, nothing more
+NO_SPACE_ERRNOS = {errno.ENOSPC, errno.EROFS} | ({errno.EDQUOT} if hasattr(errno, "EDQUOT") else set())
+_TEMPORARY = re.compile(r"^\..+" + re.escape(TMP_TAG) + r"(\d+)-[^.]+" + re.escape(TMP_SUFFIX) + "$")
 
 PathLike = Union[str, os.PathLike]
 
@@ -83,22 +99,40 @@ def _umask() -> int:
     return 0o022
 
 
-def file_mode(path: PathLike) -> int:
-    """Permission bits a file written at ``path`` gets: the existing file's, else 0666 less
-    the umask (what ``open`` would give a new file)."""
-    try:
-        return stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        return 0o666 & ~_umask()
+def file_mode() -> int:
+    """Permission bits of every file stylegrad writes, new or replacing one: 0666 less the
+    umask (what ``open`` gives a new file); an old file's special bits are never kept."""
+    return 0o666 & ~_umask()
 
 
 def is_stylegrad_temporary(name: str) -> bool:
     return name.startswith(".") and ((TMP_TAG in name and name.endswith(TMP_SUFFIX)) or name.endswith(LOCK_SUFFIX))
 
 
+def temporary_owner(name: str) -> Optional[int]:
+    """The pid in one of our temporaries' names (``.NAME.stylegrad-PID-XXXX.tmp``), else None."""
+    m = _TEMPORARY.match(name)
+    return int(m.group(1)) if m else None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (another user's counts as alive)."""
+    if pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
+
+
 def sweep_stale(folder: PathLike, max_age: float = STALE_SECONDS) -> list:
-    """Remove our temporaries (and unheld lock files) in ``folder`` whose mtime is more than
-    ``max_age`` seconds old; returns what was removed. Other files are never touched."""
+    """Remove our temporaries in ``folder`` whose process is gone and whose mtime is more than
+    ``max_age`` seconds old, and lock files nobody holds that old; returns what was removed.
+    Only regular files are removed: never a folder, a link (or what it points at), or a file
+    whose name is not one of ours."""
     removed = []
     now = time.time()
     try:
@@ -109,16 +143,17 @@ def sweep_stale(folder: PathLike, max_age: float = STALE_SECONDS) -> list:
         if not is_stylegrad_temporary(e.name):
             continue
         try:
-            if now - e.stat(follow_symlinks=False).st_mtime < max_age:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < max_age:
                 continue
             if e.name.endswith(LOCK_SUFFIX):
                 if _remove_unheld_lock(Path(e.path)):
                     removed.append(e.path)
                 continue
-            if e.is_dir(follow_symlinks=False):
-                shutil.rmtree(e.path)
-            else:
-                os.unlink(e.path)
+            pid = temporary_owner(e.name)
+            if pid is None or process_alive(pid):
+                continue
+            os.unlink(e.path)
             removed.append(e.path)
         except OSError:
             continue
@@ -135,20 +170,75 @@ def _sweep_once(folder: Path) -> None:
         sweep_stale(folder)
 
 
+def _temporary_prefix(p: Path) -> str:
+    return "." + p.name + TMP_TAG + f"{os.getpid()}-"
+
+
+def free_bytes(folder: PathLike) -> Optional[int]:
+    """Bytes available to this user on the filesystem of ``folder`` (None if unknown)."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return f"{n:.1f} TB"
+
+
+def is_no_space(e: BaseException) -> bool:
+    return isinstance(e, OSError) and e.errno in NO_SPACE_ERRNOS
+
+
+def no_space_error(e: OSError, path: PathLike, needed: Optional[int] = None) -> NoSpaceError:
+    """The one-line error of a write that failed for lack of space (ENOSPC, EDQUOT) or on a
+    read-only filesystem (EROFS): the file, and the space needed and free."""
+    if e.errno == errno.EROFS:
+        return NoSpaceError(f"cannot write {path}: read-only filesystem")
+    why = "disk quota exceeded" if e.errno == getattr(errno, "EDQUOT", None) else "no space left on device"
+    free = free_bytes(_folder(Path(path)))
+    parts = []
+    if needed:
+        parts.append(f"about {format_bytes(needed)} needed")
+    if free is not None:
+        parts.append(f"{format_bytes(free)} free")
+    return NoSpaceError(f"cannot write {path}: {why}" + (f" ({', '.join(parts)})" if parts else ""))
+
+
 @contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
+def atomic_path(path: PathLike, size_hint: Optional[int] = None) -> Iterator[Path]:
     """A temporary file next to ``path`` for code that writes by file name (exporters);
-    moved to ``path`` when the block ends without an exception, removed otherwise."""
+    moved to ``path`` when the block ends without an exception, removed otherwise. A full
+    disk or read-only filesystem becomes :class:`NoSpaceError` (``size_hint``: the bytes the
+    file is expected to take, for its message)."""
     p = Path(path)
     _sweep_once(_folder(p))
-    mode = file_mode(p)
-    fd, tmp = tempfile.mkstemp(prefix="." + p.name + TMP_TAG, suffix=TMP_SUFFIX, dir=_folder(p))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(p), suffix=TMP_SUFFIX, dir=_folder(p))
+    except OSError as e:
+        if is_no_space(e):
+            raise no_space_error(e, p, size_hint) from None
+        raise
     os.close(fd)
     try:
-        os.chmod(tmp, mode)   # mkstemp makes 0600; keep an existing output's mode
-        yield Path(tmp)
-        _fsync(Path(tmp))
-        os.replace(tmp, p)
+        try:
+            os.chmod(tmp, file_mode())   # mkstemp makes 0600
+            yield Path(tmp)
+            _fsync(Path(tmp))
+            os.replace(tmp, p)
+        except OSError as e:
+            if not is_no_space(e):
+                raise
+            try:
+                written = os.path.getsize(tmp)
+            except OSError:
+                written = 0
+            raise no_space_error(e, p, max(size_hint or 0, written) or None) from None
     finally:
         try:
             os.unlink(tmp)
@@ -156,10 +246,10 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             pass
 
 
-def atomic_write(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:
+def atomic_write(path: PathLike, write: Callable[[BinaryIO], None], size_hint: Optional[int] = None) -> Path:
     """Call ``write(f)`` on a temporary binary file and move it to ``path``."""
     p = Path(path)
-    with atomic_path(p) as tmp:
+    with atomic_path(p, size_hint) as tmp:
         with open(tmp, "wb") as f:
             write(f)
     return p
@@ -179,7 +269,7 @@ def atomic_directory(path: PathLike) -> Iterator[Path]:
     p = Path(path)
     _folder(p).mkdir(parents=True, exist_ok=True)
     _sweep_once(_folder(p))
-    tmp = Path(tempfile.mkdtemp(prefix="." + p.name + TMP_TAG, suffix=TMP_SUFFIX, dir=_folder(p)))
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(p), suffix=TMP_SUFFIX, dir=_folder(p)))
     try:
         yield tmp
         if p.exists():
@@ -200,12 +290,120 @@ def check_writable_folder(folder: PathLike) -> Optional[str]:
     if not d.is_dir():
         return f"{d} is not a folder"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".write-check" + TMP_TAG, suffix=TMP_SUFFIX, dir=d)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(d / "write-check"), suffix=TMP_SUFFIX, dir=d)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
         return f"cannot write in {d}: {e.strerror or e}"
     return None
+
+
+def check_creatable_folder(folder: PathLike) -> Optional[str]:
+    """Like :func:`check_writable_folder` for a folder that may not exist yet (it is not
+    created here): its nearest existing ancestor must be a folder that takes a file."""
+    d = Path(folder) if str(folder) else Path(".")
+    if d.exists() or d.is_symlink():
+        return check_writable_folder(d)
+    anc = d.absolute().parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        return f"cannot create {d}: {anc} is not a folder"
+    why = check_writable_folder(anc)
+    return f"cannot create {d}: {why}" if why else None
+
+
+def make_folders(folder: PathLike) -> List[Path]:
+    """Create ``folder`` and its missing parents; the folders created, outermost first (for
+    :func:`remove_created_folders`)."""
+    d = Path(folder).absolute()
+    missing = []
+    while not d.exists() and d != d.parent:
+        missing.append(d)
+        d = d.parent
+    missing.reverse()
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_created_folders(created: List[Path]) -> None:
+    """Remove folders :func:`make_folders` created, innermost first, where they are empty
+    (a folder something was written into stays)."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name one file (links followed)."""
+    pa, pb = Path(a), Path(b)
+    try:
+        if pa.exists() and pb.exists():
+            return os.path.samefile(pa, pb)
+    except OSError:
+        pass
+    return os.path.realpath(pa) == os.path.realpath(pb)
+
+
+def check_write_target(path: PathLike, inputs: Sequence[PathLike] = (), replace_existing: bool = True,
+                       what: str = "output", remedy: str = "pass --overwrite to replace it") -> Path:
+    """The one rule for whether stylegrad may write ``path`` (outputs and ``--save-every``
+    snapshots alike); :class:`ConfigError` when it may not: it is one of ``inputs``, or a
+    folder, or an existing file when ``replace_existing`` is False (a file the user did not
+    name, such as a snapshot, is replaced only with ``--overwrite``; ``remedy`` says how)."""
+    p = Path(path)
+    for i in inputs:
+        if same_file(p, i):
+            raise ConfigError(f"{what} {p} is an input image; refusing to overwrite it")
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a folder")
+    if not replace_existing and (p.exists() or p.is_symlink()):
+        raise ConfigError(f"{what} {p} exists; refusing to replace a file not named on the command line "
+                          f"({remedy})")
+    return p
+
+
+def open_own_file(path: PathLike, flags: int, what: str, remedy: str = "remove it or move it away") -> Tuple[int, bool]:
+    """Open a file stylegrad keeps for itself (a lock file, a job manifest): ``(fd, created)``.
+    Never through a symbolic link (``O_NOFOLLOW``; a new file is created with ``O_EXCL``);
+    :class:`UnsafeFileError` for a link, a folder, something not a regular file, or a file
+    with other hard links (writing it would change another file)."""
+    p = Path(path)
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    base = flags & ~(os.O_CREAT | os.O_EXCL)
+    try:
+        fd, created = None, False
+        if flags & os.O_CREAT:
+            try:
+                fd, created = os.open(p, base | os.O_CREAT | os.O_EXCL | nofollow, file_mode()), True
+            except FileExistsError:
+                pass
+        if fd is None:
+            fd = os.open(p, base | nofollow)
+    except OSError as e:
+        if p.is_symlink() or e.errno == errno.ELOOP:
+            raise UnsafeFileError(f"{what} {p} is a symbolic link; stylegrad does not follow links for it: "
+                                  f"{remedy}") from None
+        if e.errno == errno.EISDIR or p.is_dir():
+            raise UnsafeFileError(f"{what} {p} is a folder, not a file: {remedy}") from None
+        if is_no_space(e):
+            raise no_space_error(e, p) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFileError(f"{what} {p} is not a regular file: {remedy}")
+        if st.st_nlink > 1:
+            raise UnsafeFileError(f"{what} {p} has other hard links (writing it would change another file): "
+                                  f"{remedy}")
+    except BaseException:
+        os.close(fd)
+        raise
+    if not flags & os.O_NONBLOCK:
+        os.set_blocking(fd, True)
+    return fd, created
 
 
 def lock_path(path: PathLike) -> Path:
@@ -214,17 +412,23 @@ def lock_path(path: PathLike) -> Path:
 
 
 def _remove_unheld_lock(lock: Path) -> bool:
-    """Remove a lock file nobody holds (True), leave a held one (False)."""
+    """Remove a lock file nobody holds (True), leave a held one (False). Links and files that
+    are not lock files are left alone."""
     if fcntl is None:
         return False
-    fd = os.open(lock, os.O_RDWR)
     try:
+        fd, _ = open_own_file(lock, os.O_RDWR, "lock file")
+    except (UnsafeFileError, OSError):
+        return False
+    try:
+        if os.fstat(fd).st_size > LOCK_MAX_BYTES:
+            return False
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return False
     try:
-        if os.path.samestat(os.fstat(fd), os.stat(lock)):
+        if os.path.samestat(os.fstat(fd), os.stat(lock, follow_symlinks=False)):
             os.unlink(lock)
             return True
         return False
@@ -237,15 +441,19 @@ def _remove_unheld_lock(lock: Path) -> bool:
 @contextmanager
 def output_lock(path: PathLike) -> Iterator[None]:
     """Hold an advisory lock on output ``path`` for the block (see the module docstring);
-    :class:`OutputLockedError` when another process holds it. Not reentrant: take it once
-    per output and process. Without ``fcntl`` (not POSIX) it does nothing."""
+    :class:`OutputLockedError` when another process holds it, :class:`UnsafeFileError` when
+    the lock file's name is taken by a link or a file that is not a lock file. Not reentrant:
+    take it once per output and process. Without ``fcntl`` (not POSIX) it does nothing."""
     if fcntl is None:
         yield
         return
     lock = lock_path(path)
+    remedy = f"remove it (no stylegrad process writes {Path(path).name} now) or choose another output"
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        fd, _ = open_own_file(lock, os.O_RDWR | os.O_CREAT, "lock file", remedy)
         try:
+            if os.fstat(fd).st_size > LOCK_MAX_BYTES:
+                raise UnsafeFileError(f"lock file {lock} holds data stylegrad did not write: {remedy}")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             try:
@@ -254,8 +462,11 @@ def output_lock(path: PathLike) -> Iterator[None]:
                 os.close(fd)
             raise OutputLockedError(f"{path} is being written by another process (pid {holder}); "
                                     f"not written here") from None
+        except BaseException:
+            os.close(fd)
+            raise
         try:
-            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+            if os.path.samestat(os.fstat(fd), os.stat(lock, follow_symlinks=False)):
                 break
         except FileNotFoundError:
             pass

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import fileio
 from .fileio import atomic_write
 from .errors import ImageError
 
@@ -311,13 +312,7 @@ def check_output_path(path: Union[str, os.PathLike]) -> Path:
 
 
 def same_file(a: Union[str, os.PathLike], b: Union[str, os.PathLike]) -> bool:
-    pa, pb = Path(a), Path(b)
-    try:
-        if pa.exists() and pb.exists():
-            return os.path.samefile(pa, pb)
-    except OSError:
-        pass
-    return os.path.realpath(pa) == os.path.realpath(pb)
+    return fileio.same_file(a, b)
 
 
 def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
@@ -330,7 +325,7 @@ def save_image(image: torch.Tensor, path: Union[str, os.PathLike]) -> Path:
         raise ImageError(f"cannot write {p}: folder {parent} does not exist")
     kwargs = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
     try:
-        atomic_write(p, lambda f: pil.save(f, format=fmt, **kwargs))
+        atomic_write(p, lambda f: pil.save(f, format=fmt, **kwargs), size_hint=pil.width * pil.height * 3 + 1024)
     except OSError as e:
         raise ImageError(f"cannot write {p}: {e.strerror or e}") from None
     return p

@@ -77,8 +77,10 @@ def test_settings_hash_files_given_by_path(tmp_path):
 # -- manifest ----------------------------------------------------------------------------------
 
 def test_manifest_skips_a_torn_line_and_locks_the_folder(tmp_path):
+    run = {"kind": "run", "run": "r1", "settings": {}, "inputs": [], "outputs": []}
     with ManifestWriter(tmp_path) as m:
-        m.append({"kind": "image", "input": "/a", "status": "ok"})
+        m.append(run)
+        m.append({"kind": "image", "input": "/a", "status": "ok", "run": "r1"})
         with pytest.raises(JobFolderBusy, match="another stylegrad process"):
             ManifestWriter(tmp_path)
         assert is_locked(tmp_path)
@@ -86,9 +88,9 @@ def test_manifest_skips_a_torn_line_and_locks_the_folder(tmp_path):
     with open(tmp_path / MANIFEST_NAME, "ab") as f:
         f.write(b'{"kind": "image", "input": "/b", "sta')          # a crash inside a write
     with ManifestWriter(tmp_path) as m:
-        m.append({"kind": "image", "input": "/c", "status": "ok"})
+        m.append({"kind": "image", "input": "/c", "status": "ok", "run": "r1"})
     recs = read_records(tmp_path / MANIFEST_NAME)
-    assert [r["input"] for r in recs] == ["/a", "/c"]
+    assert [r["input"] for r in recs[1:]] == ["/a", "/c"]
     assert (tmp_path / MANIFEST_NAME).read_text().splitlines()[-1].startswith('{"kind":"image","input":"/c"')
 
 

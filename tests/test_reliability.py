@@ -328,21 +328,7 @@ def test_non_regular_inputs_are_refused_without_blocking(tmp_path, capsys):
 
 # -- 11, 12, 13: files -------------------------------------------------------------------------
 
-def test_stale_temporaries_of_ours_are_swept_by_age(tmp_path):
-    old = time.time() - 2 * fileio.STALE_SECONDS
-    ours = tmp_path / ".o.png.stylegrad-abc123.tmp"
-    fresh = tmp_path / ".o.png.stylegrad-def456.tmp"
-    foreign = tmp_path / ".o.png.tmp"
-    folder = tmp_path / ".cache.stylegrad-xyz.tmp"
-    for f in (ours, fresh, foreign):
-        f.write_bytes(b"x")
-    folder.mkdir()
-    (folder / "inner").write_bytes(b"x")
-    for f in (ours, foreign, folder):
-        os.utime(f, (old, old))
-    imgs.save_image(torch.rand(3, 4, 4), tmp_path / "o.png")   # the first write into the folder sweeps it
-    assert not ours.exists() and not folder.exists()
-    assert fresh.exists() and foreign.exists() and (tmp_path / "o.png").exists()
+# the sweep's rule (only our regular files, of a dead process): tests/reliability/test_files.py
 
 
 def test_an_interrupted_write_leaves_no_temporary(tmp_path):
@@ -392,13 +378,7 @@ def test_output_lock_is_exclusive_and_named(tmp_path, capsys):
         pass
 
 
-def test_overwriting_keeps_the_existing_files_mode(tmp_path):
-    out = tmp_path / "o.png"
-    imgs.save_image(torch.rand(3, 4, 4), out)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~fileio._umask()
-    os.chmod(out, 0o600)
-    imgs.save_image(torch.rand(3, 4, 4), out)
-    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+# permissions of written files: tests/reliability/test_files.py
 
 
 # -- 14, 15, 16: feedback ----------------------------------------------------------------------
@@ -421,9 +401,9 @@ def test_plain_progress_lines_tally_and_summary(tmp_path, capsys, monkeypatch):
     assert err.strip().splitlines()[-1].startswith(f"stylegrad: job {out}: ok 2, failed 1, skipped 0")
     # without --print-every: time-throttled (here: only each image's first line)
     monkeypatch.setattr(prog, "LOG_INTERVAL_S", 1e9)
-    main(argv)
+    assert main(argv + ["--fresh"]) == 1
     assert [l for l in capsys.readouterr().err.splitlines() if " iter " in l and "iter 0/" not in l] == []
-    assert main(argv + ["--json"]) == 1
+    assert main(argv + ["--json", "--fresh"]) == 1
     summary = _json_lines(capsys.readouterr().out)[-1]
     assert {k: summary[k] for k in ("summary", "ok", "failed", "failed_images", "written_to", "exit_code")} == {
         "summary": "job", "ok": 2, "failed": 1, "failed_images": [str(d / "c.png")], "written_to": str(out),

@@ -10,12 +10,21 @@ Three kinds of lines (``"kind"``):
   ``batch`` (images optimised together), ``backend``, ``device``, ``host``, ``finished``, ``run``.
 - ``end``: written when a run ends, with its counts (absent after a crash).
 
-Each line is written with one ``write`` on a file opened for appending, then flushed and
-fsync'd, so a crash loses at most the images in flight. A torn last line (a crash inside the
-write) is skipped when reading, and the next run starts on a fresh line. One process writes a
-job folder at a time: the manifest is locked (``flock``) for the duration of a run; a second
-run on the same folder is refused. (On network filesystems without working ``flock`` the lock
-is not taken: do not run two drivers on one folder there.)
+Each record is one line written with a single ``write`` on a file opened for appending, then
+fsync'd: whole or not at all. A write that fails (a full disk, a quota, a read-only
+filesystem: :class:`~stylegrad.errors.NoSpaceError`) is cut back off the file, so the manifest
+stays valid JSON lines and a crash loses at most the images in flight. A torn last line left by
+a crash inside a write is cut off when the folder is next opened for a run (it is skipped when
+reading). One process writes a job folder at a time: the manifest is locked (``flock``) for
+the duration of a run; a second run on the same folder is refused. (On network filesystems
+without working ``flock`` the lock is not taken: do not run two drivers on one folder there.)
+The manifest is never opened through a symbolic link, nor when it is a folder or has other
+hard links (:func:`stylegrad.fileio.open_own_file`).
+
+A line that is not a record of this job (not JSON, an unknown kind, an ``image`` or ``end``
+record of a run the file does not start, a ``run`` record without its fields) is listed with
+its line number and reason (:attr:`JobState.unreadable`); a run refuses such a folder
+(:class:`JobManifestError`), ``stylegrad job status`` warns.
 """
 from __future__ import annotations
 
@@ -25,9 +34,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..errors import StyleGradError
+from ..fileio import is_no_space, no_space_error, open_own_file
 
 MANIFEST_NAME = "stylegrad-job.jsonl"
 
@@ -36,63 +46,128 @@ class JobFolderBusy(StyleGradError):
     """Another process is running a job in this folder."""
 
 
+class JobManifestError(StyleGradError):
+    """The folder's manifest holds lines that are not records of its job."""
+
+
 def manifest_path(job_dir) -> Path:
     return Path(job_dir) / MANIFEST_NAME
 
 
-def read_records(path, unreadable: Optional[List[int]] = None) -> List[dict]:
-    """Every well-formed record of a manifest. A torn or foreign line is skipped; its line
-    number (1-based) goes to ``unreadable`` when given (blank lines are not counted)."""
-    out = []
+_REMEDY = "move it away or use another --out-dir"
+
+
+def _check_run(rec: dict) -> Optional[str]:
+    if not isinstance(rec.get("run"), str):
+        return "a run record without a run id"
+    for key, typ in (("settings", dict), ("inputs", list), ("outputs", list)):
+        if not isinstance(rec.get(key), typ):
+            return f"a run record whose {key!r} is not a {typ.__name__}"
+    if len(rec["inputs"]) != len(rec["outputs"]):
+        return "a run record with more inputs than outputs or fewer"
+    return None
+
+
+def classify_line(line: bytes, runs: set) -> Tuple[Optional[dict], Optional[str]]:
+    """(record, None) for a line of this manifest's job, else (None, why). ``runs``: the run
+    ids of the run records above it."""
     try:
-        with open(path, "rb") as f:
-            for n, line in enumerate(f, 1):
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    rec = None
-                if isinstance(rec, dict) and "kind" in rec:
-                    out.append(rec)
-                elif unreadable is not None and line.strip():
-                    unreadable.append(n)
+        rec = json.loads(line)
+    except ValueError:
+        return None, "not JSON (a torn or foreign line)"
+    if not isinstance(rec, dict) or rec.get("kind") not in ("run", "image", "end"):
+        return None, "not a stylegrad job record"
+    kind = rec["kind"]
+    if kind == "run":
+        why = _check_run(rec)
+        return (None, why) if why else (rec, None)
+    if rec.get("run") not in runs:
+        return None, f"an {kind} record of run {rec.get('run')!r}, which this manifest does not start (another job's line?)"
+    if kind == "image" and not (isinstance(rec.get("input"), str) and isinstance(rec.get("status"), str)):
+        return None, "an image record without its input or status"
+    return rec, None
+
+
+def _open_for_reading(path: Path) -> Optional[int]:
+    try:
+        fd, _ = open_own_file(path, os.O_RDONLY, "job manifest", _REMEDY)
     except FileNotFoundError:
-        pass
+        return None
+    return fd
+
+
+def read_records(path, unreadable: Optional[List[int]] = None, reasons: Optional[Dict[int, str]] = None) -> List[dict]:
+    """Every record of this job in a manifest. A line that is not (see the module doc) is
+    skipped; its line number (1-based) goes to ``unreadable`` and its reason to ``reasons``
+    when given (blank lines are not counted). A torn last line (no newline at its end) is
+    skipped without being counted."""
+    out = []
+    fd = _open_for_reading(Path(path))
+    if fd is None:
+        return out
+    runs: set = set()
+    with os.fdopen(fd, "rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            rec, why = classify_line(line, runs)
+            if rec is not None:
+                if rec["kind"] == "run":
+                    runs.add(rec["run"])
+                out.append(rec)
+            elif not line.endswith(b"\n"):
+                continue                      # a torn last line: cut off by the next run
+            else:
+                if unreadable is not None:
+                    unreadable.append(n)
+                if reasons is not None:
+                    reasons[n] = why
     return out
 
 
 class ManifestWriter:
-    """The manifest of one job folder, locked and open for appending."""
+    """The manifest of one job folder, locked and open for appending. ``fresh``: start it
+    over (everything it held is dropped, under the lock)."""
 
-    def __init__(self, job_dir):
+    def __init__(self, job_dir, fresh: bool = False):
         self.path = manifest_path(job_dir)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd, self.created = open_own_file(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, "job manifest", _REMEDY)
         try:
             _lock(fd, self.path)
+            if fresh:
+                os.ftruncate(fd, 0)
+            else:
+                _cut_torn_tail(fd)
         except BaseException:
             os.close(fd)
             raise
         self._fd = fd
-        # A crash inside a write can leave a torn last line: start the next record on a new line.
-        size = os.fstat(fd).st_size
-        if size:
-            os.lseek(fd, size - 1, os.SEEK_SET)
-            self._needs_newline = os.read(fd, 1) != b"\n"
-        else:
-            self._needs_newline = False
 
     def append(self, record: dict) -> None:
-        data = json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n"
-        if self._needs_newline:
-            data = "\n" + data
-            self._needs_newline = False
-        view = memoryview(data.encode())
-        while view:                      # O_APPEND: each write lands at the end
-            n = os.write(self._fd, view)
-            view = view[n:]
-        os.fsync(self._fd)
+        """One record, whole or not at all: a failed write is cut back off the file."""
+        data = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        size = os.fstat(self._fd).st_size
+        try:
+            n = os.write(self._fd, data)     # O_APPEND: lands at the end, in one piece
+            if n != len(data):               # a short write: the filesystem is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(self._fd)
+        except OSError as e:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
+            if is_no_space(e):
+                raise no_space_error(e, self.path, len(data)) from None
+            raise
 
     def close(self) -> None:
         if self._fd is not None:
+            try:
+                if self.created and os.fstat(self._fd).st_size == 0:
+                    os.unlink(self.path)     # nothing recorded: leave nothing behind (still locked)
+            except OSError:
+                pass
             os.close(self._fd)       # closing releases the lock
             self._fd = None
 
@@ -101,6 +176,37 @@ class ManifestWriter:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """A crash inside a write can leave a torn last line (no newline at its end): cut it off;
+    a whole record that only lacks its newline gets one."""
+    size = os.fstat(fd).st_size
+    if not size:
+        return
+    keep = size
+    chunk = 4096
+    tail = b""
+    while keep > 0:
+        start = max(0, keep - chunk)
+        tail = os.pread(fd, keep - start, start) + tail
+        keep = start
+        if b"\n" in tail:
+            break
+    cut = tail.rfind(b"\n")
+    last = tail[cut + 1:]
+    if not last:
+        return
+    try:
+        whole = isinstance(json.loads(last), dict)
+    except ValueError:
+        whole = False
+    if whole:
+        os.write(fd, b"\n")
+        os.fsync(fd)
+    else:
+        os.ftruncate(fd, size - len(last))
+        os.fsync(fd)
 
 
 def _lock(fd: int, path: Path) -> None:
@@ -121,8 +227,10 @@ def is_locked(job_dir) -> bool:
     """Whether a process holds the folder's job lock now (False where flock is unavailable)."""
     try:
         import fcntl
-        fd = os.open(manifest_path(job_dir), os.O_RDONLY)
-    except (ImportError, OSError):
+        fd = _open_for_reading(manifest_path(job_dir))
+    except (ImportError, OSError, StyleGradError):
+        return False
+    if fd is None:
         return False
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -145,6 +253,7 @@ class JobState:
     images: List[dict] = field(default_factory=list)               # every image record, in order
     ends: Dict[str, dict] = field(default_factory=dict)            # run id -> end record
     unreadable: List[int] = field(default_factory=list)            # line numbers skipped as unreadable
+    reasons: Dict[int, str] = field(default_factory=dict)          # line number -> why it was skipped
 
     @property
     def last_run(self) -> Optional[dict]:
@@ -153,7 +262,7 @@ class JobState:
 
 def load_state(job_dir) -> JobState:
     st = JobState()
-    for rec in read_records(manifest_path(job_dir), st.unreadable):
+    for rec in read_records(manifest_path(job_dir), st.unreadable, st.reasons):
         kind = rec.get("kind")
         if kind == "run":
             st.runs.append(rec)

@@ -23,16 +23,20 @@ import torch
 from .. import __version__
 from .. import images as imgs
 from ..config import StyleConfig
-from ..errors import ConfigError, ImageError, StyleGradError
-from ..fileio import atomic_write, file_sha256
+from ..errors import ConfigError, ImageError, NoSpaceError, StyleGradError
+from ..fileio import atomic_write, file_sha256, make_folders, remove_created_folders
 from . import stats
-from .manifest import ManifestWriter, is_locked, load_state, now
+from .manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
 from .settings import differing, pixel_settings, settings_hash, styles_digest
 from .work import Item, JobSpec, JobWorker, Task, error_outcome
 
 
 class JobSettingsChanged(ConfigError):
     """The folder's job was run with settings that give other pixels."""
+
+
+class JobExistsError(ConfigError):
+    """The folder holds a job and neither ``resume`` nor ``fresh`` was asked for."""
 
 
 class JobListener:
@@ -72,8 +76,10 @@ class JobRequest:
     pair_styles: bool = False
     resume: bool = False
     force: bool = False
+    fresh: bool = False                  # start the folder's job over (its manifest is emptied)
     ship_bytes: bool = False
     relay_progress: bool = False
+    command: Optional[List[str]] = None  # the command line that ran it (job status: how to resume)
 
 
 @dataclass
@@ -140,13 +146,26 @@ def _hash_all(paths: Sequence[Path]) -> Dict[Path, Optional[str]]:
 def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener] = None) -> JobSummary:
     """Run (or resume) the job in ``req.job_dir`` with ``executor``; return its summary.
 
-    Raises :class:`JobSettingsChanged` when the folder's last run used other pixel settings and
-    ``force`` is not set, :class:`~stylegrad.jobs.manifest.JobFolderBusy` when another process
-    runs a job there. An image that fails is an ``error`` record, never an exception.
+    Raises :class:`JobExistsError` when the folder holds a job and neither ``resume`` nor
+    ``fresh`` is set, :class:`JobSettingsChanged` when the folder's last run used other pixel
+    settings and ``force`` is not set, :class:`~stylegrad.jobs.manifest.JobManifestError` when
+    its manifest holds lines that are not this job's, :class:`~stylegrad.jobs.manifest.JobFolderBusy`
+    when another process runs a job there, :class:`~stylegrad.errors.NoSpaceError` when the disk
+    fills up (the manifest keeps every record written whole; ``resume`` continues). An image
+    that fails is an ``error`` record, never an exception. A folder created here is removed
+    again when the run is refused before it records anything.
     """
     listener = listener or JobListener()
     job_dir = Path(req.job_dir)
-    job_dir.mkdir(parents=True, exist_ok=True)
+    created = make_folders(job_dir)
+    try:
+        return _run_job(req, executor, listener, job_dir)
+    except BaseException:
+        remove_created_folders(created)     # only folders left empty: a refused run leaves nothing
+        raise
+
+
+def _run_job(req: JobRequest, executor: Executor, listener: JobListener, job_dir: Path) -> JobSummary:
     device_type = executor.device_type
     cpu_threads = req.cpu_threads if device_type == "cpu" else None
     settings = pixel_settings(req.config, device_type, cpu_threads)
@@ -161,11 +180,22 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
     out_names = [os.path.relpath(o, os.path.abspath(job_dir)) for o in outputs]
     if req.pair_styles and len(req.styles) != len(inputs):
         raise ConfigError(f"pair_styles needs one style per input: {len(req.styles)} for {len(inputs)}")
+    if req.resume and req.fresh:
+        raise ConfigError("--resume continues the folder's job, --fresh starts it over: give one")
     item_styles = [styles_digest([style_hashes[i]]) if req.pair_styles else shared_styles for i in range(len(inputs))]
 
-    with ManifestWriter(job_dir) as manifest:
+    with ManifestWriter(job_dir, fresh=req.fresh) as manifest:
         state = load_state(job_dir)
+        if state.unreadable:
+            n = state.unreadable[0]
+            more = f" (and {len(state.unreadable) - 1} more)" if len(state.unreadable) > 1 else ""
+            raise JobManifestError(f"{manifest.path} line {n}: {state.reasons.get(n, 'unreadable')}{more}; "
+                                   f"--fresh to start the job over, or move the folder away")
         last = state.last_run
+        if last is not None and not req.resume:
+            n_done = len(_done_inputs(req, state, inputs, outputs, out_names, item_styles, chash, JobListener()))
+            raise JobExistsError(f"{job_dir} already holds a job: {n_done} of {len(inputs)} images done; "
+                                 f"--resume to continue, --fresh to start over")
         if last is not None and last.get("settings") != settings and not req.force:
             diff = differing(last.get("settings") or {}, settings)
             raise JobSettingsChanged(f"the job in {job_dir} was run with other settings: {', '.join(diff)}; "
@@ -187,14 +217,18 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
         run_record = {"kind": "run", "run": run_id, "started": round(t0, 3), "settings": settings,
                       "config_hash": chash, "inputs": inputs, "outputs": out_names,
                       "styles": [os.path.abspath(s) for s in req.styles], "styles_sha256": style_hashes,
-                      "pair_styles": req.pair_styles, "resume": req.resume, "force": req.force,
-                      "host": socket.gethostname(), "stylegrad": __version__, "torch": torch.__version__}
+                      "pair_styles": req.pair_styles, "resume": req.resume, "force": req.force, "fresh": req.fresh,
+                      "host": socket.gethostname(), "pid": os.getpid(), "stylegrad": __version__,
+                      "torch": torch.__version__}
+        if req.command:
+            run_record.update(command=list(req.command), cwd=os.getcwd())
         listener.planned(len(inputs), todo, len(done))
         spec = JobSpec(req.config, tuple(str(s) for s in req.styles), req.pair_styles, cpu_threads, req.ship_bytes,
                        tuple(Path(s).read_bytes() for s in req.styles) if req.ship_bytes else None,
                        req.relay_progress)
         records: List[dict] = []
         header_written = False
+        failing = False
         try:
             if tasks:
                 executor.start(spec, listener.note, len(tasks))
@@ -207,11 +241,15 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
                 for task, outcomes in executor.run(tasks, listener.progress if req.relay_progress else None,
                                                    listener.note):
                     by_index = {o["index"]: o for o in outcomes}
+                    no_space = None
                     for item in task.items:
                         if not item.write:
                             continue
                         o = by_index.get(item.index) or error_outcome(item, "the worker returned no result for this image")
                         o = _write_shipped_output(o)
+                        if o.get("no_space"):       # not the image's fault: not recorded, the job stops
+                            no_space = no_space or o["error"]
+                            continue
                         rec = _record(o, run_id, chash, item_styles[item.index], out_names[item.index])
                         manifest.append(rec)
                         records.append(rec)
@@ -220,7 +258,10 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
                         else:
                             summary.failed += 1
                         listener.record(rec, o)
+                    if no_space is not None:
+                        raise NoSpaceError(f"{no_space}; free some space, then run again with --resume")
         except BaseException:
+            failing = True
             summary.interrupted = True
             raise
         finally:
@@ -231,10 +272,14 @@ def run_job(req: JobRequest, executor: Executor, listener: Optional[JobListener]
                 summary.images_per_hour = stats.images_per_hour(summary.ok, summary.wall_seconds)
                 summary.seconds_per_image = stats.seconds_percentiles(records)
                 if header_written:
-                    manifest.append({"kind": "end", "run": run_id, "finished": now(), "ok": summary.ok,
-                                     "failed": summary.failed, "skipped": summary.skipped,
-                                     "interrupted": summary.interrupted, "wall_seconds": summary.wall_seconds,
-                                     "images_per_hour": summary.images_per_hour})
+                    try:
+                        manifest.append({"kind": "end", "run": run_id, "finished": now(), "ok": summary.ok,
+                                         "failed": summary.failed, "skipped": summary.skipped,
+                                         "interrupted": summary.interrupted, "wall_seconds": summary.wall_seconds,
+                                         "images_per_hour": summary.images_per_hour})
+                    except NoSpaceError:
+                        if not failing:      # otherwise the error in flight says it already
+                            raise
     return summary
 
 
@@ -273,14 +318,22 @@ def _done_inputs(req, state, inputs, outputs, out_names, item_styles, chash, lis
 
 
 def _write_shipped_output(o: dict) -> dict:
-    """Bytes mode: the driver writes the output the actor sent back (atomically)."""
+    """Bytes mode: the driver writes the output the actor sent back (atomically, under the
+    output's lock, as every output is written)."""
+    from ..errors import OutputLockedError
+    from ..fileio import output_lock
+
     data = o.pop("output_bytes", None)
     if data is None or o.get("status") != "ok":
         return o
     try:
-        atomic_write(o["output"], lambda f: f.write(data))
-    except OSError as e:
-        return {**o, "status": "error", "error": f"cannot write {o['output']}: {e.strerror or e}"}
+        with output_lock(o["output"]):
+            atomic_write(o["output"], lambda f: f.write(data), size_hint=len(data))
+    except NoSpaceError as e:
+        return {**o, "status": "error", "error": str(e), "no_space": True}
+    except (OSError, OutputLockedError) as e:
+        msg = str(e) if isinstance(e, OutputLockedError) else f"cannot write {o['output']}: {e.strerror or e}"
+        return {**o, "status": "error", "error": msg}
     return o
 
 

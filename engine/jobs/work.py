@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import tempfile
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -22,8 +23,8 @@ import torch
 
 from .. import images as imgs
 from ..config import StyleConfig
-from ..errors import StyleGradError
-from ..fileio import file_sha256
+from ..errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError
+from ..fileio import file_sha256, output_lock
 from ..stylizer import Progress, Stylizer
 
 ProgressSink = Callable[[dict], None]
@@ -77,6 +78,27 @@ def snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
     (``--min-size``) ``OUT_stem.scaleK.iterNNNN.ext``."""
     tag = f".scale{scale}" if scales > 1 else ""
     return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
+
+
+def planned_snapshots(out: Path, config: StyleConfig) -> List[Path]:
+    """Every ``--save-every`` snapshot a run of ``config`` writes for output ``out``, in order:
+    every ``save_every`` iterations of each scale and each scale's last iterate, except the
+    output itself (the last scale's last iterate)."""
+    if config.save_every <= 0:
+        return []
+    from .. import scales
+
+    plan = scales.plan(config)
+    out_paths = []
+    for sc in plan:
+        its = list(range(config.save_every, sc.iters + 1, config.save_every))
+        if sc.iters not in its:
+            its.append(sc.iters)
+        for it in its:
+            if sc.index == len(plan) and it == sc.iters:
+                continue
+            out_paths.append(snapshot_path(Path(out), it, sc.index, len(plan)))
+    return out_paths
 
 
 def error_outcome(item: Item, message: str, device: str = "", backend: str = "") -> dict:
@@ -145,10 +167,31 @@ class JobWorker:
 
     # -- the work ------------------------------------------------------------------------------
     def run_task(self, task: Task, on_progress: Optional[ProgressSink] = None) -> List[dict]:
-        """Compute a task; one outcome per item with ``write`` set. Never raises for an image."""
+        """Compute a task; one outcome per item with ``write`` set. Never raises for an image.
+        Each output is written under its advisory lock (``stylegrad.fileio.output_lock``, the
+        rule ``-o`` follows too), held from before its input is read until it is written; an
+        output another process holds is an error outcome, and its image is still computed for
+        its batch partners. Shipped outputs are locked by the driver, which writes them."""
+        with ExitStack() as locks:
+            outcomes: List[dict] = []
+            items: List[Item] = []
+            for item in task.items:
+                if item.write and not self.spec.ship_bytes:
+                    try:
+                        locks.enter_context(output_lock(item.output))
+                    except (OutputLockedError, UnsafeFileError) as e:
+                        outcomes.append(error_outcome(item, error_text(e), self.device))
+                        item = replace(item, write=False)
+                    except OSError as e:
+                        outcomes.append(error_outcome(item, f"cannot lock {item.output}: {e.strerror or e}", self.device))
+                        item = replace(item, write=False)
+                items.append(item)
+            return sorted(outcomes + self._compute(items, on_progress), key=lambda o: o["index"])
+
+    def _compute(self, task_items: Sequence[Item], on_progress: Optional[ProgressSink]) -> List[dict]:
         outcomes: List[dict] = []
         loaded: List[Tuple[Item, torch.Tensor, str]] = []
-        for item in task.items:
+        for item in task_items:
             try:
                 if self.spec.ship_bytes:
                     if item.data is None:
@@ -169,7 +212,7 @@ class JobWorker:
             groups.setdefault(tuple(entry[1].shape), []).append(entry)
         for group in groups.values():
             outcomes.extend(self._run_group(group, on_progress))
-        return sorted(outcomes, key=lambda o: o["index"])
+        return outcomes
 
     def _run_group(self, group: Sequence[Tuple[Item, torch.Tensor, str]], on_progress) -> List[dict]:
         cfg = self.config
@@ -217,6 +260,9 @@ class JobWorker:
                 else:
                     imgs.save_image(result.image, item.output)
                     extra = {"output_sha256": file_sha256(item.output)}
+            except NoSpaceError as e:   # the disk, not the image: the driver stops the job
+                out.append({**base, "status": "error", "error": str(e), "no_space": True})
+                continue
             except Exception as e:   # one image failing to write must not lose the others
                 out.append({**base, "status": "error", "error": error_text(e)})
                 continue
