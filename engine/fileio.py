@@ -147,7 +147,7 @@ def sweep_stale(folder: PathLike, max_age: float = STALE_SECONDS) -> list:
             if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < max_age:
                 continue
             if e.name.endswith(LOCK_SUFFIX):
-                if _remove_unheld_lock(Path(e.path)):
+                if remove_unheld_lock(Path(e.path)):
                     removed.append(e.path)
                 continue
             pid = temporary_owner(e.name)
@@ -411,7 +411,7 @@ def lock_path(path: PathLike) -> Path:
     return p.with_name("." + p.name + LOCK_SUFFIX)
 
 
-def _remove_unheld_lock(lock: Path) -> bool:
+def remove_unheld_lock(lock: Path) -> bool:
     """Remove a lock file nobody holds (True), leave a held one (False). Links and files that
     are not lock files are left alone."""
     if fcntl is None:
@@ -481,6 +481,71 @@ def output_lock(path: PathLike) -> Iterator[None]:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+def _debris_owner(name: str, outputs: dict) -> Optional[Path]:
+    """The output (of ``outputs``: file name -> path) whose lock file or temporary ``name`` is,
+    counting its ``--save-every`` snapshots (``STEM[.scaleK].iterNNNN.EXT``) as its own."""
+    if name.endswith(LOCK_SUFFIX):
+        return outputs.get(name[1:-len(LOCK_SUFFIX)])
+    if temporary_owner(name) is None:
+        return None
+    target = name[1:name.rindex(TMP_TAG, 0, len(name) - len(TMP_SUFFIX))]
+    if target in outputs:
+        return outputs[target]
+    m = re.match(r"^(.*?)(?:\.scale\d+)?\.iter\d+(\.[^.]*)$", target)
+    return outputs.get(m.group(1) + m.group(2)) if m else None
+
+
+def remove_debris(outputs: Sequence[PathLike]) -> List[str]:
+    """Once the processes that wrote ``outputs`` are stopped (a job's end): remove their lock
+    files nobody holds, and under each output's lock the temporaries of it and its snapshots
+    whose process is gone from this host (a process killed outright, such as a Ray actor,
+    runs no cleanup of its own). Regular files only; returns what was removed."""
+    removed: List[str] = []
+    by_folder: dict = {}
+    for o in outputs:
+        p = Path(o)
+        by_folder.setdefault(_folder(p), {})[p.name] = p
+    for folder, named in by_folder.items():
+        try:
+            entries = [e for e in os.scandir(folder) if is_stylegrad_temporary(e.name)]
+        except OSError:
+            continue
+        temps: dict = {}
+        for e in entries:
+            out = _debris_owner(e.name, named)
+            if out is None:
+                continue
+            try:
+                if not stat.S_ISREG(e.stat(follow_symlinks=False).st_mode):
+                    continue
+            except OSError:
+                continue
+            if e.name.endswith(LOCK_SUFFIX):
+                continue            # released below, after the temporaries
+            pid = temporary_owner(e.name)
+            if pid is not None and not process_alive(pid):
+                temps.setdefault(out, []).append(e.path)
+        for out, paths in temps.items():
+            try:
+                with output_lock(out):      # nobody writes this output now
+                    for t in paths:
+                        try:
+                            os.unlink(t)
+                            removed.append(t)
+                        except OSError:
+                            pass
+            except (OutputLockedError, UnsafeFileError, OSError):
+                continue
+        for e in entries:
+            if e.name.endswith(LOCK_SUFFIX) and _debris_owner(e.name, named) is not None:
+                try:
+                    if stat.S_ISREG(e.stat(follow_symlinks=False).st_mode) and remove_unheld_lock(Path(e.path)):
+                        removed.append(e.path)
+                except OSError:
+                    pass
+    return removed
 
 
 def file_sha256(path: PathLike) -> str:

@@ -6,7 +6,9 @@ to whichever worker is idle, over that worker's own pipe, so it always knows whi
 holds. A worker that dies (its pipe closes or its process ends) is started again on the same
 device and its task is retried once; a task whose worker dies twice becomes ``error`` records.
 Workers die with the driver (``PR_SET_PDEATHSIG`` on Linux, and end of pipe otherwise), and
-ignore Ctrl-C, which the driver handles by stopping them.
+ignore Ctrl-C, which the driver handles by stopping them. A worker told to stop (SIGTERM, as
+:meth:`LocalPool.close` does to a busy one) exits through its ``finally`` blocks: the output it
+was writing keeps no temporary and its lock is released and removed; exit code 143.
 """
 from __future__ import annotations
 
@@ -35,11 +37,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(143)       # not an Exception: no per-image handler takes it; finally blocks run
+
+
 def worker_main(conn, device: str, spec: JobSpec, threads: Optional[int], parent: int,
                 before_task: Optional[Callable[[Task], None]] = None) -> None:
     """A worker process: build the Stylizer, then compute tasks until told to stop."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         worker = JobWorker(spec, device, threads)
     except BaseException as e:

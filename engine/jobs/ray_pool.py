@@ -92,10 +92,13 @@ class RayPool:
             addr = None if self.address == "auto" else self.address
             if addr not in (None, "local"):
                 _check_reachable(addr)
+            handler = _sigterm_handler()
             try:
                 ray.init(address=addr, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 raise StyleGradError(f"cannot connect to Ray at {self.address}: {error_text(e)}") from None
+            finally:
+                _restore_sigterm(handler)   # ray.init installs its own (exit 15, a C++ stack dump)
             self._owns_ray = True
         res = ray.cluster_resources()
         if self.device_type == "cuda":
@@ -201,6 +204,21 @@ class RayPool:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
+
+
+def _sigterm_handler():
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_sigterm(handler) -> None:
+    """Put back the SIGTERM handler the driver had (the CLI's: stop the job, exit 143)."""
+    import signal
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def _check_reachable(address: str, timeout: float = 10.0) -> None:

@@ -24,7 +24,7 @@ from .. import __version__
 from .. import images as imgs
 from ..config import StyleConfig
 from ..errors import ConfigError, ImageError, NoSpaceError, StyleGradError
-from ..fileio import atomic_write, file_sha256, make_folders, remove_created_folders
+from ..fileio import atomic_write, file_sha256, make_folders, remove_created_folders, remove_debris
 from . import stats
 from .manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
 from .settings import differing, pixel_settings, settings_hash, styles_digest
@@ -268,6 +268,7 @@ def _run_job(req: JobRequest, executor: Executor, listener: JobListener, job_dir
             try:
                 executor.close()
             finally:
+                remove_debris([it.output for t in tasks for it in t.items if it.write])   # of killed workers
                 summary.wall_seconds = round(time.time() - t0, 3)
                 summary.images_per_hour = stats.images_per_hour(summary.ok, summary.wall_seconds)
                 summary.seconds_per_image = stats.seconds_percentiles(records)

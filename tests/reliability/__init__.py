@@ -1,0 +1,1 @@
+"""Reliability tests grouped by what they protect (README "Reliability")."""
