@@ -327,13 +327,24 @@ def cmd_job(args) -> int:
     if args.json:
         print(_json(st))
         return 0
+    from .progress import format_duration
+
     rate = st["images_per_hour"]
     p = st["seconds_per_image"]
+    now = ""
+    if st["running"]:
+        now = " (running now" + (f", pid {st['pid']}" if st.get("pid") else "")
+        if st["seconds_left"] is not None:
+            now += f"; about {format_duration(st['seconds_left'])} left at {st['images_per_hour_now']:.1f} images/hour"
+        now += ")"
     lines = [f"job {st['job_dir']}: {st['done']} of {st['inputs']} done, {len(st['failed'])} failed, "
-             f"{st['remaining']} remaining" + (" (running now)" if st["running"] else ""),
-             f"  {st['runs']} run(s), {st['wall_seconds'] / 3600:.2f} h of running"
+             f"{st['remaining']} remaining" + now,
+             f"  {st['runs']} run(s), {format_duration(st['wall_seconds'])} of running"
              + (f", {rate:.1f} images/hour so far" if rate else "")
              + (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
+    if st["interrupted"]:
+        how = st["resume_command"] or "the same command with --resume"
+        lines.append(f"  interrupted at {st['done']}/{st['inputs']} - resume with: {how}")
     for f in st["failed"]:
         lines.append(f"  failed: {f['input']}: {f['error']}")
     if st["unreadable_lines"]:

@@ -259,7 +259,11 @@ def _run_job(req: JobRequest, executor: Executor, listener: JobListener, job_dir
                             summary.failed += 1
                         listener.record(rec, o)
                     if no_space is not None:
-                        raise NoSpaceError(f"{no_space}; free some space, then run again with --resume")
+                        raise NoSpaceError(no_space)
+        except NoSpaceError as e:            # the job stops; every record written is whole
+            failing = True
+            summary.interrupted = True
+            raise NoSpaceError(f"{e}; free some space, then run again with --resume") from None
         except BaseException:
             failing = True
             summary.interrupted = True
@@ -389,16 +393,37 @@ class InlineExecutor:
                 self._saved_threads = None
 
 
+def resume_command(run: dict) -> Optional[str]:
+    """The command line that continues a run (its own, ``--fresh`` dropped, ``--resume``
+    added), preceded by ``cd`` into its folder when that is not the current one; None when
+    the run did not record its command (the Python API)."""
+    import shlex
+
+    cmd = run.get("command")
+    if not isinstance(cmd, list) or not all(isinstance(a, str) for a in cmd) or not cmd:
+        return None
+    args = [a for a in cmd if a not in ("--fresh", "--resume")] + ["--resume"]
+    line = shlex.join(args)
+    cwd = run.get("cwd")
+    if isinstance(cwd, str) and os.path.abspath(cwd) != os.getcwd():
+        line = f"cd {shlex.quote(cwd)} && {line}"
+    return line
+
+
 def job_status(job_dir, verify: bool = False) -> dict:
     """Where a job folder stands: done, failed (with reasons), remaining, images/hour so far.
 
     Counted against the inputs and settings of the folder's last run. ``verify`` re-hashes each
-    done image's output (otherwise only its existence is checked).
+    done image's output (otherwise only its existence is checked). ``running``: a process holds
+    the folder's lock now; ``interrupted``: none does, and the last run stopped (or was killed)
+    before its images were done; ``resume_command`` then says how to continue. The rate and the
+    time left (``images_per_hour_now``, ``seconds_left``) are given only while a run is going
+    and from images it finished, never guessed.
     """
     job_dir = Path(job_dir)
     if job_dir.exists() and not job_dir.is_dir():
         raise StyleGradError(f"{job_dir} is not a folder: give the job folder (the --out-dir of the run)")
-    manifest = job_dir / "stylegrad-job.jsonl"
+    manifest = manifest_path(job_dir)
     state = load_state(job_dir)
     last = state.last_run
     if last is None:
@@ -423,8 +448,24 @@ def job_status(job_dir, verify: bool = False) -> dict:
             failed.append({"input": inp, "error": rec.get("error", "")})
     ok_records = [r for r in state.images if r.get("status") == "ok"]
     wall = stats.run_wall_seconds(state.runs, state.images, state.ends)
+    running = is_locked(job_dir)
+    end = state.ends.get(str(last.get("run")))
+    interrupted = not running and bool(missing) and (end is None or bool(end.get("interrupted")))
+    rate_now = seconds_left = None
+    if running:      # measured: the images this run finished, over the time it took them
+        mine = [r for r in state.images if r.get("run") == last.get("run") and r.get("status") == "ok"
+                and isinstance(r.get("finished"), (int, float))]
+        started = last.get("started")
+        if mine and isinstance(started, (int, float)):
+            span = max(r["finished"] for r in mine) - started
+            if span > 0:
+                rate_now = round(len(mine) * 3600.0 / span, 2)
+                seconds_left = round(len(missing) * span / len(mine), 1)
     return {"job_dir": str(job_dir), "inputs": len(inputs), "done": len(done), "failed": failed,
             "remaining": len(missing), "runs": len(state.runs), "wall_seconds": round(wall, 3),
             "images_per_hour": stats.images_per_hour(len(ok_records), wall),
             "seconds_per_image": stats.seconds_percentiles(ok_records),
-            "config_hash": chash, "running": is_locked(job_dir), "unreadable_lines": list(state.unreadable)}
+            "config_hash": chash, "running": running, "pid": last.get("pid") if running else None,
+            "interrupted": interrupted, "resume_command": resume_command(last) if interrupted else None,
+            "images_per_hour_now": rate_now, "seconds_left": seconds_left,
+            "unreadable_lines": list(state.unreadable)}
