@@ -20,6 +20,7 @@ import logging
 import os
 import socket
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -120,7 +121,8 @@ class RayPool:
                                                    max_task_retries=self.max_task_retries, **opts)
         self.actors = [actor_cls.remote(spec, self.device_type) for _ in range(n)]
         try:
-            self.actor_info = ray.get([a.ready.remote() for a in self.actors], timeout=self.start_timeout)
+            with _signals_through():
+                self.actor_info = ray.get([a.ready.remote() for a in self.actors], timeout=self.start_timeout)
         except ray.exceptions.GetTimeoutError:
             raise WorkerError(f"Ray did not place {n} actor(s) within {self.start_timeout:.0f} s "
                               f"(are the cluster's {'GPUs' if self.device_type == 'cuda' else 'CPUs'} busy?)") from None
@@ -160,11 +162,13 @@ class RayPool:
                 inflight[actor.run_task.remote(sent)] = (task, actor, early)
             if not inflight:
                 continue
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+            with _signals_through():
+                ready, _ = ray.wait(list(inflight), num_returns=1)
             for ref in ready:
                 task, actor, early = inflight.pop(ref)
                 try:
-                    outcomes = ray.get(ref)
+                    with _signals_through():
+                        outcomes = ray.get(ref)
                 except ray.exceptions.RayActorError as e:
                     note(f"ray: an actor died twice while computing {', '.join(task.names)}; recorded as failed")
                     outcomes = [error_outcome(it, f"its Ray actor died while computing it, also on the retry: {_cause(e)}")
@@ -204,6 +208,34 @@ class RayPool:
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
             self._owns_ray = False
+        _wait_gone([i.get("pid") for i in self.actor_info if i.get("host") == socket.gethostname()])
+
+
+def _wait_gone(pids, timeout: float = 10.0) -> None:
+    """Wait (a while) for killed actors of this host to be gone, so that the job can clear what
+    they left (``stylegrad.fileio.remove_debris`` removes only a dead process's files)."""
+    import time
+    from ..fileio import process_alive
+
+    deadline = time.time() + timeout
+    for pid in pids:
+        while isinstance(pid, int) and process_alive(pid) and time.time() < deadline:
+            time.sleep(0.05)
+
+
+@contextmanager
+def _signals_through():
+    """Ctrl-C or SIGTERM (the driver's handler raises) arriving inside Ray's compiled calls comes
+    out as ``SystemError: ... returned a result with an exception set``: give back the signal's
+    own exception, so that the job stops as it does elsewhere (exit 130 / 143)."""
+    from ..errors import Terminated
+    try:
+        yield
+    except SystemError as e:
+        cause = e.__cause__ or e.__context__
+        if isinstance(cause, (KeyboardInterrupt, Terminated)):
+            raise cause from None
+        raise
 
 
 def _sigterm_handler():
