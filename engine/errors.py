@@ -60,9 +60,10 @@ class UnsafeFileError(StyleGradError):
     a file with other hard links, or (a lock file) one holding data stylegrad did not write."""
 
 
-class NoSpaceError(StyleGradError):
+class NoSpaceError(ImageError):
     """A write that failed because the filesystem is full (ENOSPC), over a quota (EDQUOT) or
-    read-only (EROFS); the message names the file and the space needed."""
+    read-only (EROFS); the message names the file and the space needed. An :class:`ImageError`
+    (a failed image write has always been one), also raised for a job manifest."""
 
 
 class Terminated(BaseException):

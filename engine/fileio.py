@@ -198,9 +198,9 @@ def is_no_space(e: BaseException) -> bool:
 def no_space_error(e: OSError, path: PathLike, needed: Optional[int] = None) -> NoSpaceError:
     """The one-line error of a write that failed for lack of space (ENOSPC, EDQUOT) or on a
     read-only filesystem (EROFS): the file, and the space needed and free."""
+    why = os.strerror(e.errno)         # "No space left on device", "Disk quota exceeded", ...
     if e.errno == errno.EROFS:
-        return NoSpaceError(f"cannot write {path}: read-only filesystem")
-    why = "disk quota exceeded" if e.errno == getattr(errno, "EDQUOT", None) else "no space left on device"
+        return NoSpaceError(f"cannot write {path}: {why}")
     free = free_bytes(_folder(Path(path)))
     parts = []
     if needed:

@@ -55,7 +55,7 @@ def test_a_full_disk_while_recording_is_one_clear_line_and_resume_finishes(tmp_p
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "internal error" not in err[0], err
-    assert "no space left on device" in err[0] and str(out / MANIFEST_NAME) in err[0] and "needed" in err[0]
+    assert "No space left on device" in err[0] and str(out / MANIFEST_NAME) in err[0] and "needed" in err[0]
     assert "free" in err[0] and "--resume" in err[0]
     recs = _lines(out)
     assert [r["kind"] for r in recs] == ["run", "image", "end"]        # the torn record was cut back off
@@ -67,9 +67,9 @@ def test_a_full_disk_while_recording_is_one_clear_line_and_resume_finishes(tmp_p
     assert "3 of 3 done, 0 failed, 0 remaining" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("code,needle", [(errno.ENOSPC, "no space left on device"),
-                                         (errno.EDQUOT, "disk quota exceeded"),
-                                         (errno.EROFS, "read-only filesystem")])
+@pytest.mark.parametrize("code,needle", [(errno.ENOSPC, "No space left on device"),
+                                         (errno.EDQUOT, "Disk quota exceeded"),
+                                         (errno.EROFS, "Read-only file system")])
 def test_a_full_disk_while_writing_an_image_stops_the_job_cleanly(tmp_path, capsys, monkeypatch, code, needle):
     d, out, argv = _job(tmp_path, 3)
     real_fsync = fileio._fsync
