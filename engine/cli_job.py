@@ -29,6 +29,36 @@ def _positive(text: str) -> int:
     return v
 
 
+DEVICE_LIST_FORMAT = ("a device list is all (every GPU), cpu (worker processes, see --workers), or GPUs "
+                      "named once each and separated by commas, as cuda:0,cuda:1")
+
+
+def parse_device_list(text: str):
+    """``--devices`` text -> "all", ["cpu"] or ["cuda:0", "cuda:1", ...] (the one parser of
+    device lists; argparse turns its error into a usage error, exit 2). Whether those GPUs
+    exist is checked when the job starts (:func:`choose_executor`)."""
+    spec = str(text).strip()
+    if spec in ("all", "cpu"):
+        return spec if spec == "all" else ["cpu"]
+    parts = [p.strip() for p in spec.split(",")]
+    devices = []
+    for p in parts:
+        kind, sep, index = p.partition(":")
+        if p == "":
+            why = "an empty entry"
+        elif p in ("all", "cpu"):
+            why = f"{p} in a list (it stands alone)"
+        elif kind != "cuda" or not sep or not index.isdigit() or not index.isascii():
+            why = f"{p!r} is not cuda:N"
+        elif f"cuda:{int(index)}" in devices:
+            why = f"cuda:{int(index)} twice"
+        else:
+            devices.append(f"cuda:{int(index)}")
+            continue
+        raise argparse.ArgumentTypeError(f"{spec!r}: {why}; {DEVICE_LIST_FORMAT}")
+    return devices
+
+
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``stylize`` options of job folders (``--out-dir``)."""
     g = parser.add_argument_group("large jobs (with --out-dir; see README \"Large jobs\")")
@@ -40,7 +70,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         "(a folder holding a job needs --resume or --fresh)")
     g.add_argument("--force", action="store_true",
                    help="run even though the folder's job used other settings (its images are redone)")
-    g.add_argument("--devices", metavar="LIST",
+    g.add_argument("--devices", metavar="LIST", type=parse_device_list,
                    help="cuda:0,cuda:1,... | all | cpu: one worker process per device (cpu: see --workers)")
     g.add_argument("--workers", type=_positive, metavar="N",
                    help="CPU worker processes (default with --devices cpu: cores / --threads); with --ray: most actors")
@@ -121,22 +151,15 @@ def choose_executor(args, config):
             raise ConfigError(f"--device must be cpu or cuda, got {config.device!r}")
         return RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes), threads
     if args.devices:
-        spec = args.devices.strip()
-        if spec == "all":
+        devices = args.devices            # parsed by parse_device_list: "all", ["cpu"] or distinct cuda:N
+        if devices == "all":
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if n == 0:
                 raise ConfigError("--devices all: no CUDA device on this machine; use --devices cpu --workers N")
             devices = [f"cuda:{i}" for i in range(n)]
         else:
-            devices = [d.strip() for d in spec.split(",") if d.strip()]
             for d in devices:
-                parse_device(d)
-            if len({torch.device(d).type for d in devices}) > 1:
-                raise ConfigError("--devices mixes cpu and cuda; CPU and GPU round differently, so a job uses one kind")
-            if any(torch.device(d).type == "cuda" and torch.device(d).index is None for d in devices):
-                raise ConfigError("--devices: name each GPU (cuda:0,cuda:1) or use --devices all")
-            if len(set(devices)) != len(devices) and devices[0] != "cpu":
-                raise ConfigError("--devices names a GPU twice")
+                parse_device(d)           # present on this machine
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
             n = args.workers or max(1, cpu_count() // threads)

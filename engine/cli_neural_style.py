@@ -13,6 +13,7 @@ from . import neural_style as ns
 from .cli_config import namespace_for
 from .cli_job import add_job_arguments
 from .cli_stylize import cmd_stylize, expand_contents
+from .errors import StyleGradError
 from .weights import load_vgg
 
 USAGE = """usage: stylegrad neural-style -content_image C -style_image S1[,S2...] [-output_image out.png] [flags]
@@ -33,7 +34,22 @@ def usage() -> str:
 
 
 def cmd_neural_style(argv: Sequence[str]) -> int:
-    argv = list(argv)
+    """Run their command line; every error and hint names their flags (``ns.in_their_flags``)."""
+    try:
+        return _neural_style(list(argv))
+    except StyleGradError as e:
+        raise type(e)(ns.in_their_flags(str(e))) if _retypeable(e) else StyleGradError(ns.in_their_flags(str(e))) from None
+
+
+def _retypeable(e: StyleGradError) -> bool:
+    try:
+        type(e)("")
+    except TypeError:
+        return False
+    return True
+
+
+def _neural_style(argv) -> int:
     if any(a in ("-h", "-help", "--help") for a in argv):
         print(usage())
         return 0
@@ -55,5 +71,6 @@ def cmd_neural_style(argv: Sequence[str]) -> int:
     given = ("print_every",) if "print_iter" in args.given else ()
     run = namespace_for(tr.config, given, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
                         ext="png", pair_styles=False, json=False, quiet=False, overwrite=False,
-                        overwrite_remedy="remove it, or give -save_iter 0 for no snapshots", **vars(jobs.parse_args([])))
+                        overwrite_remedy="remove it, or give -save_iter 0 for no snapshots", hints=ns.in_their_flags,
+                        **vars(jobs.parse_args([])))
     return cmd_stylize(run, vgg=vgg)

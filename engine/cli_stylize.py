@@ -201,6 +201,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
     def fail(e: BaseException) -> None:
         failed.append(name)
         msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        msg = getattr(args, "hints", None)(msg) if getattr(args, "hints", None) else msg   # neural-style's flags
         print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
         if args.json:
             print(_json({"image": name, "status": "error", "error": msg}), flush=True)

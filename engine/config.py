@@ -43,6 +43,7 @@ from .vgg import MODELS, layer_names
 DEFAULT_CONTENT_LAYERS: Tuple[str, ...] = ("relu4_2",)
 DEFAULT_STYLE_LAYERS: Tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
+SEED_LIMIT = 2 ** 63                          # seeds are 0 <= seed < 2**63 (torch's 64-bit generator)
 OPTIMIZERS = ("lbfgs", "adam")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.02}     # the step size when lr is None
 POOLS = ("avg", "max")
@@ -262,6 +263,21 @@ class StyleConfig:
             return {}
         return {l: w for l, w in self.style_layer_weight_map().items() if w > 0}
 
+    def image_moving_terms(self) -> Tuple[str, ...]:
+        """The loss terms that can change the initial image: style and TV with a weight > 0
+        (and a style layer of weight > 0), content too unless the image starts from the
+        content (where its loss and gradient are 0). Empty: nothing to optimise."""
+        terms = []
+        if self.content_weight > 0 and self.init != "content" and any(
+                w > 0 for w in self.content_layer_weight_map().values()):
+            terms.append("content")
+        if (self.style_weight is None or self.style_weight > 0) and any(
+                w > 0 for w in self.style_layer_weight_map().values()):
+            terms.append("style")
+        if self.tv_weight > 0:
+            terms.append("tv")
+        return tuple(terms)
+
     def loss_layers(self) -> Tuple[str, ...]:
         """Layers whose loss term can be non-zero, content layers first, each once: what a
         backend's forward must produce (the objective skips the others)."""
@@ -299,7 +315,9 @@ class StyleConfig:
         need(self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every!r}")
         need(isinstance(self.print_every, int) and self.print_every >= 1, f"--print-every must be >= 1, got {self.print_every!r}")
         need(isinstance(self.batch_size, int) and self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size!r}")
-        need(isinstance(self.seed, int), f"--seed must be an integer, got {self.seed!r}")
+        # torch.Generator.manual_seed takes 64-bit seeds; an out-of-range one is refused here, not mid-run
+        need(isinstance(self.seed, int) and 0 <= self.seed < SEED_LIMIT,
+             f"--seed must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
         known = set(layer_names(self.model))
         for kind, layers, weights in (
             ("content", self.content_layers, self.content_layer_weights),
@@ -323,6 +341,14 @@ class StyleConfig:
                  f"--style-blend-weights must be finite numbers >= 0 with a positive sum, got "
                  f"{', '.join(_fmt(w) for w in self.style_blend_weights)}")
         need(isinstance(self.init, str) and self.init != "", "--init must be content, noise or an image path")
+        # nothing to optimise: with every term that could move the image at weight 0, the run
+        # would hand back its start (the photo) as a result
+        movers = self.image_moving_terms()
+        need(movers, "nothing to optimise: every loss term that could change the image has weight 0 ("
+             + ("--style-weight, --tv-weight; --content-weight does not move an image that starts from the content"
+                if self.init == "content" else "--content-weight, --style-weight, --tv-weight")
+             + "): give --style-weight or --tv-weight a value > 0"
+             + ("" if self.init != "content" else ", or --init noise to reconstruct the content"))
         need(self.max_memory is None or self.max_memory >= 1, f"--max-memory must be >= 1 byte, got {self.max_memory!r}")
 
 

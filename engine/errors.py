@@ -17,6 +17,11 @@ class WeightsError(StyleGradError):
     """VGG weights that cannot be found, downloaded or loaded."""
 
 
+class WeightsUnavailableError(WeightsError):
+    """ImageNet weights that are not cached and cannot be downloaded now (offline, or
+    ``STYLEGRAD_OFFLINE=1``). The CLI adds the command line that runs offline instead."""
+
+
 class BackendUnavailableError(StyleGradError):
     """A backend that is not installed or does not support the device."""
 

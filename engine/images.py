@@ -45,6 +45,8 @@ from .errors import ImageError
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 ImageLike = Union[Image.Image, np.ndarray, torch.Tensor, str, os.PathLike]
+# what one image is (a str is also a Sequence: never taken as a list of images)
+SINGLE_IMAGE_TYPES = (Image.Image, np.ndarray, torch.Tensor, str, os.PathLike)
 
 FLOAT_SLACK = 1.0 / 510      # half an 8-bit step: float values this far outside [0, 1] are clipped
 _ORIENT_SWAPS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -240,31 +242,57 @@ def _values(a: np.ndarray, what: str) -> np.ndarray:
     return _float_from_unit(a, what, allow_255=False)
 
 
-def to_tensor(image: ImageLike) -> torch.Tensor:
+def to_tensor(image: ImageLike, name: str = "image") -> torch.Tensor:
     """Any supported input -> (3, H, W) float32 CPU tensor in [0, 1] (module docstring:
-    layouts and value ranges)."""
+    layouts and value ranges). This is the one path every input of the API takes; anything
+    that is not an image (a meta, sparse or quantized tensor, a closed PIL image, another
+    type) is an ImageError that names the argument, ``name`` ("content", "styles[1]", ...)."""
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, Image.Image):
-        return _pil_to_tensor(image, "PIL image")
+        what = f"{name} (PIL image)"
+        try:
+            return _pil_to_tensor(image, what)
+        except ImageError:
+            raise
+        except (ValueError, OSError, SyntaxError, AttributeError, Image.DecompressionBombError) as e:
+            # a closed image ("Operation on closed image"), a lazily read file gone bad, ...
+            raise ImageError(f"{what} cannot be read: {e}") from None
     if isinstance(image, np.ndarray):
-        return _array_to_tensor(image, "numpy image")
+        return _array_to_tensor(image, f"{name} (numpy array)")
     if isinstance(image, torch.Tensor):
-        t = image.detach()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ImageError(f"tensor image must be (3, H, W), (1, H, W) or (1, 3, H, W); got shape {tuple(image.shape)}")
-        if t.shape[-1] < 1 or t.shape[-2] < 1:
-            raise ImageError(f"tensor image has no pixels (shape {tuple(image.shape)})")
-        if t.dtype == torch.bool or t.is_complex():
-            raise ImageError(f"tensor image has dtype {t.dtype}; expected uint8 or float in [0, 1]")
-        a = t.cpu()
-        if a.dtype == torch.bfloat16:
-            a = a.float()
-        f = torch.from_numpy(np.ascontiguousarray(_values(a.numpy(), "tensor image")))
-        return f.expand(3, -1, -1).contiguous() if f.shape[0] == 1 else f.contiguous()
-    raise ImageError(f"unsupported image type {type(image).__name__}: use a path, PIL image, numpy array or tensor")
+        return _tensor_to_tensor(image, f"{name} (tensor)")
+    raise ImageError(f"{name}: unsupported image type {type(image).__name__}: use a path, PIL image, numpy array "
+                     f"or tensor")
+
+
+def _tensor_to_tensor(image: torch.Tensor, what: str) -> torch.Tensor:
+    if image.is_meta:
+        raise ImageError(f"{what} is a meta tensor: it has a shape but no data")
+    if getattr(image, "is_nested", False):
+        raise ImageError(f"{what} is a nested tensor; pass one (3, H, W) tensor")
+    if image.layout != torch.strided:
+        raise ImageError(f"{what} has layout {image.layout}; pass a dense tensor (t.to_dense())")
+    if image.is_quantized:
+        raise ImageError(f"{what} is quantized ({image.dtype}); pass t.dequantize() or a uint8/float tensor")
+    t = image.detach()
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] not in (1, 3):
+        raise ImageError(f"{what} must be (3, H, W), (1, H, W) or (1, 3, H, W); got shape {tuple(image.shape)}")
+    if t.shape[-1] < 1 or t.shape[-2] < 1:
+        raise ImageError(f"{what} has no pixels (shape {tuple(image.shape)})")
+    if t.dtype == torch.bool or t.is_complex():
+        raise ImageError(f"{what} has dtype {t.dtype}; expected uint8 or float in [0, 1]")
+    a = t.cpu()
+    if a.dtype in (torch.bfloat16, torch.float16) or a.dtype.is_floating_point and a.dtype not in (torch.float32, torch.float64):
+        a = a.float()
+    try:
+        arr = a.numpy()
+    except (TypeError, RuntimeError) as e:   # a dtype numpy has no counterpart for
+        raise ImageError(f"{what} has dtype {t.dtype}, which cannot be read as pixels ({e})") from None
+    f = torch.from_numpy(np.ascontiguousarray(_values(arr, what)))
+    return f.expand(3, -1, -1).contiguous() if f.shape[0] == 1 else f.contiguous()
 
 
 def scaled_size(h: int, w: int, longest: int) -> Tuple[int, int]:

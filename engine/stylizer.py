@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence, Tuple, Union
@@ -104,7 +106,10 @@ def check_progress(history: List[Progress], init: str, moved: float) -> Tuple[st
     """(status, message) of one image's run from its reported losses and the largest pixel
     change ``moved`` between the initial and final image (both clamped to [0, 1]).
 
-    diverged: a non-finite loss, or a final loss above the initial one. stalled: see above."""
+    ok means the final loss is finite and below the initial one (which is above 0), and the
+    image moved. diverged: a non-finite loss, or a final loss above the initial one. stalled:
+    a loss of 0 at the start (nothing to optimise), a final loss not below the initial one,
+    and see above."""
     for p in history:
         if not math.isfinite(p.loss):
             good = [q for q in history if q.iter < p.iter]
@@ -112,14 +117,18 @@ def check_progress(history: List[Progress], init: str, moved: float) -> Tuple[st
             return "diverged", (f"diverged: the loss became {p.loss} at iteration {p.iter} ({last}); "
                                 f"try --optimizer adam, a smaller --lr or a smaller --style-weight")
     first, last = history[0], history[-1]
-    if last.iter == 0 or first.loss <= 0:
-        return "ok", ""
     if last.loss > first.loss:
         return "diverged", (f"diverged: the loss grew from {first.loss:.4g} to {last.loss:.4g} in {last.iter} "
                             f"iterations; try --optimizer adam, a smaller --lr or a smaller --style-weight")
+    if first.loss <= 0:
+        return "stalled", (f"stalled: nothing to optimise, the loss was {first.loss:.4g} at iteration 0 (the "
+                           f"start already matches every target; check --style-weight, --content-weight and --init)")
     if moved < 0.5 / 255:
         return "stalled", (f"stalled: the image did not change in {last.iter} iterations "
                            f"(loss {first.loss:.4g} -> {last.loss:.4g})")
+    if last.loss >= first.loss:
+        return "stalled", (f"stalled: the loss never fell below its initial {first.loss:.4g} in {last.iter} "
+                           f"iterations; try --optimizer adam or check --style-weight")
     if last.iter >= STALL_MIN_ITERS and init in ("content", "noise") and last.loss > STALL_FRACTION * first.loss:
         return "stalled", (f"stalled: the loss fell only from {first.loss:.4g} to {last.loss:.4g} in "
                            f"{last.iter} iterations; try --optimizer adam or check --style-weight")
@@ -141,11 +150,28 @@ def parse_device(spec: str) -> torch.device:
     return dev
 
 
+def _one_call_at_a_time(method):
+    """Hold the Stylizer's lock for the whole call (see :class:`Stylizer`, "Threads")."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
+
+
 class Stylizer:
     """Reusable stylisation engine: weights, backend and style targets are built once.
 
     >>> s = Stylizer(StyleConfig(size=256, weights="random"))
     >>> result = s.run("photo.jpg", ["painting.jpg"])           # doctest: +SKIP
+
+    Threads: a Stylizer may be shared between threads. Its public methods hold one lock for
+    the whole call, so calls from several threads run one after another, never interleaved:
+    ``run(content, styles=[painting])`` always uses its own painting (and leaves it set for
+    later calls, as :meth:`set_styles`). A shared Stylizer therefore runs one image at a time;
+    for parallel runs give each thread (or device) its own Stylizer. A ``callback`` runs
+    inside the call, holding the lock: it may not call this Stylizer from another thread and
+    wait for that call.
     """
 
     def __init__(self, config: Optional[StyleConfig] = None, *, vgg: Optional[VGG] = None,
@@ -161,6 +187,9 @@ class Stylizer:
         self.config = self.config.resolved(self.vgg.preprocess)
         self.backend: Backend = create_backend(backend, self.vgg, self.config, self.device)
         self.targets = TargetBuilder(self.backend, self.config, self.device)
+        # the state a run uses and changes (styles and their targets, the backend's buffers,
+        # graphs and optimiser state) belongs to one call at a time
+        self._lock = threading.RLock()
 
     @property
     def weights_are_random(self) -> bool:
@@ -170,14 +199,17 @@ class Stylizer:
     def backend_name(self) -> str:
         return self.backend.name
 
+    @_one_call_at_a_time
     def close(self) -> None:
         self.backend.close()
 
     # -- styles and targets ------------------------------------------------------------------
+    @_one_call_at_a_time
     def set_styles(self, styles: Sequence[imgs.ImageLike]) -> None:
         """The style images every run uses unless it is given its own (targets cached per size)."""
         self.targets.set_styles(styles)
 
+    @_one_call_at_a_time
     def prepare(self, content: torch.Tensor,
                 styles_per_image: Optional[Sequence[Sequence[imgs.ImageLike]]] = None) -> Tuple[torch.Tensor, Targets]:
         """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets: shared style
@@ -187,6 +219,7 @@ class Stylizer:
         content = content.to(self.device)
         return content, self.targets.build(content, styles_per_image)
 
+    @_one_call_at_a_time
     def initial_image(self, content: torch.Tensor) -> torch.Tensor:
         init = self.config.init
         if init == "content":
@@ -199,6 +232,7 @@ class Stylizer:
         t = imgs.resize(imgs.load_image(init), content.shape[-2], content.shape[-1])
         return t[None].expand_as(content).contiguous().to(self.device)
 
+    @_one_call_at_a_time
     def run(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
             callback: Optional[ProgressCallback] = None, name: str = "image", *,
             last_finite: bool = False) -> StyleResult:
@@ -215,6 +249,7 @@ class Stylizer:
             return result
         return result.raise_for_status()
 
+    @_one_call_at_a_time
     def estimate_memory(self, size_hw: Tuple[int, int], batch: int = 1,
                         style_source_hw: Optional[Sequence[Tuple[int, int]]] = None) -> memory.MemoryEstimate:
         """Estimated peak memory of optimising ``batch`` images of ``size_hw`` (output size)
@@ -224,6 +259,7 @@ class Stylizer:
         return memory.estimate_run(self.config, size_hw, batch, style_source_hw, backend=self.backend.name,
                                    include_weights=False)
 
+    @_one_call_at_a_time
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
                   names: Optional[Sequence[str]] = None,
                   styles: Optional[Sequence[Sequence[imgs.ImageLike]]] = None, *,
@@ -247,17 +283,24 @@ class Stylizer:
         scale's and ``final_loss`` the last's. ``original_colors``: see ``stylegrad.colors``.
         """
         cfg = self.config
+        if isinstance(contents, imgs.SINGLE_IMAGE_TYPES) or not isinstance(contents, (list, tuple)):
+            raise ImageError(f"contents must be a list of images, got {type(contents).__name__} "
+                             f"(for one image use run())")
+        if callback is not None and not callable(callback):
+            raise ConfigError(f"callback must be a function of one Progress, got {type(callback).__name__}")
         if len(contents) == 0:
             raise ConfigError("run_batch needs at least one content image")
         if names is not None and len(names) != len(contents):
             raise ConfigError(f"{len(names)} name(s) given for {len(contents)} content image(s)")
-        sources = [imgs.to_tensor(c) for c in contents]
+        sources = [imgs.to_tensor(c, "content" if len(contents) == 1 else f"contents[{i}]")
+                   for i, c in enumerate(contents)]
         sizes = {imgs.scaled_size(t.shape[-2], t.shape[-1], cfg.size) for t in sources}
         if len(sizes) != 1:
             raise ImageError("images of a batch must have the same size after resizing: got "
                              + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)))
         if styles is not None:     # read once here (sizes for the estimate), used by prepare()
-            styles = [[imgs.to_tensor(s) for s in group] for group in styles]
+            styles = [[imgs.to_tensor(s, f"styles[{i}][{j}]") for j, s in enumerate(group)]
+                      for i, group in enumerate(styles)]
         style_hw = None if styles is None else [tuple(s.shape[-2:]) for group in styles for s in group]
         size_hw = next(iter(sizes))
         memory.check_fits(self.estimate_memory(size_hw, len(sources), style_hw), cfg, self.device,
@@ -337,7 +380,8 @@ class Stylizer:
                 raise ConfigError("no style images set: pass styles to run() or call set_styles()")
             per = [shared for _ in contents]
         else:
-            per = [[imgs.to_tensor(s) for s in group] for group in styles]
+            per = [[imgs.to_tensor(s, f"styles[{i}][{j}]") for j, s in enumerate(group)]
+                   for i, group in enumerate(styles)]
         return [[colors.matched_luminance(s, c) for s in group] for group, c in zip(per, contents)]
 
     def _finish(self, x: torch.Tensor, rgb: torch.Tensor) -> torch.Tensor:
@@ -382,6 +426,7 @@ class Stylizer:
 
         return report
 
+    @_one_call_at_a_time
     def stylize(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
                 callback: Optional[ProgressCallback] = None, *, last_finite: bool = False):
         """Like :meth:`run`, returning just the image in the content's type (PIL, numpy or

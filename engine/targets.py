@@ -10,7 +10,7 @@ import torch
 
 from . import images as imgs
 from .config import StyleConfig
-from .errors import ConfigError
+from .errors import ConfigError, ImageError
 
 FeatureFn = Callable[[torch.Tensor, Sequence[str]], Dict[str, torch.Tensor]]
 
@@ -65,10 +65,14 @@ class TargetBuilder:
         self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
 
     def set_styles(self, styles: Sequence[imgs.ImageLike]) -> None:
+        if isinstance(styles, imgs.SINGLE_IMAGE_TYPES):    # one image, not a sequence of them
+            styles = [styles]
+        if styles is None or not isinstance(styles, (list, tuple)):
+            raise ImageError(f"styles must be a list of images, got {type(styles).__name__}")
         if not styles:
             raise ConfigError("at least one style image is needed (--style)")
         self._check_blend(len(styles))
-        self._styles = [imgs.to_tensor(s) for s in styles]
+        self._styles = [imgs.to_tensor(s, f"styles[{i}]") for i, s in enumerate(styles)]
         self._style_cache.clear()
 
     def style_sizes(self) -> List[Tuple[int, int]]:
@@ -129,6 +133,7 @@ class TargetBuilder:
         else:
             if len(styles_per_image) != content.shape[0]:
                 raise ConfigError(f"{len(styles_per_image)} style lists for {content.shape[0]} content image(s)")
-            per = [self.style_targets(h, w, spos, [imgs.to_tensor(s) for s in group]) for group in styles_per_image]
+            per = [self.style_targets(h, w, spos, [imgs.to_tensor(s, f"styles[{i}][{j}]") for j, s in enumerate(group)])
+                   for i, group in enumerate(styles_per_image)]
             style = {l: torch.cat([p[l] for p in per]) for l in per[0]}     # (B, C, C)
         return Targets(ctargets, style)

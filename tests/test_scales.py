@@ -135,7 +135,8 @@ def test_plain_progress_lines_count_over_all_scales(tmp_path, capsys):
 
     c = tmp_path / "c.png"
     write_image(c, 40, 30, 1)
-    argv = ["stylize", str(c), "--style", str(c), "--weights", "random", "--backend", "reference", "--size", "40",
+    s = write_image(tmp_path / "s.png", 36, 28, 2)    # not the photo: its own painting has nothing to optimise
+    argv = ["stylize", str(c), "--style", str(s), "--weights", "random", "--backend", "reference", "--size", "40",
             "--min-size", "20", "--iters", "2", "--iters-last", "4", "--print-every", "1", "--lbfgs-history", "5"]
     assert main(argv + ["-o", str(tmp_path / "o.png")]) == 0
     lines = [l for l in capsys.readouterr().err.splitlines() if ": iter " in l]
@@ -155,10 +156,11 @@ def test_result_line_compares_losses_of_the_full_size_scale(tmp_path, capsys):
     iteration 0 (a loss at another size does not compare), -o and --out-dir alike."""
     c = tmp_path / "c.png"
     write_image(c, 40, 30, 1)
-    argv = ["stylize", str(c), "--style", str(c), "--weights", "random", "--backend", "reference", "--size", "40",
+    s = write_image(tmp_path / "s.png", 36, 28, 2)    # not the photo: its own painting has nothing to optimise
+    argv = ["stylize", str(c), "--style", str(s), "--weights", "random", "--backend", "reference", "--size", "40",
             "--min-size", "20", "--iters", "3", "--lbfgs-history", "5"]
     st = Stylizer(StyleConfig(weights="random", backend="reference", size=40, min_size=20, iters=3, lbfgs_history=5))
-    r = st.run(str(c), [str(c)])
+    r = st.run(str(c), [str(s)])
     full = [p for p in r.history if p.scale == 3]
     assert r.last_scale_initial_loss == full[0].loss != r.initial_loss == r.history[0].loss
     for where in (["-o", str(tmp_path / "o.png")], ["--out-dir", str(tmp_path / "job")]):
