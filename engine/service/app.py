@@ -19,14 +19,14 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images as imgs
@@ -389,6 +389,58 @@ def _job_view(svc: Service, job: dict) -> dict:
                      "result": f"/v1/jobs/{jid}/result", "snapshot": f"/v1/jobs/{jid}/snapshot"}}
 
 
+# -- response models (so that the published schema says what comes back) -----------------------
+class JobUrls(BaseModel):
+    self: str
+    events: str
+    result: str
+    snapshot: str
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "failed", "cancelled"]
+    iteration: int
+    iters: int
+    loss: Optional[float]
+    eta_seconds: Optional[float]
+    created: float
+    started: Optional[float]
+    finished: Optional[float]
+    error: Optional[str]
+    batch: int
+    attempts: int
+    urls: JobUrls
+
+
+class JobList(BaseModel):
+    jobs: List[JobView]
+    limit: int
+    offset: int
+
+
+class StyleView(BaseModel):
+    id: str
+    name: str
+    width: int
+    height: int
+
+
+class StyleList(BaseModel):
+    styles: List[StyleView]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    devices: List[str]
+    model: str
+    weights: str
+
+
 # -- the app -------------------------------------------------------------------------------------
 def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> FastAPI:
     from contextlib import asynccontextmanager
@@ -537,7 +589,9 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
 
     job_responses = _responses(401, 413, 422, 429, 503)
 
-    @app.post("/v1/jobs", status_code=202, responses=job_responses, tags=["jobs"],
+    @app.post("/v1/jobs", status_code=202, tags=["jobs"], response_model=JobView,
+              responses={200: {"model": JobView, "description": "the job of an Idempotency-Key used before"},
+                         **job_responses},
               summary="Submit a job (multipart: content, style images and/or style ids, options JSON)")
     def post_job(content: UploadFile = File(..., description="the photo"),
                  style: List[UploadFile] = File(default=[], description="style images (paintings)"),
@@ -550,17 +604,17 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
         return JSONResponse(_job_view(svc, job), 202 if created else 200,
                             headers={"Location": f"/v1/jobs/{job['id']}"})
 
-    @app.get("/v1/jobs", tags=["jobs"], responses=_responses(401, 422, 429))
+    @app.get("/v1/jobs", tags=["jobs"], response_model=JobList, responses=_responses(401, 422, 429))
     def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=10**9),
                   owner: str = Depends(caller)):
         jobs = svc.store.list(owner, limit, offset)
         return {"jobs": [_job_view(svc, j) for j in jobs], "limit": limit, "offset": offset}
 
-    @app.get("/v1/jobs/{job_id}", tags=["jobs"], responses=_responses(401, 404, 429))
+    @app.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobView, responses=_responses(401, 404, 429))
     def get_job(job_id: str, owner: str = Depends(caller)):
         return _job_view(svc, owned_job(job_id, owner))
 
-    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], responses=_responses(401, 404, 429))
+    @app.delete("/v1/jobs/{job_id}", tags=["jobs"], response_model=JobView, responses=_responses(401, 404, 429))
     def cancel_job(job_id: str, owner: str = Depends(caller)):
         owned_job(job_id, owner)
         status = svc.store.cancel(job_id)
@@ -645,7 +699,8 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
                         headers={"X-Job-Id": job["id"]})
 
     # -- styles ----------------------------------------------------------------------------------
-    @app.post("/v1/styles", status_code=201, tags=["styles"], responses=_responses(401, 413, 422, 429, 503))
+    @app.post("/v1/styles", status_code=201, tags=["styles"], response_model=StyleView,
+              responses=_responses(401, 413, 422, 429, 503))
     def post_style(image: UploadFile = File(...), name: str = Form(default="", max_length=200),
                    owner: str = Depends(caller)):
         accepting()
@@ -656,17 +711,17 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
                                    "width": w, "height": h, "sha256": sha, "created": time.time()})
         return {"id": row["id"], "name": row["name"], "width": w, "height": h}
 
-    @app.get("/v1/styles", tags=["styles"], responses=_responses(401, 429))
+    @app.get("/v1/styles", tags=["styles"], response_model=StyleList, responses=_responses(401, 429))
     def list_styles(owner: str = Depends(caller)):
         return {"styles": [{"id": r["id"], "name": r["name"], "width": r["width"], "height": r["height"]}
                            for r in svc.store.list_styles(owner)]}
 
     # -- health, metrics, page -------------------------------------------------------------------
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=Health)
     def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], responses=_responses(503))
+    @app.get("/readyz", tags=["health"], response_model=Ready, responses=_responses(503))
     def readyz():
         alive = [w.is_alive() for w in svc.workers]
         if not svc.ready or not alive or not all(alive) or svc.stopping.is_set():
