@@ -107,12 +107,14 @@ def cmd_serve(args) -> int:
           f"{config.model} weights {config.weights} on {', '.join(devices)}"
           + (f"; {svc.requeued_at_start} interrupted job(s) queued again" if svc.requeued_at_start else ""),
           file=sys.stderr, flush=True)
-    # uvicorn re-raises the signal it caught once it has stopped: SIGTERM then means "done, exit 0"
-    previous = signal.signal(signal.SIGTERM, lambda s, f: None)
+    # uvicorn re-raises the signal it caught once it has stopped: SIGTERM or SIGINT then means
+    # "stopped as asked", exit 0
+    previous = {sig: signal.signal(sig, lambda s, f: None) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise ConfigError(f"could not serve on {args.host}:{args.port} (address in use, or the weights failed "
                           "to load: see above)")
