@@ -267,6 +267,12 @@ class Service:
         self.ready = False
         self.store.close()
 
+    def drop_inputs(self, job: dict) -> None:
+        """Remove a finished job's uploaded images (registered styles stay)."""
+        for name in [job["content"], *json.loads(job["styles"])]:
+            if not name.startswith("styles/"):
+                self.input_path(name).unlink(missing_ok=True)
+
     def job_config(self, job: dict) -> StyleConfig:
         changes = json.loads(job["config"])
         for k in ("content_layers", "style_layers", "content_layer_weights", "style_layer_weights",
@@ -620,6 +626,8 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
         status = svc.store.cancel(job_id)
         if status == "running":
             svc.cancelled.add(job_id)
+        elif status == "cancelled":
+            svc.drop_inputs(owned_job(job_id, owner))
         return _job_view(svc, owned_job(job_id, owner))
 
     @app.get("/v1/jobs/{job_id}/result", tags=["jobs"], response_class=Response,

@@ -29,6 +29,7 @@ if TYPE_CHECKING:   # pragma: no cover
 
 STYLIZERS_KEPT = 4          # Stylizers (settings) kept per device
 PROGRESS_WRITE_SECONDS = 1.0    # the store's iteration/loss are updated at most this often per job
+SNAPSHOTS_KEPT = 256        # jobs whose latest snapshot is kept in memory
 SNAPSHOTS = 8               # snapshots per run sent to the events stream (the page's live picture)
 
 
@@ -64,6 +65,9 @@ class DeviceWorker(threading.Thread):
                 self.busy_seconds += time.time() - t0
                 for j in jobs:
                     svc.live.pop(j["id"], None)
+                    final = svc.store.get(j["id"])
+                    if final is not None and final["status"] in ("done", "failed", "cancelled"):
+                        svc.drop_inputs(final)   # requeued jobs keep theirs
         for st, _ in self._stylizers.values():
             st.close()
 
@@ -115,6 +119,8 @@ class DeviceWorker(threading.Thread):
                     buf = io.BytesIO()
                     imgs.tensor_to_pil(p.snapshot).save(buf, format="PNG")
                     svc.snapshots[p.image] = buf.getvalue()
+                    while len(svc.snapshots) > SNAPSHOTS_KEPT:    # the latest jobs' only
+                        svc.snapshots.pop(next(iter(svc.snapshots)), None)
                     live["snapshot"] += 1
                 t = time.time()
                 if t - last_write.get(p.image, 0.0) >= PROGRESS_WRITE_SECONDS:

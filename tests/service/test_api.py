@@ -88,6 +88,9 @@ def test_round_trip_through_client(server, images):
         assert c.wait(job.id, 60)["status"] == "done"
         assert c.result(job.id).size == (32, 24)
         assert job.id in [j["id"] for j in c.jobs()]
+        # a finished job's uploads are removed; its result stays
+        assert not list((server.service.data / "inputs").glob(job.id + "*"))
+        assert (server.service.data / "results" / f"{job.id}.png").is_file()
 
 
 def test_tokens_enforced_and_other_tokens_job_is_404(server):
