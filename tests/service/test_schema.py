@@ -24,18 +24,23 @@ LIMITS = Limits(max_size=16, max_iters=3, max_active_jobs=10_000, rate_per_secon
                 sync_seconds=20, max_upload_bytes=200_000)
 
 
-def _settings(data) -> ServiceSettings:
-    return ServiceSettings(data=Path(data), config=StyleConfig(**ENGINE, size=16, iters=3), limits=LIMITS)
+def _settings(data, tokens=None) -> ServiceSettings:
+    return ServiceSettings(data=Path(data), config=StyleConfig(**ENGINE, size=16, iters=3), limits=LIMITS,
+                           tokens=tokens)
 
 
 # the spec as the app itself publishes it (no server needed to collect the tests)
 _SPEC_DIR = tempfile.mkdtemp(prefix="stylegrad-spec-")
 schema = schemathesis.openapi.from_dict(create_app(_settings(_SPEC_DIR), start_workers=False).openapi())
+# valid requests (they must succeed or be refused as declared) and invalid ones (refused, never a 5xx)
+schema.config.generation.update(modes=[schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE])
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory):
-    with LiveServer(_settings(tmp_path_factory.mktemp("schema") / "data")) as s:
+@pytest.fixture(scope="module", params=["no-tokens", "tokens"])
+def live(request, tmp_path_factory):
+    # with tokens, generated Authorization headers are wrong: every /v1 answer is a declared 401
+    tokens = {"schema-token-0123456789abcdef": "t"} if request.param == "tokens" else None
+    with LiveServer(_settings(tmp_path_factory.mktemp("schema") / "data", tokens)) as s:
         yield s
 
 
