@@ -336,6 +336,16 @@ def _store_upload(svc: Service, upload: UploadFile, dest: Path, field_name: str)
     return w, h, digest.hexdigest()
 
 
+def _upload_sha256(upload: UploadFile) -> str:
+    digest = hashlib.sha256()
+    upload.file.seek(0)
+    while True:
+        chunk = upload.file.read(1 << 20)
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
+
+
 def _parse_options(svc: Service, text: Optional[str]) -> Tuple[StyleConfig, dict]:
     try:
         raw = json.loads(text) if text not in (None, "") else {}
@@ -555,6 +565,11 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
         if idempotency_key is not None:
             existing = svc.store.find_idempotent(owner, idempotency_key)
             if existing is not None:
+                shas = [_upload_sha256(up) for up in style] + [row["sha256"] for row in registered]
+                asked = hashlib.sha256(dumps([changes, _upload_sha256(content), shas]).encode()).hexdigest()
+                if asked != existing["request_hash"]:
+                    raise ApiError(409, "idempotency_conflict", f"Idempotency-Key {idempotency_key[:200]!r} was used "
+                                   f"for another request (job {existing['id']})", "Idempotency-Key")
                 return existing, False
         if svc.store.count_owner(owner) >= svc.limits.max_active_jobs:
             raise ApiError(429, "too_many_jobs", f"{svc.limits.max_active_jobs} jobs queued or running for this token; "
@@ -593,7 +608,7 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
         svc.wake.set()
         return job, created
 
-    job_responses = _responses(401, 413, 422, 429, 503)
+    job_responses = _responses(401, 409, 413, 422, 429, 503)
 
     @app.post("/v1/jobs", status_code=202, tags=["jobs"], response_model=JobView,
               responses={200: {"model": JobView, "description": "the job of an Idempotency-Key used before"},

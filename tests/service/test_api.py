@@ -194,6 +194,9 @@ def test_idempotent_resubmission_returns_same_job(server, images):
     r2 = httpx.post(server.url + "/v1/jobs", headers=h, files=_files(), data={"options": json.dumps(SMALL)})
     assert r1.status_code == 202 and r2.status_code == 200
     assert r1.json()["id"] == r2.json()["id"]
+    # the same key for another request: 409, naming the header
+    r4 = httpx.post(server.url + "/v1/jobs", headers=h, files=_files(), data={"options": json.dumps({**SMALL, "seed": 9})})
+    assert_json_error(r4, 409, "idempotency_conflict", "Idempotency-Key")
     # the key is per token: another token's same key is another job
     h2 = {"Authorization": "Bearer " + TOKEN_B, "Idempotency-Key": "order-42"}
     r3 = httpx.post(server.url + "/v1/jobs", headers=h2, files=_files(), data={"options": json.dumps(SMALL)})
