@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import io
 import ipaddress
 import json
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-from fastapi import Depends, FastAPI, File, Form, Header, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, Header, Query, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import images as imgs
 from ..config import StyleConfig
-from ..errors import ConfigError, ImageError, StyleGradError
+from ..errors import ConfigError
 from ..fileio import atomic_write
 from .metrics import ServiceMetrics
 from .options import CLIENT_FIELDS, JobOptions, apply_options, option_changes
@@ -326,9 +324,10 @@ def _store_upload(svc: Service, upload: UploadFile, dest: Path, field_name: str)
         if w is None or w * h > svc.limits.max_pixels:
             raise ApiError(422, "too_many_pixels",
                            f"{field_name}: more than {svc.limits.max_pixels} pixels", field_name)
-        try:
-            imgs.load_image(dest, max_bytes=svc.limits.max_pixels * 64)
-        except ImageError:
+        try:   # decoded once here (8-bit, by Pillow), so that a truncated or corrupt file is refused now
+            with Image.open(dest) as im:
+                im.load()
+        except Exception:
             raise ApiError(422, "not_an_image", f"{field_name}: not an image this server can read", field_name)
     except BaseException:
         dest.unlink(missing_ok=True)

@@ -5,15 +5,14 @@ extra); running either command without it is a one-line error naming the extra.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import signal
 import sys
 from pathlib import Path
 
 from ..cli_config import add_config_options, config_from_args, given_options
-from ..config import StyleConfig, parse_list
-from ..errors import ConfigError, StyleGradError
+from ..config import parse_list
+from ..errors import ConfigError
 
 SERVER_FIELDS = ("model", "weights", "pool", "preprocess", "backend", "precision", "max_memory")
 # the options a job may set: stylegrad.service.options.CLIENT_FIELDS (kept equal by a test)

@@ -1,7 +1,5 @@
 """Cancelling a run: a progress callback that returns False stops it at the next iteration; the
 result says ``cancelled`` and carries the image so far; a job record says ``cancelled``."""
-from pathlib import Path
-
 import torch
 
 from stylegrad import StyleConfig, Stylizer

@@ -1,7 +1,6 @@
 """``stylegrad serve`` as a process: kill -9 and restart, SIGTERM, ``stylegrad submit``."""
 from __future__ import annotations
 
-import io
 import signal
 import sqlite3
 import subprocess
