@@ -61,6 +61,7 @@ class ServiceSettings:
     host: str = "127.0.0.1"
     limits: Limits = field(default_factory=Limits)
     max_batch: int = 4
+    ray: Optional[str] = None                  # a Ray cluster address: batches run there (ray_worker.py)
 
 
 def is_loopback(host: str) -> bool:
@@ -240,16 +241,29 @@ class Service:
     def style_path(self, name: str) -> Path:
         return self.data / "styles" / Path(name).name
 
+    def style_file(self, name: str) -> Path:
+        """The file of a job's style entry: a registered style (``styles/...``) or an upload."""
+        return self.style_path(name) if name.startswith("styles/") else self.input_path(name)
+
     def start(self) -> None:
         from ..weights import load_vgg
         from .worker import DeviceWorker
 
         cfg = self.settings.config
         self.vgg = load_vgg(cfg.weights, cfg.model, cfg.pool, None, cfg.preprocess)
-        for dev in self.settings.devices:
-            w = DeviceWorker(self, dev)
+        if self.settings.ray:
+            from .ray_worker import RayWorker
+
+            kind = "cuda" if self.settings.devices[0].startswith("cuda") else "cpu"
+            w = RayWorker(self, self.settings.ray, kind)
+            w.connect()
             w.start()
             self.workers.append(w)
+        else:
+            for dev in self.settings.devices:
+                w = DeviceWorker(self, dev)
+                w.start()
+                self.workers.append(w)
         self.ready = True
 
     def begin_stop(self) -> None:
@@ -261,9 +275,13 @@ class Service:
     def stop(self, timeout: float = 60.0) -> None:
         self.begin_stop()
         for w in self.workers:
+            if hasattr(w, "abort"):
+                w.abort()
+        for w in self.workers:
             w.join(timeout)
         self.ready = False
-        self.store.close()
+        if not any(w.is_alive() for w in self.workers):   # a stuck worker keeps its store
+            self.store.close()
 
     def drop_inputs(self, job: dict) -> None:
         """Remove a finished job's uploaded images (registered styles stay)."""
@@ -287,12 +305,12 @@ class Service:
                 with self._style_lock:
                     t = self._style_cache.get(name)
                 if t is None:
-                    t = imgs.load_image(self.style_path(name))
+                    t = imgs.load_image(self.style_file(name))
                     with self._style_lock:
                         self._style_cache[name] = t
                 out.append(t)
             else:
-                out.append(imgs.load_image(self.input_path(name)))
+                out.append(imgs.load_image(self.style_file(name)))
         return out
 
 
@@ -748,7 +766,8 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
         alive = [w.is_alive() for w in svc.workers]
         if not svc.ready or not alive or not all(alive) or svc.stopping.is_set():
             raise ApiError(503, "not_ready", "weights not loaded or a worker is not running")
-        return {"status": "ready", "devices": list(settings.devices), "model": settings.config.model,
+        devices = [w.device for w in svc.workers]
+        return {"status": "ready", "devices": devices, "model": settings.config.model,
                 "weights": settings.config.weights}
 
     @app.get("/metrics", tags=["health"], response_class=Response,

@@ -32,7 +32,11 @@ def add_commands(sub) -> None:
                    help="job store, inputs and results (default ./%(default)s)")
     s.add_argument("--tokens", default=None, metavar="FILE",
                    help="bearer tokens, one a line, optionally name:token; without it: loopback only")
-    s.add_argument("--devices", default="cpu", help="one worker per device: cpu | cuda:0,cuda:1 (default cpu)")
+    s.add_argument("--devices", default="cpu", help="one worker per device: cpu | cuda:0,cuda:1 (default cpu); "
+                   "with --ray, the actors' device type: cpu or cuda")
+    s.add_argument("--ray", default=None, metavar="ADDRESS",
+                   help="run the queue's batches on a Ray cluster (auto, local, HOST:PORT) through the job "
+                   "executor; needs the ray extra")
     s.add_argument("--max-batch", type=int, default=4, help="compatible queued jobs run together (default 4)")
     s.add_argument("--max-size", type=int, default=1024, help="largest options.size a job may ask (default 1024)")
     s.add_argument("--max-iters", type=int, default=1000, help="most iterations a job may ask (default 1000)")
@@ -78,8 +82,14 @@ def cmd_serve(args) -> int:
     devices = parse_list(args.devices)
     if not devices or len(set(devices)) != len(devices):
         raise ConfigError(f"--devices takes distinct devices like cpu or cuda:0,cuda:1, got {args.devices!r}")
-    for d in devices:
-        parse_device(d)
+    if args.ray:
+        if devices not in (["cpu"], ["cuda"]):
+            raise ConfigError(f"with --ray, --devices is the actors' device type, cpu or cuda; got {args.devices!r}")
+        from ..jobs.ray_pool import import_ray
+        import_ray()
+    else:
+        for d in devices:
+            parse_device(d)
     for name in ("max_batch", "max_size", "max_iters", "max_jobs_per_token"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1")
@@ -90,7 +100,7 @@ def cmd_serve(args) -> int:
                     max_active_jobs=args.max_jobs_per_token, rate_per_second=args.rate,
                     rate_burst=max(1, int(2 * args.rate)), sync_seconds=args.sync_timeout)
     settings = ServiceSettings(data=Path(args.data), config=config, devices=tuple(devices), tokens=tokens,
-                               host=args.host, limits=limits, max_batch=args.max_batch)
+                               host=args.host, limits=limits, max_batch=args.max_batch, ray=args.ray)
     app = create_app(settings)
     svc = app.state.service
 
@@ -103,7 +113,8 @@ def cmd_serve(args) -> int:
                                    timeout_graceful_shutdown=10, access_log=False))
     who = (f"{len(tokens)} token(s) from {args.tokens}" if tokens else "no tokens: loopback only")
     print(f"stylegrad: serving on http://{args.host}:{args.port} ({who}); data in {args.data}; "
-          f"{config.model} weights {config.weights} on {', '.join(devices)}"
+          f"{config.model} weights {config.weights} on "
+          + (f"Ray ({args.ray}, {devices[0]} actors)" if args.ray else ", ".join(devices))
           + (f"; {svc.requeued_at_start} interrupted job(s) queued again" if svc.requeued_at_start else ""),
           file=sys.stderr, flush=True)
     # uvicorn re-raises the signal it caught once it has stopped: SIGTERM or SIGINT then means
