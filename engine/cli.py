@@ -182,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_job_arguments(b)
 
     add_job_command(sub)
+    from .service.cli import add_commands as add_service_commands   # serve, submit (no FastAPI import)
+    add_service_commands(sub)
 
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -263,6 +265,9 @@ def _dispatch(args) -> int:
     if args.command == "bench":
         from .cli_tools import cmd_bench
         return cmd_bench(args)
+    if args.command in ("serve", "submit"):
+        from .service import cli as service_cli
+        return service_cli.cmd_serve(args) if args.command == "serve" else service_cli.cmd_submit(args)
     if args.command == "kernels":
         if args.kernels_command != "check":
             raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90 | --emulate]")

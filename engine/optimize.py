@@ -25,9 +25,10 @@ from .config import StyleConfig
 from .optim import make_optimizer
 
 EvaluateFn = Callable[[torch.Tensor], Evaluation]
-# (iteration k, evaluation of x_k, ms, x_k or None) -> None. x_k is passed only where
+# (iteration k, evaluation of x_k, ms, x_k or None) -> stop. x_k is passed only where
 # ``keep_image(k)`` is true (a copy of the image costs memory traffic on every iteration).
-ReportFn = Callable[[int, Evaluation, float, Optional[torch.Tensor]], None]
+# A report that returns True stops the loop there (cancellation); None or False goes on.
+ReportFn = Callable[[int, Evaluation, float, Optional[torch.Tensor]], Optional[bool]]
 
 
 def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
@@ -39,7 +40,8 @@ def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
 
     Iteration 0 is the initial image before any update; iteration k the image after k updates.
     Both optimisers evaluate exactly once per step. Stops early (after reporting it) at the
-    first iteration whose loss is non-finite for every image.
+    first iteration whose loss is non-finite for every image, and when ``report`` returns True
+    (cancelled: the image returned is the one after iteration k's update).
     """
     x = x0.detach().to(torch.float32).clone().contiguous()
     iters = config.iters if iters is None else iters
@@ -52,8 +54,7 @@ def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
         if not last:
             opt.step(ev.grad.to(x.dtype))
         ms = (time.perf_counter() - t0) * 1e3
-        if report is not None:
-            report(k, ev, ms, snap)
-        if last:
+        stop = report(k, ev, ms, snap) if report is not None else None
+        if last or stop is True:
             break
     return x

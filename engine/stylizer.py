@@ -51,16 +51,20 @@ class Progress:
     height: int = 0
 
 
-ProgressCallback = Callable[[Progress], None]
+# A callback that returns False cancels the run: it stops at the next iteration and its
+# results have status "cancelled" with the image so far. None (or anything else) goes on.
+ProgressCallback = Callable[[Progress], Optional[bool]]
 
 
 @dataclass
 class StyleResult:
     """One image's outcome. ``status``: ``ok``; ``diverged`` (the loss became non-finite) or
     ``stalled`` (no progress: see :func:`check_progress`), with ``message`` saying what
-    happened and ``image`` None -- a failed run never hands out its NaN or unchanged image."""
+    happened and ``image`` None -- a failed run never hands out its NaN or unchanged image;
+    ``cancelled`` (a progress callback returned False): ``image`` is the image so far (at the
+    full output size), ``message`` says at which iteration it stopped."""
 
-    image: Optional[torch.Tensor]  # (3, H, W) float32 in [0, 1], CPU; None unless status is ok
+    image: Optional[torch.Tensor]  # (3, H, W) float32 in [0, 1], CPU; None unless ok or cancelled
     history: List[Progress]
     seconds: float
     backend: str
@@ -239,6 +243,9 @@ class Stylizer:
         """Stylise one content image; returns the image and the loss history. A run that
         diverges or stalls raises :class:`DivergedError` / :class:`StalledError`.
 
+        Cancelling: a ``callback`` that returns False stops the run at the next iteration; the
+        result then has ``status == "cancelled"`` and the image so far (nothing is raised).
+
         ``last_finite=True``: a diverged run returns instead, with ``status`` "diverged", its
         ``message`` and as ``image`` the last iterate whose loss was finite (DivergedError
         still when there is none). It costs a copy of the image per iteration."""
@@ -272,6 +279,8 @@ class Stylizer:
         run diverged or stalled come back with that ``status`` and no image (nothing raised,
         so the others are not lost); with ``last_finite=True`` a diverged image comes back
         with its last iterate whose loss was finite, when there is one (see :meth:`run`).
+        A ``callback`` that returns False cancels the whole batch at the next iteration:
+        every image not failed before comes back ``cancelled`` with its image so far.
 
         Before any compute, the run's peak memory is estimated (at the full size) and a run
         over the available memory (or ``max_memory``) raises
@@ -319,6 +328,7 @@ class Stylizer:
         keep = (lambda i: True) if last_finite else self._keep
         x: Optional[torch.Tensor] = None
         out = None
+        cancel: dict = {}   # set by the reporter when the callback returns False: {"iter", "scale"}
         for sc in scales.plan(cfg):
             rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size) for t in full])
             content, targets = self.prepare(colors.to_luminance(rgb) if self._luminance else rgb, run_styles)
@@ -331,10 +341,17 @@ class Stylizer:
                     if verdicts[b][0] != "ok":   # verdict stands), so no NaN reaches the batch
                         x0[b] = content[b]
             scale_histories: List[List[Progress]] = [[] for _ in full]
-            report = self._reporter(sc, rgb, names, scale_histories, diverged, callback, good)
+            report = self._reporter(sc, rgb, names, scale_histories, diverged, callback, good, cancel)
             x = self.backend.optimize(x0, targets, report, keep, iters=sc.iters)
             out = x.clamp(0, 1).cpu()
             moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
+            if cancel:
+                where = f"iteration {cancel['iter']}" + (f" of scale {sc.index} of {sc.count}" if sc.count > 1 else "")
+                for b in range(n):
+                    histories[b].extend(scale_histories[b])
+                    if verdicts[b][0] == "ok":
+                        verdicts[b] = ("cancelled", f"cancelled at {where}")
+                break
             for b in range(n):
                 histories[b].extend(scale_histories[b])
                 if verdicts[b][0] == "ok":
@@ -345,10 +362,12 @@ class Stylizer:
                     verdicts[b] = (status, message)
         seconds = time.perf_counter() - t_start
         final = self._finish(out, rgb)
+        if tuple(final.shape[-2:]) != tuple(full[0].shape[-2:]):   # cancelled before the last scale
+            final = scales.upsample(final, full[0].shape[-2], full[0].shape[-1]).cpu()
         results = []
         for b in range(n):
             status, message = verdicts[b]
-            image = final[b] if status == "ok" else None
+            image = final[b] if status in ("ok", "cancelled") else None
             if status == "diverged" and good is not None and b in good:
                 it, scale_index, xb = good[b]
                 xb = xb[None].detach().float().clamp(0, 1).cpu()
@@ -393,15 +412,16 @@ class Stylizer:
 
     def _reporter(self, sc: "scales.Scale", rgb: torch.Tensor, names: List[str],
                   histories: List[List[Progress]], diverged: set, callback: Optional[ProgressCallback],
-                  good: Optional[dict] = None):
+                  good: Optional[dict] = None, cancel: Optional[dict] = None):
         """The report function of one scale's optimisation: Progress per image to the
         histories and the callback; with ``good`` (last_finite), each image's last iterate
-        with a finite loss is kept there."""
+        with a finite loss is kept there. A callback returning False fills ``cancel`` and the
+        report returns True, which stops the optimisation loop."""
         cfg = self.config
         n = len(names)
         height, width = int(rgb.shape[-2]), int(rgb.shape[-1])
 
-        def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
+        def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> Optional[bool]:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
             finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(n)]
             # the first non-finite loss of an image is always reported (it is the verdict)
@@ -413,7 +433,7 @@ class Stylizer:
                         good[b] = (i, sc.index, x[b] if x.shape[0] == 1 else x[b].clone())
             snapshot = x is not None and (self._keep(i) or i == sc.iters)
             if i % cfg.print_every != 0 and i != sc.iters and not snapshot and not newly:
-                return
+                return None
             snaps = self._finish(x, rgb).cpu() if snapshot else None
             for b in range(n):
                 snap = snaps[b] if snaps is not None else None
@@ -421,8 +441,9 @@ class Stylizer:
                              sc.index, sc.count, width, height)
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
-                if callback is not None:
-                    callback(p)
+                if callback is not None and callback(p) is False and cancel is not None and not cancel:
+                    cancel.update(iter=i, scale=sc.index)
+            return True if cancel else None
 
         return report
 

@@ -98,7 +98,7 @@ def test_api_batch_snapshots_and_scales_keep_the_content_chroma(mode):
     st = Stylizer(cfg)
     st.set_styles([style])
     snaps = []
-    results = st.run_batch(contents, callback=lambda p: p.snapshot is not None and snaps.append(p), names=["a", "b"])
+    results = st.run_batch(contents, callback=lambda p: snaps.append(p) if p.snapshot is not None else None, names=["a", "b"])
     plain = Stylizer(cfg.replace(original_colors="off"))
     plain.set_styles([style])
     off = plain.run_batch(contents)

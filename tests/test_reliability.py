@@ -69,7 +69,7 @@ def test_diverged_run_raises_stops_at_once_or_returns_the_last_finite_iterate():
 
     calls.clear()
     snaps = {}
-    r = st.run(c, callback=lambda p: p.snapshot is not None and snaps.setdefault(p.iter, p.snapshot),
+    r = st.run(c, callback=lambda p: snaps.setdefault(p.iter, p.snapshot) if p.snapshot is not None else None,
                last_finite=True)
     assert r.status == "diverged" and "iteration 3" in r.message
     assert torch.isfinite(r.image).all() and torch.equal(r.image, snaps[3])

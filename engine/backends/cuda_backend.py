@@ -208,11 +208,13 @@ class CudaBackend(TorchBackend):
                 # when every image has one, stop there, as the eager loop does
                 stop = max(first_bad.values()) if len(first_bad) == B else None
                 todo = sorted(set(new) | ({k} if reporting else set()))
+                cancelled = False
                 for j in todo:
                     if report is not None and (stop is None or j <= stop):
                         h = hist[j]
-                        report(j, Evaluation(h[0], h[1], h[2], torch.empty(0)), ms, snap if j == k else None)
-                if stop is not None:
+                        if report(j, Evaluation(h[0], h[1], h[2], torch.empty(0)), ms, snap if j == k else None) is True:
+                            cancelled = True   # the report asked to stop (cancellation)
+                if stop is not None or cancelled:
                     return x
         t0 = time.perf_counter()
         final = self.evaluate(x, targets)

@@ -6,7 +6,8 @@ Three kinds of lines (``"kind"``):
   the planned inputs (absolute paths, in order) and outputs (names inside DIR), the workers.
 - ``image``: one per finished image: ``input`` (absolute path), ``input_sha256``,
   ``styles_sha256``, ``config_hash``, ``output`` (name inside DIR), ``output_sha256``,
-  ``status`` (``ok`` / ``error`` with ``error``), ``seconds`` (its batch's optimisation time),
+  ``status`` (``ok`` / ``error`` with ``error`` / ``cancelled``: a progress callback stopped
+  it, nothing written), ``seconds`` (its batch's optimisation time),
   ``batch`` (images optimised together), ``backend``, ``device``, ``host``, ``finished``, ``run``.
 - ``end``: written when a run ends, with its counts (absent after a crash).
 

@@ -220,9 +220,10 @@ class JobWorker:
         by_name = {it.name: it for it in items}
         warnings: Dict[str, List[str]] = {}
 
-        def callback(p: Progress) -> None:
+        def callback(p: Progress) -> Optional[bool]:
+            stop = None
             if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters):
-                on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+                stop = on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
                              "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
                              "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
             it = by_name.get(p.image)
@@ -232,6 +233,7 @@ class JobWorker:
                     imgs.save_image(p.snapshot, snapshot_path(Path(it.output), p.iter, p.scale, p.scales))
                 except Exception as e:   # a lost snapshot must not lose the run
                     warnings.setdefault(p.image, []).append(f"snapshot {p.iter} not written: {error_text(e)}")
+            return False if stop is False else None   # on_progress returning False cancels the batch
 
         styles = [[self.styles[it.style]] for it in items] if self.spec.pair_styles else None
         try:
@@ -250,6 +252,9 @@ class JobWorker:
                     "device": self.device, "host": self.host}
             if item.name in warnings:
                 base["warnings"] = warnings[item.name]
+            if result.status == "cancelled":   # stopped on request: recorded as such, nothing written
+                out.append({**base, "status": "cancelled", "error": f"{result.message}; nothing written"})
+                continue
             if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
                 out.append({**base, "status": "error", "error": f"{result.message}; nothing written"})
                 continue
