@@ -22,7 +22,7 @@ import torch
 
 from .backends.base import Evaluation
 from .config import StyleConfig
-from .optim import make_optimizer
+from .optim import make_optimizer, variable_scale
 
 EvaluateFn = Callable[[torch.Tensor], Evaluation]
 # (iteration k, evaluation of x_k, ms, x_k or None) -> None. x_k is passed only where
@@ -43,14 +43,18 @@ def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
     """
     x = x0.detach().to(torch.float32).clone().contiguous()
     iters = config.iters if iters is None else iters
-    opt = make_optimizer(x, config)
+    scale = variable_scale(config)   # the optimiser works on u = scale * x (1: on x itself)
+    u = x if scale == 1.0 else x * scale
+    opt = make_optimizer(u, config)
     for k in range(iters + 1):
+        if scale != 1.0:
+            x = u / scale
         snap = x.clone() if (keep_image(k) or k == iters) else None
         t0 = time.perf_counter()
         ev = evaluate(x)
         last = k == iters or not bool(torch.isfinite(ev.total).any())
         if not last:
-            opt.step(ev.grad.to(x.dtype))
+            opt.step(ev.grad.to(x.dtype) if scale == 1.0 else ev.grad.to(x.dtype) / scale)
         ms = (time.perf_counter() - t0) * 1e3
         if report is not None:
             report(k, ev, ms, snap)

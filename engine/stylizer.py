@@ -183,7 +183,7 @@ class Stylizer:
         """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets: shared style
         targets (set_styles), or one blend per image (``styles_per_image``: B lists)."""
         if content.ndim == 3:
-            content = imgs.resize_longest(content, self.config.size)[None]
+            content = imgs.resize_longest(content, self.config.size, self.config.resize_filter)[None]
         content = content.to(self.device)
         return content, self.targets.build(content, styles_per_image)
 
@@ -196,7 +196,7 @@ class Stylizer:
             g = torch.Generator().manual_seed(self.config.seed)
             noise = torch.rand((1,) + tuple(content.shape[1:]), generator=g)
             return noise.expand_as(content).contiguous().to(self.device)
-        t = imgs.resize(imgs.load_image(init), content.shape[-2], content.shape[-1])
+        t = imgs.resize(imgs.load_image(init), content.shape[-2], content.shape[-1], self.config.resize_filter)
         return t[None].expand_as(content).contiguous().to(self.device)
 
     def run(self, content: imgs.ImageLike, styles: Optional[Sequence[imgs.ImageLike]] = None,
@@ -252,7 +252,7 @@ class Stylizer:
         if names is not None and len(names) != len(contents):
             raise ConfigError(f"{len(names)} name(s) given for {len(contents)} content image(s)")
         sources = [imgs.to_tensor(c) for c in contents]
-        sizes = {imgs.scaled_size(t.shape[-2], t.shape[-1], cfg.size) for t in sources}
+        sizes = {imgs.scaled_size(t.shape[-2], t.shape[-1], cfg.size, cfg.resize_filter) for t in sources}
         if len(sizes) != 1:
             raise ImageError("images of a batch must have the same size after resizing: got "
                              + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)))
@@ -262,7 +262,7 @@ class Stylizer:
         size_hw = next(iter(sizes))
         memory.check_fits(self.estimate_memory(size_hw, len(sources), style_hw), cfg, self.device,
                           f"optimising {len(sources)} image(s) of {size_hw[1]}x{size_hw[0]} px")
-        full = [imgs.resize_longest(t, cfg.size) for t in sources]
+        full = [imgs.resize_longest(t, cfg.size, cfg.resize_filter) for t in sources]
         del sources
         n = len(full)
         names = list(names) if names is not None else [f"image{i}" for i in range(n)]
@@ -277,7 +277,7 @@ class Stylizer:
         x: Optional[torch.Tensor] = None
         out = None
         for sc in scales.plan(cfg):
-            rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size) for t in full])
+            rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size, cfg.resize_filter) for t in full])
             content, targets = self.prepare(colors.to_luminance(rgb) if self._luminance else rgb, run_styles)
             if x is None:
                 x0 = self.initial_image(content)

@@ -49,6 +49,7 @@ import torch
 
 from stylegrad import kernels
 
+from ..errors import ConfigError
 from ..optim import make_optimizer
 from ..targets import Targets
 from .base import Evaluation
@@ -101,6 +102,12 @@ class CudaBackend(TorchBackend):
         self.ops = kernels.torch_ops if use_cuda_kernels is False else kernels.ops_for(self.device)
         if use_cuda_kernels and self.ops is not kernels.cuda_ops:
             raise kernels.KernelUnavailableError(kernels.loader.device_problem(self.device) or "no CUDA kernels")
+        if self.config.optimizer == "lbfgs" and self.config.lbfgs_rules == "torch":
+            raise ConfigError("--lbfgs-rules torch is not run by the cuda backend's captured loop; use --backend "
+                              "torch or reference")
+        if self.config.tv_norm == "l1" and self.ops is kernels.cuda_ops:
+            raise ConfigError("--tv-norm l1 has no CUDA kernel: the cuda backend runs --tv-norm l2 only; "
+                              "use --backend torch or reference")
         self.graph_status = "not run"
 
     @classmethod
