@@ -147,6 +147,7 @@ def test_mapped_weights_reproduce_their_loss(preprocess):
     their_style = sum(70.0 * torch.mean((gram_over_nm(fx[l]) - gram_over_nm(fs[l])) ** 2) for l in cfg.style_layers)
 
     # our targets: P, and the style's Gram matrix rescaled by M / M_s (README "Formulation")
+    ours_vgg = ours_vgg.with_pixel_scale(cfg.pixel_scale)     # what the backend runs
     oc, os_ = vggmod.forward(ours_vgg, content, layers), vggmod.forward(ours_vgg, style, layers)
     m = {l: fx[l].shape[2] * fx[l].shape[3] for l in layers}
     targets = Targets({l: oc[l] for l in cfg.content_layers},
