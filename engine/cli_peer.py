@@ -1,11 +1,14 @@
-"""Run a peer implementation (neural-style-pt) in this process and record what it did.
+"""Run one contestant of ``stylegrad bench --peers`` in this process and record what it did.
 
 ``python -m stylegrad.cli_peer neural-style-pt --out RECORD.json -- -content_image ... -print_iter 1``
-runs PyPI ``neural-style`` (neural-style-pt 0.5.7) with exactly the flags after ``--``, and
-writes one JSON record: the loss it printed at every iteration with the wall time since the
-start of its optimisation (its first printed loss), this process's peak RSS, the library's
-version, and the threads torch used. ``stylegrad bench --peers`` starts one such process per
-run (so the peak RSS is the peer's own) and the tests compare losses through it.
+runs PyPI ``neural-style`` (neural-style-pt 0.5.7) with exactly the flags after ``--``;
+``python -m stylegrad.cli_peer stylegrad --backend torch --precision fp32 -- <the same flags>``
+runs stylegrad on the objective those flags define (``stylegrad.neural_style``), with its own
+optimiser (``--lbfgs-rules``, default safeguarded). Either writes one JSON record: the loss at
+every iteration with the wall time since its first loss (the initial image's), the seconds
+before that first loss, this process's peak RSS, versions, and the threads torch used;
+stylegrad's also the time per phase. One process per run, so the peak RSS is the contestant's
+own; the tests compare losses through it.
 
 neural-style-pt imports ``torchvision.transforms`` for image loading only (Resize, ToTensor,
 Lambda, Normalize, Compose, ToPILImage). torchvision cannot be installed next to our CPU torch
@@ -29,7 +32,7 @@ import types
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-PEERS = ("neural-style-pt",)
+PEERS = ("neural-style-pt", "stylegrad")
 
 
 def torchvision_stand_in() -> types.ModuleType:
@@ -174,6 +177,65 @@ def run_neural_style_pt(flags: Sequence[str], echo: bool = False) -> dict:
             "peak_rss_bytes": peak_rss_bytes()}
 
 
+def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rules: str) -> dict:
+    """stylegrad on the objective of neural-style flags (weights, images, size, losses, init,
+    iterations), with ``backend``, ``precision`` and ``lbfgs_rules``. The phase timer runs
+    during the measured run (on the CPU it only reads the clock around each phase)."""
+    import torch
+
+    from . import images as imgs
+    from . import neural_style as ns
+    from .backends.base import PhaseTimer
+    from .errors import StyleGradError
+    from .stylizer import Stylizer
+    from .weights import load_vgg
+
+    t_start = time.perf_counter()
+    args = ns.parse(list(flags))
+    content = imgs.load_image(args.content_image)
+    model, weights, preprocess, _ = ns.model_and_weights(str(args.model_file), "model_file" in args.given)
+    vgg = load_vgg(weights, model, str(args.pooling), preprocess=preprocess)
+    tr = ns.translate(args, vgg.preprocess, tuple(content.shape[-2:]), torch.cuda.is_available())
+    iters = int(args.num_iterations) - 1    # their N evaluations = our N - 1 updates (+ the initial image)
+    cfg = tr.config.replace(backend=backend, precision=precision, lbfgs_rules=lbfgs_rules, iters=max(1, iters),
+                            save_every=0, print_every=1)
+    st = Stylizer(cfg, vgg=vgg)
+    points: List[dict] = []
+    status = "ok"
+    try:
+        st.set_styles([imgs.load_image(p) for p in tr.styles])
+        st.backend.timer = PhaseTimer(enabled=True, device=st.device)
+        first: List[float] = []
+
+        def record(p) -> None:
+            now = time.perf_counter()
+            if not first:
+                first.append(now)
+                st.backend.timer.reset()       # phases of the iterations after the first loss
+            points.append({"iter": p.iter, "loss": p.loss, "t": now - first[0]})
+        try:
+            st.run(content, callback=record, last_finite=True)
+        except StyleGradError as e:            # stalled: the losses so far are still the record
+            status = f"error: {e}"
+        n = max(1, len(points) - 1)
+        phases = {k: v / n for k, v in st.backend.timer.totals.items()}
+        name = st.backend.name
+    finally:
+        st.close()
+    return {"peer": "stylegrad", "backend": name, "precision": precision, "lbfgs_rules": lbfgs_rules,
+            "version": _stylegrad_version(), "flags": list(flags), "threads": torch.get_num_threads(),
+            "iterations": points, "phases_ms_per_iter": phases, "status": status,
+            "setup_s": (first[0] - t_start) if first else None, "peak_rss_bytes": peak_rss_bytes()}
+
+
+def _stylegrad_version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("stylegrad")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     flags: List[str] = []
@@ -185,20 +247,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", help="write the record here (JSON); default stdout")
     p.add_argument("--threads", type=int, help="torch.set_num_threads before the peer starts")
     p.add_argument("--echo", action="store_true", help="copy the peer's output to stderr")
+    p.add_argument("--backend", default="auto", help="stylegrad: the backend")
+    p.add_argument("--precision", default="fp32", help="stylegrad: the precision")
+    p.add_argument("--lbfgs-rules", default="safeguarded", help="stylegrad: L-BFGS rules (safeguarded | torch)")
     args = p.parse_args(argv)
-    try:
-        import neural_style  # noqa: F401
-    except ImportError:
-        print("stylegrad: error: neural-style-pt is not installed: pip install --no-deps neural-style==0.5.7 "
-              "(--no-deps: its torchvision requirement would replace this torch)", file=sys.stderr)
-        return 2
+    if args.peer == "neural-style-pt":
+        try:
+            import neural_style  # noqa: F401
+        except ImportError:
+            print("stylegrad: error: neural-style-pt is not installed: pip install --no-deps neural-style==0.5.7 "
+                  "(--no-deps: its torchvision requirement would replace this torch)", file=sys.stderr)
+            return 2
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     try:
-        record = run_neural_style_pt(flags, args.echo)
+        if args.peer == "stylegrad":
+            from .errors import StyleGradError
+            try:
+                record = run_stylegrad(flags, args.backend, args.precision, args.lbfgs_rules)
+            except StyleGradError as e:
+                print(f"stylegrad: error: {e}", file=sys.stderr)
+                return 2
+        else:
+            record = run_neural_style_pt(flags, args.echo)
     except SystemExit as e:     # its argparse: a bad flag
-        print(f"stylegrad: error: neural-style-pt refused its flags (exit {e.code})", file=sys.stderr)
+        print(f"stylegrad: error: {args.peer} refused its flags (exit {e.code})", file=sys.stderr)
         return 2
     text = json.dumps(record)
     if args.out:
