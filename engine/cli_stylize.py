@@ -251,7 +251,11 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             line = lines.progress(p.image, p.iter, p.loss, p.scale)
             if line:
                 print(f"stylegrad: {line}", file=sys.stderr, flush=True)
-        final = p.scale == p.scales and p.iter == p.iters     # the output itself, written below
+        final = p.scale == p.scales and (p.iter == p.iters or p.stopped)   # the output itself, written below
+        if p.stopped and not args.quiet and not args.json:
+            print(f"stylegrad: {p.image}: converged (--tol {config.tol:g} over {config.tol_window} iterations): "
+                  f"stopped at iteration {p.iter} of {p.iters}" + (f", scale {p.scale}/{p.scales}" if p.scales > 1 else ""),
+                  file=sys.stderr)
         if p.snapshot is not None and config.save_every > 0 and not final:
             try:
                 imgs.save_image(p.snapshot, _snapshot_path(out, p.iter, p.scale, p.scales))

@@ -165,6 +165,10 @@ class StyleConfig:
 
     size: int = option(512, "longest side of the output, in pixels")
     iters: int = option(500, "iterations (per scale with --min-size)")
+    tol: Optional[float] = option(
+        None, "stop a scale early once its loss fell by less than TOL (relative) over the last --tol-window "
+        "iterations, for every image of the batch (default: always run --iters)", metavar="TOL")
+    tol_window: int = option(20, "iterations over which --tol measures the loss's fall", metavar="N")
     min_size: Optional[int] = option(
         None, "coarse-to-fine: optimise at sizes --size / sqrt(2)^k, from the smallest not below MIN_SIZE up "
         "to --size, each started from the previous result (default: --size only, one scale)", metavar="MIN_SIZE")
@@ -300,6 +304,10 @@ class StyleConfig:
         need(isinstance(self.iters, int) and self.iters >= 1, f"--iters must be an integer >= 1, got {self.iters!r}")
         need(self.min_size is None or (isinstance(self.min_size, int) and 1 <= self.min_size <= self.size),
              f"--min-size must be an integer from 1 to --size ({self.size}), got {self.min_size!r}")
+        need(self.tol is None or (self.tol >= 0 and math.isfinite(self.tol)),
+             f"--tol must be a finite number >= 0, got {self.tol!r}")
+        need(isinstance(self.tol_window, int) and self.tol_window >= 1,
+             f"--tol-window must be an integer >= 1, got {self.tol_window!r}")
         need(self.iters_last is None or (isinstance(self.iters_last, int) and self.iters_last >= 1),
              f"--iters-last must be an integer >= 1, got {self.iters_last!r}")
         need(isinstance(self.normalize_gradients, bool),

@@ -16,7 +16,7 @@ report carries the non-finite loss); the caller decides what that means.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 
@@ -26,8 +26,22 @@ from .optim import make_optimizer, variable_scale
 
 EvaluateFn = Callable[[torch.Tensor], Evaluation]
 # (iteration k, evaluation of x_k, ms, x_k or None) -> None. x_k is passed only where
-# ``keep_image(k)`` is true (a copy of the image costs memory traffic on every iteration).
-ReportFn = Callable[[int, Evaluation, float, Optional[torch.Tensor]], None]
+# ``keep_image(k)`` is true or k is the last iteration (a copy of the image costs memory
+# traffic on every iteration). A run that ``config.tol`` stops before ``iters`` reports its
+# last iteration with a fifth argument, True.
+ReportFn = Callable[..., None]
+
+
+def converged(totals: List[torch.Tensor], config: StyleConfig) -> bool:
+    """``config.tol``'s stopping rule on the per-image losses so far (one (B,) tensor per
+    iteration): every image's loss fell by less than ``tol`` of its value ``tol_window``
+    iterations ago. A non-finite or zero old loss never counts as converged."""
+    w = config.tol_window
+    if config.tol is None or len(totals) <= w:
+        return False
+    old, new = totals[-1 - w], totals[-1]
+    ok = torch.isfinite(old) & torch.isfinite(new) & (old != 0)
+    return bool((ok & ((old - new) < config.tol * old.abs())).all())
 
 
 def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
@@ -46,18 +60,25 @@ def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
     scale = variable_scale(config)   # the optimiser works on u = scale * x (1: on x itself)
     u = x if scale == 1.0 else x * scale
     opt = make_optimizer(u, config)
+    totals: List[torch.Tensor] = []
     for k in range(iters + 1):
         if scale != 1.0:
             x = u / scale
-        snap = x.clone() if (keep_image(k) or k == iters) else None
         t0 = time.perf_counter()
         ev = evaluate(x)
-        last = k == iters or not bool(torch.isfinite(ev.total).any())
+        if config.tol is not None:
+            totals.append(ev.total.detach().float().cpu())
+        stopped = k < iters and converged(totals, config)
+        last = k == iters or stopped or not bool(torch.isfinite(ev.total).any())
+        snap = x.clone() if (keep_image(k) or k == iters or stopped) else None   # x_k: not stepped yet
         if not last:
             opt.step(ev.grad.to(x.dtype) if scale == 1.0 else ev.grad.to(x.dtype) / scale)
         ms = (time.perf_counter() - t0) * 1e3
         if report is not None:
-            report(k, ev, ms, snap)
+            if stopped:
+                report(k, ev, ms, snap, True)
+            else:
+                report(k, ev, ms, snap)
         if last:
             break
     return x

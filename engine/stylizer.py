@@ -47,6 +47,7 @@ class Progress:
     scales: int = 1
     width: int = 0
     height: int = 0
+    stopped: bool = False    # --tol ended this scale here, before its ``iters``
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -357,7 +358,7 @@ class Stylizer:
         n = len(names)
         height, width = int(rgb.shape[-2]), int(rgb.shape[-1])
 
-        def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
+        def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor], stopped: bool = False) -> None:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
             finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(n)]
             # the first non-finite loss of an image is always reported (it is the verdict)
@@ -367,14 +368,15 @@ class Stylizer:
                 for b in range(n):
                     if finite[b] and b not in diverged:
                         good[b] = (i, sc.index, x[b] if x.shape[0] == 1 else x[b].clone())
-            snapshot = x is not None and (self._keep(i) or i == sc.iters)
-            if i % cfg.print_every != 0 and i != sc.iters and not snapshot and not newly:
+            final = stopped or i == sc.iters        # stopped: --tol ended this scale at i
+            snapshot = x is not None and (self._keep(i) or final)
+            if i % cfg.print_every != 0 and not final and not snapshot and not newly:
                 return
             snaps = self._finish(x, rgb).cpu() if snapshot else None
             for b in range(n):
                 snap = snaps[b] if snaps is not None else None
                 p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap,
-                             sc.index, sc.count, width, height)
+                             sc.index, sc.count, width, height, stopped)
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None:

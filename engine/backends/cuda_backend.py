@@ -102,6 +102,8 @@ class CudaBackend(TorchBackend):
         self.ops = kernels.torch_ops if use_cuda_kernels is False else kernels.ops_for(self.device)
         if use_cuda_kernels and self.ops is not kernels.cuda_ops:
             raise kernels.KernelUnavailableError(kernels.loader.device_problem(self.device) or "no CUDA kernels")
+        if self.config.tol is not None:
+            raise ConfigError("--tol is not run by the cuda backend's captured loop yet; use --backend torch")
         if self.config.optimizer == "lbfgs" and self.config.lbfgs_rules == "torch":
             raise ConfigError("--lbfgs-rules torch is not run by the cuda backend's captured loop; use --backend "
                               "torch or reference")
