@@ -90,12 +90,18 @@ def peer_available(peer: str) -> Optional[str]:
         except ImportError:
             return "neural-style-pt is not installed: pip install --no-deps neural-style==0.5.7"
     if peer == "pystiche":
+        # it imports torchvision throughout, and torchvision's wheels require another torch than ours
         try:
             import pystiche  # noqa: F401
-            return None
-        except Exception as e:   # it imports torchvision, which cannot be installed next to our CPU torch
-            return (f"pystiche cannot be imported here ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                    "it needs torchvision, whose wheels require another torch")
+        except ModuleNotFoundError as e:
+            if e.name == "pystiche":
+                return ("pystiche is not installed, and cannot run next to this torch: it imports torchvision, whose "
+                        "wheels require another torch")
+            return f"pystiche cannot be imported here (no module {e.name!r}): it needs torchvision"
+        except Exception as e:
+            return f"pystiche cannot be imported here ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        return ("pystiche imports here, but no runner for it is written yet (stylegrad.cli_peer runs "
+                "neural-style-pt and stylegrad)")
     return f"unknown peer {peer!r}; known: {', '.join(PEER_NAMES)}"
 
 
@@ -105,6 +111,22 @@ def parse_peers(text: str) -> List[str]:
         if p not in PEER_NAMES:
             raise ConfigError(f"--peers: unknown peer {p!r}; known: {', '.join(PEER_NAMES)}")
     return peers
+
+
+def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str]) -> List[Contestant]:
+    """Each backend x precision that runs on this CPU; a precision a backend does not run is
+    skipped (as plain ``stylegrad bench`` does), an unavailable backend is an error."""
+    from .backends.registry import resolve_backend
+
+    out = []
+    for b in backends:
+        for pr in precisions:
+            try:
+                resolve_backend(b, torch.device("cpu"), pr)
+            except ConfigError:
+                continue
+            out.append(Contestant("stylegrad", b, pr))
+    return out
 
 
 def their_flags(content: Path, style: Path, size: int, pth: Path, iterations: int, out: Path,
@@ -317,7 +339,7 @@ def run_contest(spec: ContestSpec, progress=None) -> dict:
     iterations = spec.iters
     if spec.target is not None and spec.target.iters is not None:
         iterations = max(iterations, spec.target.iters)
-    contestants = [Contestant("stylegrad", b, pr) for b in spec.backends for pr in spec.precisions]
+    contestants = stylegrad_contestants(spec.backends, spec.precisions)
     contestants += [Contestant(p) for p in spec.peers]
     if not contestants:
         raise ConfigError("no contestants: give --backends and/or --peers")

@@ -81,11 +81,20 @@ def test_compare_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_contestants_skip_precisions_a_backend_does_not_run():
+    names = [c.name for c in contest.stylegrad_contestants(["reference", "torch"], ["fp32", "bf16"])]
+    assert "stylegrad reference fp32" in names and "stylegrad torch fp32" in names
+    assert "stylegrad reference bf16" not in names          # the autograd reference is fp32 only
+
+
 def test_options_that_need_peers_are_refused(capsys):
     assert main(["bench", "--to-loss", "3", "--size", "8"]) == 2
     assert "--to-loss goes with --peers" in capsys.readouterr().err
     assert main(["bench", "--peers", "nope"]) == 2
     assert "unknown peer" in capsys.readouterr().err
+    if contest.peer_available("pystiche") is not None:
+        assert main(["bench", "--peers", "pystiche", "--size", "8"]) == 2
+        assert "pystiche" in capsys.readouterr().err
 
 
 @needs_pt
