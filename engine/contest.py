@@ -246,6 +246,9 @@ def summarise(contestants: Sequence[Contestant], runs: Dict[str, List[dict]], ta
                 raise ConfigError(f"--to-loss {target.peer}:{target.iters}: it ran {max(its)} iterations")
             target_loss = its[target.iters]
     rows = []
+    if contestants and len(runs[contestants[0].name]) < 3:
+        warnings.append(f"{len(runs[contestants[0].name])} repeat(s): too few to show a spread; use --repeat 3 or more "
+                        f"before quoting a number")
     for c in contestants:
         recs = runs[c.name]
         ms = [m for m in (ms_per_iter(r) for r in recs) if m is not None]
@@ -462,7 +465,7 @@ def plot(report: dict, path: Path) -> Path:
         ax.axhline(report["target"]["loss"], color="grey", linestyle="--", linewidth=1,
                    label=f"target {report['target']['text']}")
     ax.set_yscale("log")
-    ax.set_xlabel("seconds since the contestant started work (weights loaded)")
+    ax.set_xlabel("seconds since the contestant started work (after importing torch)")
     ax.set_ylabel("loss (neural-style-pt's objective)")
     o = report["objective"]
     ax.set_title(f"{o['width']}x{o['height']}, {o['model']} {o['weights']}, {report['threads']} threads, "

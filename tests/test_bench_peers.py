@@ -50,7 +50,7 @@ def test_a_clear_difference_is_not_warned():
     sg, pt = contest.Contestant("stylegrad", "torch", "fp32"), contest.Contestant("neural-style-pt")
     runs = {sg.name: [_rec(50, [3, 2, 1]), _rec(51, [3, 2, 1])], pt.name: [_rec(100, [3, 2, 1]), _rec(101, [3, 2, 1])]}
     rows, _, warnings = contest.summarise([sg, pt], runs, contest.Target.parse("1.5"), 1e9, 100.0)
-    assert warnings == []
+    assert warnings == [w for w in warnings if "too few" in w] and len(warnings) == 1     # 2 repeats: said
     q = rows[0]["speed_vs_neural-style-pt"]
     assert q["ratio"] == pytest.approx(100.5 / 50.5) and not q["includes_1"]
     assert rows[0]["time_to_loss_vs_neural-style-pt"]["ratio"] > 1
