@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     pg.add_argument("--trace", default=None, metavar="DIR",
                     help="with --peers: also write a torch.profiler trace of 3 iterations per stylegrad backend into DIR")
     pg.add_argument("--lbfgs-rules", default="safeguarded", choices=("safeguarded", "torch"),
-                    help="with --peers: stylegrad's L-BFGS rules (default safeguarded, stylegrad's default)")
+                    help="with --peers: stylegrad's L-BFGS rules (default safeguarded, stylegrad's default); "
+                         "other options per contestant: --backends torch,torch+lbfgs_direction=compact")
 
     add_job_command(sub)
 

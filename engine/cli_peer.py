@@ -177,7 +177,8 @@ def run_neural_style_pt(flags: Sequence[str], echo: bool = False) -> dict:
             "peak_rss_bytes": peak_rss_bytes()}
 
 
-def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rules: str) -> dict:
+def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rules: str,
+                  options: Sequence[str] = ()) -> dict:
     """stylegrad on the objective of neural-style flags (weights, images, size, losses, init,
     iterations), with ``backend``, ``precision`` and ``lbfgs_rules``. The phase timer runs
     during the measured run (on the CPU it only reads the clock around each phase)."""
@@ -197,8 +198,13 @@ def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rule
     vgg = load_vgg(weights, model, str(args.pooling), preprocess=preprocess)
     tr = ns.translate(args, vgg.preprocess, tuple(content.shape[-2:]), torch.cuda.is_available())
     iters = int(args.num_iterations) - 1    # their N evaluations = our N - 1 updates (+ the initial image)
+    from .contest import option_value
+    extra = {}
+    for item in options:                    # FIELD=VALUE: options that leave the objective alone
+        k, _, v = item.partition("=")
+        extra[k] = option_value(k, v)
     cfg = tr.config.replace(backend=backend, precision=precision, lbfgs_rules=lbfgs_rules, iters=max(1, iters),
-                            save_every=0, print_every=1)
+                            save_every=0, print_every=1, **extra)
     st = Stylizer(cfg, vgg=vgg)
     points: List[dict] = []
     status = "ok"
@@ -223,6 +229,7 @@ def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rule
     finally:
         st.close()
     return {"peer": "stylegrad", "backend": name, "precision": precision, "lbfgs_rules": lbfgs_rules,
+            "options": list(options),
             "version": _stylegrad_version(), "flags": list(flags), "threads": torch.get_num_threads(),
             "iterations": points, "phases_ms_per_iter": phases, "status": status,
             "setup_s": (first[0] - t_start) if first else None, "peak_rss_bytes": peak_rss_bytes()}
@@ -250,6 +257,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--backend", default="auto", help="stylegrad: the backend")
     p.add_argument("--precision", default="fp32", help="stylegrad: the precision")
     p.add_argument("--lbfgs-rules", default="safeguarded", help="stylegrad: L-BFGS rules (safeguarded | torch)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="stylegrad: a StyleConfig field that leaves the objective alone (repeatable)")
     args = p.parse_args(argv)
     if args.peer == "neural-style-pt":
         try:
@@ -265,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.peer == "stylegrad":
             from .errors import StyleGradError
             try:
-                record = run_stylegrad(flags, args.backend, args.precision, args.lbfgs_rules)
+                record = run_stylegrad(flags, args.backend, args.precision, args.lbfgs_rules, args.set)
             except StyleGradError as e:
                 print(f"stylegrad: error: {e}", file=sys.stderr)
                 return 2

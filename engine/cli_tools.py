@@ -127,6 +127,8 @@ def cmd_bench_peers(args) -> int:
         imgs.image_size(p)         # unreadable: one line, exit 2, before any run
     command = "stylegrad " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     backends = [b for b in args.backends if b]
+    for b in backends:
+        contest.parse_backend_spec(b)       # a bad +FIELD=VALUE: one line, exit 2, before any run
     reports = []
     for size in sizes:
         spec = contest.ContestSpec(content=content.resolve(), style=style.resolve(), size=size, weights=cfg.weights,

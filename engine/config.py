@@ -61,6 +61,8 @@ TV_NORMS = ("l2", "l1")
 # neural-style-pt runs them: on the image in pixel units, x * pixel_scale, where its first step
 # min(1, 1/|g|_1) is taken).
 LBFGS_RULES = ("safeguarded", "torch")
+# --lbfgs-direction: how L-BFGS computes its direction (stylegrad.optim.lbfgs.DIRECTIONS).
+LBFGS_DIRECTIONS = ("two_loop", "compact")
 RESIZE_FILTERS = ("lanczos", "bilinear")
 
 # The default style weight per input convention (README "Formulation" says how they were chosen).
@@ -178,6 +180,10 @@ class StyleConfig:
     lr: Optional[float] = option(None, "step size (default " + ", ".join(
         f"{_fmt(v)} for {k}" for k, v in DEFAULT_LR.items()) + ")")
     lbfgs_history: int = option(100, "L-BFGS history: curvature pairs kept, as neural-style", metavar="N")
+    lbfgs_direction: str = option(
+        "two_loop", "L-BFGS direction: two_loop (torch's recursion, ~11 vector operations per stored pair) or "
+        "compact (Byrd-Nocedal-Schnabel, ~30 operations whatever the history; the same algorithm, other rounding)",
+        choices=LBFGS_DIRECTIONS)
     lbfgs_rules: str = option("safeguarded", "L-BFGS steps: safeguarded (first step and step length capped, "
                               "scale-free curvature test) or torch (torch.optim.LBFGS's, as neural-style-pt, on "
                               "the image in pixel units; can explode on trained weights)", choices=LBFGS_RULES)

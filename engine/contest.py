@@ -45,15 +45,65 @@ SPREAD_WARN = 0.10
 PEER_NAMES = ("neural-style-pt", "pystiche")
 
 
+# StyleConfig fields that define the shared objective (or the run's identity): a stylegrad
+# contestant may not change them (--backends torch+FIELD=VALUE takes the others).
+OBJECTIVE_FIELDS = frozenset({
+    "size", "iters", "content_weight", "style_weight", "tv_weight", "tv_norm", "pixel_scale", "resize_filter",
+    "content_layers", "content_layer_weights", "style_layers", "style_layer_weights", "style_blend_weights",
+    "style_scale", "model", "weights", "preprocess", "pool", "original_colors", "init", "seed",
+    "normalize_gradients", "device", "backend", "precision", "save_every", "print_every"})
+
+
 @dataclass(frozen=True)
 class Contestant:
     kind: str                     # "stylegrad" | "neural-style-pt"
     backend: str = ""
     precision: str = ""
+    options: Tuple[Tuple[str, str], ...] = ()   # stylegrad: StyleConfig fields, as CLI text
 
     @property
     def name(self) -> str:
-        return f"stylegrad {self.backend} {self.precision}" if self.kind == "stylegrad" else self.kind
+        if self.kind != "stylegrad":
+            return self.kind
+        return " ".join([f"stylegrad {self.backend} {self.precision}"] + [f"{k}={v}" for k, v in self.options])
+
+
+def option_value(name: str, text: str):
+    """A StyleConfig field's value from its text (int, float, str; 'none' for an optional one)."""
+    import typing
+
+    from .config import StyleConfig, _field_types
+
+    types = _field_types()
+    if name not in types or name in OBJECTIVE_FIELDS:
+        allowed = sorted(set(types) - OBJECTIVE_FIELDS)
+        raise ConfigError(f"--backends ...+{name}=...: not an option a contestant may change (the objective is shared); "
+                          f"one of {', '.join(allowed)}")
+    t = types[name]
+    args = typing.get_args(t)
+    if type(None) in args:
+        if text.lower() == "none":
+            return None
+        t = next(a for a in args if a is not type(None))
+    try:
+        value = t(text) if t in (int, float) else text
+    except ValueError:
+        raise ConfigError(f"--backends ...+{name}={text}: expected {t.__name__}") from None
+    StyleConfig(**{name: value})     # its own checks (choices, ranges): a one-line ConfigError
+    return value
+
+
+def parse_backend_spec(spec: str) -> Tuple[str, Tuple[Tuple[str, str], ...]]:
+    """"torch+lbfgs_direction=compact+tol=1e-3" -> ("torch", (("lbfgs_direction", "compact"), ("tol", "1e-3")))."""
+    backend, *rest = spec.split("+")
+    opts = []
+    for part in rest:
+        k, sep, v = part.partition("=")
+        if not sep or not k:
+            raise ConfigError(f"--backends {spec}: options are +FIELD=VALUE (torch+lbfgs_direction=compact)")
+        option_value(k, v)
+        opts.append((k, v))
+    return backend, tuple(opts)
 
 
 @dataclass
@@ -119,13 +169,14 @@ def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str]) ->
     from .backends.registry import resolve_backend
 
     out = []
-    for b in backends:
+    for spec in backends:
+        b, opts = parse_backend_spec(spec)
         for pr in precisions:
             try:
                 resolve_backend(b, torch.device("cpu"), pr)
             except ConfigError:
                 continue
-            out.append(Contestant("stylegrad", b, pr))
+            out.append(Contestant("stylegrad", b, pr, opts))
     return out
 
 
@@ -142,6 +193,8 @@ def _child_command(c: Contestant, record: Path, threads: int, flags: Sequence[st
     cmd = [sys.executable, "-m", "stylegrad.cli_peer", c.kind, "--out", str(record), "--threads", str(threads)]
     if c.kind == "stylegrad":
         cmd += ["--backend", c.backend, "--precision", c.precision, "--lbfgs-rules", lbfgs_rules]
+        for k, v in c.options:
+            cmd += ["--set", f"{k}={v}"]
     return cmd + ["--"] + list(flags)
 
 
@@ -254,6 +307,7 @@ def summarise(contestants: Sequence[Contestant], runs: Dict[str, List[dict]], ta
         ms = [m for m in (ms_per_iter(r) for r in recs) if m is not None]
         med = statistics.median(ms) if ms else None
         row = {"contestant": c.name, "kind": c.kind, "backend": c.backend or None, "precision": c.precision or None,
+               "options": dict(c.options),
                "version": recs[0].get("version"), "repeats": len(recs),
                "ms_per_iter": med, "ms_per_iter_min": min(ms) if ms else None, "ms_per_iter_max": max(ms) if ms else None,
                "ms_per_iter_all": ms, "spread": ((max(ms) - min(ms)) / med) if ms else None,

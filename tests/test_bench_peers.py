@@ -87,6 +87,22 @@ def test_contestants_skip_precisions_a_backend_does_not_run():
     assert "stylegrad reference bf16" not in names          # the autograd reference is fp32 only
 
 
+def test_contestants_may_change_options_that_leave_the_objective_alone():
+    cs = contest.stylegrad_contestants(["torch", "torch+lbfgs_direction=compact+tol=1e-3"], ["fp32"])
+    assert [c.name for c in cs] == ["stylegrad torch fp32", "stylegrad torch fp32 lbfgs_direction=compact tol=1e-3"]
+    assert contest.option_value("tol", "none") is None and contest.option_value("lbfgs_history", "5") == 5
+    for spec, needle in (("torch+tv_weight=0", "objective is shared"), ("torch+lbfgs_direction=fast", "must be one of"),
+                         ("torch+lbfgs_history=x", "expected int"), ("torch+tol", r"\+FIELD=VALUE")):
+        with pytest.raises(ConfigError, match=needle):
+            contest.parse_backend_spec(spec)
+    from stylegrad.config import StyleConfig
+    from stylegrad.optim import make_optimizer
+    import torch
+    x = torch.zeros(1, 3, 4, 4)
+    assert make_optimizer(x, StyleConfig(lbfgs_direction="compact")).direction == "compact"
+    assert make_optimizer(x, StyleConfig()).direction == "two_loop"
+
+
 def test_options_that_need_peers_are_refused(capsys):
     assert main(["bench", "--to-loss", "3", "--size", "8"]) == 2
     assert "--to-loss goes with --peers" in capsys.readouterr().err

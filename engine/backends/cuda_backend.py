@@ -90,8 +90,9 @@ class CudaBackend(TorchBackend):
     memory_format = torch.contiguous_format
     # L-BFGS search direction: "two_loop" (~1100 small kernels per step at history 100) or
     # "compact" (~76 ops; Byrd-Nocedal-Schnabel). Both match torch.optim.LBFGS on CPU; which is
-    # faster inside a CUDA graph awaits a GPU (bench/gpu_check.py times both).
-    lbfgs_direction = "two_loop"
+    # faster inside a CUDA graph awaits a GPU (bench/gpu_check.py times both). None: the
+    # config's (--lbfgs-direction, default two_loop).
+    lbfgs_direction = None
     use_graph = True          # False: the same loop, eagerly (tests compare the two)
 
     def __init__(self, vgg, config, device, use_cuda_kernels: Optional[bool] = None):
