@@ -454,12 +454,13 @@ def format_contest(report: dict) -> str:
              f"commit {report['commit']}; gemm {report['gemm_gflops']:.0f} GFLOP/s measured now"]
     if report.get("target"):
         lines.append(f"target loss {report['target']['loss']:.4g} ({report['target']['text']})")
-    head = (f"{'contestant':28s} {'ms/iter':>9s} {'min..max ms':>15s} {'spread':>7s} {'peak RSS MiB':>12s} "
+    wn = max([28] + [len(r["contestant"]) for r in report["results"]])
+    head = (f"{'contestant':{wn}s} {'ms/iter':>9s} {'min..max ms':>15s} {'spread':>7s} {'peak RSS MiB':>12s} "
             f"{'GFLOP/s':>8s} {'of gemm':>7s} {'final loss':>11s}" + (f" {'s to loss':>9s}" if report.get("target") else ""))
     lines.append(head)
     for r in report["results"]:
         ms = r["ms_per_iter"]
-        lines.append(f"{r['contestant']:28s} {ms if ms else float('nan'):9.1f} "
+        lines.append(f"{r['contestant']:{wn}s} {ms if ms else float('nan'):9.1f} "
                      f"{(r['ms_per_iter_min'] or 0):7.1f}..{(r['ms_per_iter_max'] or 0):<7.1f} "
                      f"{100 * (r['spread'] or 0):6.1f}% {r['peak_rss_mib_median']:12.0f} "
                      f"{(r['gflops_achieved'] or 0):8.1f} {100 * (r['fraction_of_gemm'] or 0):6.1f}% "
