@@ -161,7 +161,7 @@ def forward_saving(vgg: VGG, plan: BackwardPlan, image: torch.Tensor
     if not plan.specs:
         return feats, saved
     losses = set(plan.loss_layers)
-    x = normalize(image, vgg.preprocess)
+    x = normalize(image, vgg.preprocess, vgg.pixel_scale)
     for spec in plan.specs:
         if spec.kind == "conv":
             c = vgg.convs[spec.name]
@@ -289,7 +289,7 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
                 g = max_pool_backward(g, saved[winner_key(spec.name)], like)
             else:
                 g = avg_pool_backward(g, like)
-    std = input_stats(vgg.preprocess, g.device, g.dtype)[1]
+    std = input_stats(vgg.preprocess, g.device, g.dtype, vgg.pixel_scale)[1]
     return g / std
 
 

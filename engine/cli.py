@@ -180,6 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write one JSON file per (size, batch) into DIR (atomically)")
     add_config_options(b, ["model", "weights", "device"], base=StyleConfig(weights="random"))
     add_bench_job_arguments(b)
+    pg = b.add_argument_group("against other tools (--peers; stylegrad bench compare A.json B.json compares two results)")
+    pg.add_argument("--peers", default=None, metavar="P1,P2",
+                    help="also run these tools (neural-style-pt, pystiche) on neural-style-pt's objective: every "
+                         "contestant (each --backends x --precision, each peer) in its own process, same images, "
+                         "weights (Caffe convention), size and --threads, --repeat times in rotated order; results "
+                         "to bench/results/<date>-<machine>.json (or --out / --out-dir)")
+    pg.add_argument("--to-loss", default=None, metavar="VALUE|PEER:ITERS",
+                    help="with --peers: seconds each contestant takes to reach this loss, or the loss PEER reached "
+                         "after ITERS iterations (neural-style-pt:500)")
+    pg.add_argument("--plot", default=None, metavar="FILE.png",
+                    help="with --peers: loss against time for every contestant (needs matplotlib: stylegrad[bench])")
+    pg.add_argument("--trace", default=None, metavar="DIR",
+                    help="with --peers: also write a torch.profiler trace of 3 iterations per stylegrad backend into DIR")
+    pg.add_argument("--lbfgs-rules", default="safeguarded", choices=("safeguarded", "torch"),
+                    help="with --peers: stylegrad's L-BFGS rules (default safeguarded, stylegrad's default); "
+                         "other options per contestant: --backends torch,torch+lbfgs_direction=compact")
 
     add_job_command(sub)
     from .service.cli import add_commands as add_service_commands   # serve, submit (no FastAPI import)
@@ -214,6 +230,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     with _sigterm_raises():
         try:
+            if argv[:2] == ["bench", "compare"]:
+                from .cli_tools import cmd_bench_compare
+                return cmd_bench_compare(argv[2:])
             if argv[:1] == ["neural-style"]:
                 from .cli_neural_style import cmd_neural_style
                 return cmd_neural_style(argv[1:])

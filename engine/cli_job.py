@@ -102,7 +102,8 @@ def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=_positive, default=None, metavar="N",
                    help="with --job on the CPU: worker processes (default cores / --threads)")
     g.add_argument("--threads", type=_positive, default=1, metavar="T",
-                   help="with --job on the CPU: torch threads per image (default 1)")
+                   help="with --job on the CPU: torch threads per image; with --peers: threads of every "
+                        "contestant (default 1)")
 
 
 def check_job_arguments(args, config) -> None:

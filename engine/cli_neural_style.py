@@ -57,8 +57,8 @@ def _neural_style(argv) -> int:
     content = imgs.load_image(args.content_image)        # a bad path: one line, exit 2, before any work
     size = (int(content.shape[-2]), int(content.shape[-1]))
     ns.translate(args, "caffe", size)                    # every flag checked before the weights load
-    model, weights, _ = ns.model_and_weights(str(args.model_file), "model_file" in args.given)
-    vgg = load_vgg(weights, model, str(args.pooling))
+    model, weights, preprocess, _ = ns.model_and_weights(str(args.model_file), "model_file" in args.given)
+    vgg = load_vgg(weights, model, str(args.pooling), preprocess=preprocess)
     tr = ns.translate(args, vgg.preprocess, size, torch.cuda.is_available())
     print("stylegrad neural-style: where neural-style's defaults and normalisation differ from ours, and what "
           "this run uses:", file=sys.stderr)
@@ -73,4 +73,22 @@ def _neural_style(argv) -> int:
                         ext="png", pair_styles=False, json=False, quiet=False, overwrite=False,
                         overwrite_remedy="remove it, or give -save_iter 0 for no snapshots", hints=ns.in_their_flags,
                         **vars(jobs.parse_args([])))
-    return cmd_stylize(run, vgg=vgg)
+    return cmd_stylize(run, vgg=vgg, on_progress=iteration_printer(int(args.print_iter), int(args.num_iterations)))
+
+
+def iteration_printer(print_iter: int, iterations: int):
+    """neural-style-pt's loss lines on stdout: its iteration t is its t-th evaluation, the loss
+    of the image after t - 1 updates (its first is the initial image's), printed when t is a
+    multiple of -print_iter (never when it is 0). Our iteration k is the image after k updates:
+    their t = k + 1, up to t = -num_iterations."""
+    def on_progress(p) -> None:
+        t = p.iter + 1
+        if print_iter <= 0 or t > iterations or t % print_iter:
+            return
+        print(f"Iteration {t} / {iterations}")
+        print(f"  Content loss: {p.content}")
+        print(f"  Style loss: {p.style}")
+        if p.tv:
+            print(f"  TV loss: {p.tv}")
+        print(f"  Total loss: {p.loss}", flush=True)
+    return on_progress

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import images as imgs
 from . import memory
@@ -127,7 +127,7 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
             h, w = imgs.image_size(c, config.max_memory)
         except StyleGradError:
             continue
-        groups.setdefault(imgs.scaled_size(h, w, config.size), []).append((i, (h, w)))
+        groups.setdefault(imgs.scaled_size(h, w, config.size, config.resize_filter), []).append((i, (h, w)))
     first_error = None
     for out_hw, members in groups.items():
         for k in range(0, len(members), config.batch_size):
@@ -146,8 +146,9 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
         raise first_error
 
 
-def cmd_stylize(args, vgg=None) -> int:
-    """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first)."""
+def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]] = None) -> int:
+    """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first);
+    ``on_progress``: called with every iteration's Progress besides the usual reporting (``-o`` runs)."""
     t_start = time.perf_counter()
     config = config_from_args(args)
     check_job_arguments(args, config)
@@ -167,7 +168,7 @@ def cmd_stylize(args, vgg=None) -> int:
     check_memory_up_front(config, contents, style_hw, args.pair_styles)
     if args.out_dir:
         return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
-    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg)
+    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg, on_progress)
 
 
 def _json(obj: dict) -> str:
@@ -187,7 +188,8 @@ def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Option
     return prog.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
 
 
-def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None) -> int:
+def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None,
+                 hook: Optional[Callable[[Progress], None]] = None) -> int:
     """``-o OUT``: one content image, under the output's advisory lock."""
     name = str(content)
     show_bar = not args.quiet and not args.json and sys.stderr.isatty()
@@ -235,7 +237,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
                 if stylizer.weights_are_random:
                     note("using random VGG weights (--weights random): results show the machinery, not "
                          "ImageNet-quality style")
-                _optimise_and_write(args, config, stylizer, name, content, out, show_bar, lines, fail)
+                _optimise_and_write(args, config, stylizer, name, content, out, show_bar, lines, fail, hook)
             finally:
                 stylizer.close()
     except OutputLockedError as e:             # another process writes this output: exit 1
@@ -244,9 +246,9 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
 
 
 def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Path, out: Path, show_bar: bool,
-                        lines: Optional[prog.ProgressLines], fail) -> None:
+                        lines: Optional[prog.ProgressLines], fail, hook=None) -> None:
     try:
-        tensor = imgs.resize_longest(imgs.load_image(content, config.max_memory), config.size)
+        tensor = imgs.resize_longest(imgs.load_image(content, config.max_memory), config.size, config.resize_filter)
     except Exception as e:          # an unreadable content image: its error, exit 1
         fail(e)
         return
@@ -258,6 +260,8 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
                    file=sys.stderr, leave=False)
 
     def on_progress(p: Progress) -> None:
+        if hook is not None:
+            hook(p)
         reported = p.iter % config.print_every == 0 or p.iter == p.iters
         if args.json and reported:
             print(_json({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
@@ -270,7 +274,11 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             line = lines.progress(p.image, p.iter, p.loss, p.scale)
             if line:
                 print(f"stylegrad: {line}", file=sys.stderr, flush=True)
-        final = p.scale == p.scales and p.iter == p.iters     # the output itself, written below
+        final = p.scale == p.scales and (p.iter == p.iters or p.stopped)   # the output itself, written below
+        if p.stopped and not args.quiet and not args.json:
+            print(f"stylegrad: {p.image}: converged (--tol {config.tol:g} over {config.tol_window} iterations): "
+                  f"stopped at iteration {p.iter} of {p.iters}" + (f", scale {p.scale}/{p.scales}" if p.scales > 1 else ""),
+                  file=sys.stderr)
         if p.snapshot is not None and config.save_every > 0 and not final:
             try:
                 imgs.save_image(p.snapshot, _snapshot_path(out, p.iter, p.scale, p.scales))

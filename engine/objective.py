@@ -93,5 +93,8 @@ def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig, ops=None) -> Tupl
 
     if config.tv_weight == 0:   # no gradient term: callers add nothing
         return torch.zeros(image.shape[0], device=image.device), None
-    loss, g = kernels.tv_loss(image)
+    if config.tv_norm == "l1":   # backends whose kernels lack it refuse --tv-norm l1 when built
+        loss, g = kernels.tv_l1_loss(image)
+    else:
+        loss, g = kernels.tv_loss(image)
     return loss * config.tv_weight, g * config.tv_weight

@@ -16,19 +16,33 @@ report carries the non-finite loss); the caller decides what that means.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 import torch
 
 from .backends.base import Evaluation
 from .config import StyleConfig
-from .optim import make_optimizer
+from .optim import make_optimizer, variable_scale
 
 EvaluateFn = Callable[[torch.Tensor], Evaluation]
 # (iteration k, evaluation of x_k, ms, x_k or None) -> stop. x_k is passed only where
-# ``keep_image(k)`` is true (a copy of the image costs memory traffic on every iteration).
-# A report that returns True stops the loop there (cancellation); None or False goes on.
-ReportFn = Callable[[int, Evaluation, float, Optional[torch.Tensor]], Optional[bool]]
+# ``keep_image(k)`` is true or k is the last iteration (a copy of the image costs memory
+# traffic on every iteration). A run that ``config.tol`` stops before ``iters`` reports its
+# last iteration with a fifth argument, True. A report that returns True stops the loop there
+# (cancellation); None or False goes on.
+ReportFn = Callable[..., Optional[bool]]
+
+
+def converged(totals: List[torch.Tensor], config: StyleConfig) -> bool:
+    """``config.tol``'s stopping rule on the per-image losses so far (one (B,) tensor per
+    iteration): every image's loss fell by less than ``tol`` of its value ``tol_window``
+    iterations ago. A non-finite or zero old loss never counts as converged."""
+    w = config.tol_window
+    if config.tol is None or len(totals) <= w:
+        return False
+    old, new = totals[-1 - w], totals[-1]
+    ok = torch.isfinite(old) & torch.isfinite(new) & (old != 0)
+    return bool((ok & ((old - new) < config.tol * old.abs())).all())
 
 
 def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
@@ -45,16 +59,26 @@ def optimize(x0: torch.Tensor, evaluate: EvaluateFn, config: StyleConfig,
     """
     x = x0.detach().to(torch.float32).clone().contiguous()
     iters = config.iters if iters is None else iters
-    opt = make_optimizer(x, config)
+    scale = variable_scale(config)   # the optimiser works on u = scale * x (1: on x itself)
+    u = x if scale == 1.0 else x * scale
+    opt = make_optimizer(u, config)
+    totals: List[torch.Tensor] = []
     for k in range(iters + 1):
-        snap = x.clone() if (keep_image(k) or k == iters) else None
+        if scale != 1.0:
+            x = u / scale
         t0 = time.perf_counter()
         ev = evaluate(x)
-        last = k == iters or not bool(torch.isfinite(ev.total).any())
+        if config.tol is not None:
+            totals.append(ev.total.detach().float().cpu())
+        stopped = k < iters and converged(totals, config)
+        last = k == iters or stopped or not bool(torch.isfinite(ev.total).any())
+        snap = x.clone() if (keep_image(k) or k == iters or stopped) else None   # x_k: not stepped yet
         if not last:
-            opt.step(ev.grad.to(x.dtype))
+            opt.step(ev.grad.to(x.dtype) if scale == 1.0 else ev.grad.to(x.dtype) / scale)
         ms = (time.perf_counter() - t0) * 1e3
-        stop = report(k, ev, ms, snap) if report is not None else None
+        stop = None
+        if report is not None:
+            stop = report(k, ev, ms, snap, True) if stopped else report(k, ev, ms, snap)
         if last or stop is True:
             break
     return x

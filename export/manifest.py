@@ -10,7 +10,7 @@ import torch
 
 from stylegrad import backward as bw
 from stylegrad.fileio import file_sha256
-from stylegrad.vgg import PREPROCESS_STATS, VGG
+from stylegrad.vgg import CAFFE_PIXEL_SCALE, VGG, preprocess_stats
 
 FORMAT = "stylegrad-onnx"
 FORMAT_VERSION = 2   # bump when the graphs' inputs, outputs or semantics change
@@ -30,7 +30,9 @@ def stylegrad_version() -> str:
 def weights_digest(vgg: VGG, plan: bw.BackwardPlan) -> str:
     """SHA-256 of the conv weights and biases the graphs contain (float32, network order) and of
     the input convention baked into the forward graph."""
-    h = hashlib.sha256(f"{vgg.model}|{vgg.preprocess}".encode())
+    # the default pixel scale leaves the digest of earlier exports unchanged
+    scale = "" if vgg.pixel_scale == CAFFE_PIXEL_SCALE else f"|{vgg.pixel_scale!r}"
+    h = hashlib.sha256(f"{vgg.model}|{vgg.preprocess}{scale}".encode())
     for s in plan.specs:
         if s.kind == "conv":
             c = vgg.convs[s.name]
@@ -72,10 +74,11 @@ def build_manifest(vgg: VGG, plan: bw.BackwardPlan, content_layers: Sequence[str
             "layers they reach."
         ),
         "preprocess": vgg.preprocess,
+        "pixel_scale": vgg.pixel_scale,
         "normalization": {
             "where": "inside forward.onnx: (image - mean) / std per channel, image RGB in [0, 1]",
-            "mean": list(PREPROCESS_STATS[vgg.preprocess][0]),
-            "std": list(PREPROCESS_STATS[vgg.preprocess][1]),
+            "mean": list(preprocess_stats(vgg.preprocess, vgg.pixel_scale)[0]),
+            "std": list(preprocess_stats(vgg.preprocess, vgg.pixel_scale)[1]),
         },
         "forward": {
             "file": files["forward"].name,

@@ -97,6 +97,7 @@ class _Weights(nn.Module):
     def __init__(self, vgg: VGG, plan: bw.BackwardPlan, with_bias: bool, flipped: bool = False):
         super().__init__()
         self.model, self.pool, self.preprocess = vgg.model, plan.pool, vgg.preprocess
+        self.pixel_scale = vgg.pixel_scale
         self.names = [s.name for s in plan.specs if s.kind == "conv"]
         self.with_bias = with_bias
         self.has_flipped = flipped
@@ -120,7 +121,7 @@ class _Weights(nn.Module):
             w = getattr(self, f"{n}_weight") if not self.has_flipped else torch.zeros(0)
             b = getattr(self, f"{n}_bias") if self.with_bias else torch.zeros(0)
             convs[n] = ConvLayer(n, w, b)
-        return VGG(self.model, convs, self.pool, self.preprocess)
+        return VGG(self.model, convs, self.pool, self.preprocess, self.pixel_scale)
 
 
 class ForwardGraph(nn.Module):

@@ -29,6 +29,7 @@ from .reference import (
     relu_backward_accumulate_reference,
     style_feature_grad_reference,
     style_loss_reference,
+    tv_l1_loss_reference,
     tv_loss_reference,
 )
 from .torch_ops import (
@@ -37,6 +38,7 @@ from .torch_ops import (
     relu_backward_accumulate,
     style_feature_grad,
     style_loss,
+    tv_l1_loss,
     tv_loss,
 )
 
@@ -75,6 +77,8 @@ __all__ = [
     "style_loss",
     "style_loss_reference",
     "torch_ops",
+    "tv_l1_loss",
+    "tv_l1_loss_reference",
     "tv_loss",
     "tv_loss_reference",
 ]

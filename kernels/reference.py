@@ -55,6 +55,25 @@ def tv_loss_reference(x: Tensor) -> tuple[Tensor, Tensor]:
     return loss, grad
 
 
+def tv_l1_loss_reference(x: Tensor) -> tuple[Tensor, Tensor]:
+    # Loops over rows and columns, as tv_loss_reference (not torch_ops' slicing).
+    x = _d(x)
+    B, C, H, W = x.shape
+    loss = torch.zeros(B, dtype=torch.float64, device=x.device)
+    grad = torch.zeros_like(x)
+    for i in range(H - 1):
+        d = x[:, :, i + 1, :] - x[:, :, i, :]
+        loss += d.abs().sum(dim=(1, 2))
+        grad[:, :, i + 1, :] += torch.sign(d)
+        grad[:, :, i, :] -= torch.sign(d)
+    for j in range(W - 1):
+        d = x[:, :, :, j + 1] - x[:, :, :, j]
+        loss += d.abs().sum(dim=(1, 2))
+        grad[:, :, :, j + 1] += torch.sign(d)
+        grad[:, :, :, j] -= torch.sign(d)
+    return loss, grad
+
+
 def relu_backward_accumulate_reference(g_above: Tensor | None, g_loss: Tensor | None,
                                        activation: Tensor) -> Tensor:
     g = torch.zeros(activation.shape, dtype=torch.float64, device=activation.device)

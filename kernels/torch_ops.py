@@ -67,6 +67,24 @@ def tv_loss(x: Tensor) -> tuple[Tensor, Tensor]:
     return loss, grad
 
 
+def tv_l1_loss(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Total variation as absolute differences (neural-style-pt's): loss[b] = sum |x[i+1,j] - x[i,j]|
+    + |x[i,j+1] - x[i,j]| and its gradient (sign(0) = 0: at a tie the difference adds nothing,
+    as autograd's abs). No CUDA kernel: the ``cuda`` backend refuses ``--tv-norm l1``."""
+    check_ndim("x", x, 4)
+    x = x.float()
+    dv = x[:, :, 1:, :] - x[:, :, :-1, :]
+    dh = x[:, :, :, 1:] - x[:, :, :, :-1]
+    loss = dv.abs().sum(dim=(1, 2, 3)) + dh.abs().sum(dim=(1, 2, 3))
+    sv, sh = dv.sign(), dh.sign()
+    grad = torch.zeros_like(x)
+    grad[:, :, :-1, :] -= sv
+    grad[:, :, 1:, :] += sv
+    grad[:, :, :, :-1] -= sh
+    grad[:, :, :, 1:] += sh
+    return loss, grad
+
+
 def relu_backward_accumulate(g_above: Tensor | None, g_loss: Tensor | None, activation: Tensor) -> Tensor:
     """(g_above + g_loss) * (activation > 0); either gradient may be None (not both)."""
     if g_above is None and g_loss is None:

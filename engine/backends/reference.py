@@ -54,7 +54,7 @@ class ReferenceBackend(Backend):
                     if layer in feats:
                         sw = cfg.style_weight * w
                         style = style + sw * losses.style_layer_loss(feature(layer, sw), targets.style[layer])
-                tv = cfg.tv_weight * losses.tv_loss(x) if cfg.tv_weight > 0 else zero
+                tv = cfg.tv_weight * losses.tv_loss(x, cfg.tv_norm) if cfg.tv_weight > 0 else zero
                 total = (content + style + tv).sum()
         with self.timer.phase("backward"):
             if total.requires_grad:

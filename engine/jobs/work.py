@@ -201,7 +201,7 @@ class JobWorker:
                 else:
                     tensor = imgs.load_image(item.input, self.config.max_memory)
                     sha = file_sha256(item.input)
-                loaded.append((item, imgs.resize_longest(tensor, self.config.size), sha))
+                loaded.append((item, imgs.resize_longest(tensor, self.config.size, self.config.resize_filter), sha))
             except Exception as e:   # an unreadable image fails alone
                 if item.write:
                     outcomes.append(error_outcome(item, error_text(e), self.device))
