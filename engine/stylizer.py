@@ -47,6 +47,7 @@ class Progress:
     scales: int = 1
     width: int = 0
     height: int = 0
+    pixel_term: float = 0.0     # the weighted extra pixel term of run_batch(pixel_term=...), in loss
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -117,7 +118,7 @@ def check_progress(history: List[Progress], init: str, moved: float) -> Tuple[st
     if last.loss > first.loss:
         return "diverged", (f"diverged: the loss grew from {first.loss:.4g} to {last.loss:.4g} in {last.iter} "
                             f"iterations; try --optimizer adam, a smaller --lr or a smaller --style-weight")
-    if moved < 0.5 / 255:
+    if moved < 0.5 / 255 and init != "given":   # a given start (a video's warm start) may be the optimum
         return "stalled", (f"stalled: the image did not change in {last.iter} iterations "
                            f"(loss {first.loss:.4g} -> {last.loss:.4g})")
     if last.iter >= STALL_MIN_ITERS and init in ("content", "noise") and last.loss > STALL_FRACTION * first.loss:
@@ -227,7 +228,8 @@ class Stylizer:
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
                   names: Optional[Sequence[str]] = None,
                   styles: Optional[Sequence[Sequence[imgs.ImageLike]]] = None, *,
-                  last_finite: bool = False) -> List[StyleResult]:
+                  last_finite: bool = False, init: Optional[torch.Tensor] = None,
+                  pixel_term=None, iters: Optional[int] = None) -> List[StyleResult]:
         """Optimise several content images of one size together.
 
         ``styles``: one list of style images per content image (per-image targets); default,
@@ -245,8 +247,16 @@ class Stylizer:
         started from the previous result upsampled, with targets for its size; the history
         holds every scale's reports (``Progress.scale``), so ``initial_loss`` is the first
         scale's and ``final_loss`` the last's. ``original_colors``: see ``stylegrad.colors``.
+
+        ``init``: the initial image (B, 3, H, W) at the output size instead of ``config.init``
+        (a video's warm start); ``pixel_term``: an extra weighted term on the pixels, ``x ->
+        (value (B,), gradient)``, added to every evaluation (``Backend.optimize``; the video
+        temporal loss). Both need a single scale (no ``min_size``). ``iters``: this run's
+        iterations instead of ``config.iters`` (a video's first frame runs more).
         """
         cfg = self.config
+        if (init is not None or pixel_term is not None) and cfg.min_size is not None:
+            raise ConfigError("a given initial image or pixel term (stylegrad video) needs one scale: drop --min-size")
         if len(contents) == 0:
             raise ConfigError("run_batch needs at least one content image")
         if names is not None and len(names) != len(contents):
@@ -276,10 +286,12 @@ class Stylizer:
         keep = (lambda i: True) if last_finite else self._keep
         x: Optional[torch.Tensor] = None
         out = None
-        for sc in scales.plan(cfg):
+        for sc in scales.plan(cfg if iters is None else cfg.replace(iters=iters)):
             rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size) for t in full])
             content, targets = self.prepare(colors.to_luminance(rgb) if self._luminance else rgb, run_styles)
-            if x is None:
+            if x is None and init is not None:
+                x0 = init.to(self.device, torch.float32).expand_as(content).contiguous()
+            elif x is None:
                 x0 = self.initial_image(content)
                 x0 = colors.to_luminance(x0) if self._luminance else x0
             else:
@@ -289,14 +301,15 @@ class Stylizer:
                         x0[b] = content[b]
             scale_histories: List[List[Progress]] = [[] for _ in full]
             report = self._reporter(sc, rgb, names, scale_histories, diverged, callback, good)
-            x = self.backend.optimize(x0, targets, report, keep, iters=sc.iters)
+            extra = {} if pixel_term is None else {"pixel_term": pixel_term}
+            x = self.backend.optimize(x0, targets, report, keep, iters=sc.iters, **extra)
             out = x.clamp(0, 1).cpu()
             moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
             for b in range(n):
                 histories[b].extend(scale_histories[b])
                 if verdicts[b][0] == "ok":
-                    status, message = check_progress(scale_histories[b], cfg.init if sc.index == 1 else "upsampled",
-                                                     moved[b])
+                    start = ("given" if init is not None else cfg.init) if sc.index == 1 else "upsampled"
+                    status, message = check_progress(scale_histories[b], start, moved[b])
                     if status != "ok" and sc.count > 1:
                         message = f"scale {sc.index} of {sc.count} ({rgb.shape[-1]}x{rgb.shape[-2]}): {message}"
                     verdicts[b] = (status, message)
@@ -359,7 +372,8 @@ class Stylizer:
 
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor]) -> None:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
-            finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(n)]
+            px = ev.pixel_term.tolist() if ev.pixel_term is not None else [0.0] * n
+            finite = [math.isfinite(c[b] + s[b] + t[b] + px[b]) for b in range(n)]
             # the first non-finite loss of an image is always reported (it is the verdict)
             newly = {b for b in range(n) if b not in diverged and not finite[b]}
             diverged.update(newly)
@@ -373,8 +387,8 @@ class Stylizer:
             snaps = self._finish(x, rgb).cpu() if snapshot else None
             for b in range(n):
                 snap = snaps[b] if snaps is not None else None
-                p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap,
-                             sc.index, sc.count, width, height)
+                p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b] + px[b], c[b], s[b], t[b], ms, snap,
+                             sc.index, sc.count, width, height, px[b])
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None:
