@@ -314,6 +314,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
 def cmd_job(args) -> int:
     from .errors import ConfigError
     from .jobs.runner import job_status
+    from .progress import format_duration
 
     if args.job_command != "status":
         raise ConfigError("usage: stylegrad job status DIR [--verify] [--json]")
@@ -323,11 +324,16 @@ def cmd_job(args) -> int:
         return 0
     rate = st["images_per_hour"]
     p = st["seconds_per_image"]
-    lines = [f"job {st['job_dir']}: {st['done']} of {st['inputs']} done, {len(st['failed'])} failed, "
-             f"{st['remaining']} remaining" + (" (running now)" if st["running"] else ""),
+    unit = st.get("unit", "images")
+    one = unit[:-1]
+    left = st.get("seconds_left")
+    counted = " frames" if unit == "frames" else ""
+    lines = [f"job {st['job_dir']}: {st['done']} of {st['inputs']}{counted} done, {len(st['failed'])} failed, "
+             f"{st['remaining']} remaining" + (" (running now)" if st["running"] else "")
+             + (f", about {format_duration(left)} left" if left is not None and st["remaining"] else ""),
              f"  {st['runs']} run(s), {st['wall_seconds'] / 3600:.2f} h of running"
-             + (f", {rate:.1f} images/hour so far" if rate else "")
-             + (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
+             + (f", {rate:.1f} {unit}/hour so far" if rate else "")
+             + (f"; per {one} p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
     for f in st["failed"]:
         lines.append(f"  failed: {f['input']}: {f['error']}")
     if st["unreadable_lines"]:

@@ -208,3 +208,122 @@ def test_warm_start_fills_disoccluded_pixels_from_content():
     keep[1, 2] = 0
     x0 = temporal.warm_start(warped, content, keep)
     assert float(x0[0, 1, 2]) == 0.75 and float(x0[:, 0].max()) == 0.25
+
+
+# -- the command -----------------------------------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from stylegrad.cli import main  # noqa: E402
+
+STYLE = str(Path(__file__).resolve().parents[1] / "engine" / "examples" / "style.png")
+FAST = ["--weights", "random", "--size", "32", "--iters", "3", "--first-iters", "4"]
+
+
+def _frame_records(job_dir):
+    from stylegrad.jobs.manifest import load_state
+
+    return [r for r in load_state(job_dir).images if r.get("status") == "ok"]
+
+
+def test_cli_video_writes_frames_fps_size_and_audio(tmp_path, capsys):
+    src = write_clip(tmp_path / "in.mp4", panned_frames(5, 48, 32, dx=2), fps=8, audio=True)
+    out = tmp_path / "out.mp4"
+    rc = main(["video", str(src), "--style", STYLE, "-o", str(out), "--keep-frames", str(tmp_path / "kf"),
+               "--job-dir", str(tmp_path / "job"), "--quiet"] + FAST)
+    assert rc == 0
+    info = io.probe(str(out))
+    assert (info.frames, info.fps, info.width, info.height, info.codec) == (5, 8, 32, 20, "h264")
+    assert audio_packets(out) == audio_packets(src)
+    assert sorted(p.name for p in (tmp_path / "kf").iterdir()) == [f"{k:06d}.png" for k in range(5)]
+    recs = _frame_records(tmp_path / "job")
+    assert [r["frame"] for r in recs] == [0, 1, 2, 3, 4]
+    assert recs[0]["iters"] == 4 and recs[1]["iters"] == 3 and recs[1]["warping_error"] is not None
+    # --frames and --fps: source frames 1..4 at half the rate -> frames 1 and 3
+    out2 = tmp_path / "part.mkv"
+    assert main(["video", str(src), "--style", STYLE, "-o", str(out2), "--frames", "1:5", "--fps", "4",
+                 "--quiet"] + FAST) == 0
+    part = io.probe(str(out2))
+    assert (part.frames, part.fps) == (2, 4)
+    assert not (tmp_path / "part.mkv.job").exists()            # the default job folder is removed
+
+
+def _bad(tmp_path, capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def test_cli_video_bad_inputs_rc2_nothing_written(tmp_path, capsys):
+    (tmp_path / "text.mp4").write_text("not a video\n" * 20)
+    vfr = write_clip(tmp_path / "vfr.mkv", panned_frames(6, 32, 16), pts=[0, 100, 200, 250, 400, 500])
+    good = write_clip(tmp_path / "good.mp4", panned_frames(3, 32, 16))
+    big = write_clip(tmp_path / "big.mp4", [np.zeros((2160, 3840, 3), np.uint8)], lossless=False)
+    cases = [
+        ([str(tmp_path / "text.mp4")], "not a video FFmpeg can read"),
+        ([str(vfr)], "variable frame rate"),
+        ([str(tmp_path / "nothing.mp4")], "video not found"),
+        ([str(good), "--temporal-weight", "-1"], "--temporal-weight"),
+        ([str(good), "--frames", "5:2"], "--frames"),
+        ([str(good), "--fps", "100"], "only drops frames"),
+        ([str(big), "--size", "3840"], "would need about"),
+    ]
+    before = sorted(os.listdir(tmp_path))
+    for extra, msg in cases:
+        rc, err = _bad(tmp_path, capsys, ["video"] + extra + ["--style", STYLE, "-o", str(tmp_path / "o.mp4"),
+                                                              "--weights", "random"])
+        assert rc == 2, (extra, err)
+        assert msg in err and "\n" not in err and "Traceback" not in err, (extra, err)
+    rc, err = _bad(tmp_path, capsys, ["video", str(good), "--style", STYLE, "-o", str(tmp_path / "o.gif"),
+                                      "--weights", "random"])
+    assert rc == 2 and "unknown video extension" in err
+    rc, err = _bad(tmp_path, capsys, ["video", str(good), "--style", STYLE, "-o", str(good), "--weights", "random"])
+    assert rc == 2 and "is an input" in err
+    assert sorted(os.listdir(tmp_path)) == before                  # nothing written, no job folder
+
+
+def test_cli_video_resume_after_kill9(tmp_path):
+    """kill -9 mid-clip, then --resume: every frame finished exactly once, the frames done
+    before are not redone, and the video equals an uninterrupted run's."""
+    src = write_clip(tmp_path / "in.mp4", panned_frames(8, 48, 32, dx=2), fps=10)
+    job = tmp_path / "job"
+    argv = [sys.executable, "-m", "stylegrad.cli", "video", str(src), "--style", STYLE, "-o", str(tmp_path / "o.mp4"),
+            "--job-dir", str(job), "--weights", "random", "--size", "32", "--iters", "25", "--first-iters", "25",
+            "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen(argv, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        if len(_frame_records(job)) >= 2:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be killed"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    done_before = len(_frame_records(job))
+    assert 2 <= done_before < 8 and not (tmp_path / "o.mp4").exists()
+    status = subprocess.run([sys.executable, "-m", "stylegrad.cli", "job", "status", str(job)], env=env,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and f"{done_before} of 8 frames done" in status.stdout, status.stdout
+    assert "frames/hour" in status.stdout and "left" in status.stdout
+    r = subprocess.run(argv, env=env, capture_output=True, text=True)             # without --resume: refused
+    assert r.returncode == 2 and "--resume" in r.stderr
+    r = subprocess.run(argv + ["--resume"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    frames = [rec["frame"] for rec in _frame_records(job)]
+    assert sorted(frames) == list(range(8)) and len(frames) == 8      # each frame once, none redone
+    assert io.probe(str(tmp_path / "o.mp4")).frames == 8
+    # an uninterrupted run of the same settings gives the same frames
+    ref = subprocess.run(argv[:argv.index("--job-dir")] + ["--job-dir", str(tmp_path / "ref")] + argv[argv.index("--job-dir") + 2:],
+                         env=env, capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    for k in range(8):
+        a = (job / "frames" / f"{k:06d}.png").read_bytes()
+        b = (tmp_path / "ref" / "frames" / f"{k:06d}.png").read_bytes()
+        assert a == b, f"frame {k} differs from the uninterrupted run"

@@ -369,7 +369,13 @@ def job_status(job_dir, verify: bool = False) -> dict:
             failed.append({"input": inp, "error": rec.get("error", "")})
     ok_records = [r for r in state.images if r.get("status") == "ok"]
     wall = stats.run_wall_seconds(state.runs, state.images, state.ends)
-    return {"job_dir": str(job_dir), "inputs": len(inputs), "done": len(done), "failed": failed,
+    per = stats.seconds_percentiles(ok_records)
+    # a video job (stylegrad video) counts frames; its frames run one after another, so the
+    # time left is the frames left at the median seconds per frame
+    unit = "frames" if last.get("video") else "images"
+    left = round(len(missing) * per["p50"], 1) if per.get("p50") is not None else None
+    return {"job_dir": str(job_dir), "unit": unit, "seconds_left": left if unit == "frames" else None,
+            "inputs": len(inputs), "done": len(done), "failed": failed,
             "remaining": len(missing), "runs": len(state.runs), "wall_seconds": round(wall, 3),
             "images_per_hour": stats.images_per_hour(len(ok_records), wall),
             "seconds_per_image": stats.seconds_percentiles(ok_records),
