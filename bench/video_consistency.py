@@ -80,7 +80,7 @@ def write_lossless(path: Path, frames, fps: int = 10) -> Path:
 
 
 def _t(a):
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 255.0
 
 
 def metric_checks(frames, method: str, tmp: Path):
