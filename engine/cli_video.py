@@ -34,9 +34,10 @@ def add_video_command(sub) -> None:
     v.add_argument("--style", action="append", required=True, metavar="S", help="style image (repeat to blend)")
     v.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output video (.mp4, .mov, .mkv: H.264 when available; .webm: VP9)")
-    v.add_argument("--temporal-weight", type=float, default=1e4,
+    v.add_argument("--temporal-weight", type=float, default=None,
                    help="weight of the temporal loss (mean squared difference from the warped previous "
-                        "stylised frame where the flow is reliable); 0 turns it off (default %(default)g)")
+                        "stylised frame where the flow is reliable); 0 turns it off (default 1e11 for "
+                        "Caffe-convention weights, 1e11/57.6^2 = 3e7 for torchvision-convention ones)")
     v.add_argument("--flow", choices=("dis", "farneback"), default="dis",
                    help="OpenCV optical flow: DIS (default) or Farneback")
     v.add_argument("--first-iters", type=int, default=None, metavar="N",
