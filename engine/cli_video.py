@@ -10,7 +10,6 @@ per finished frame; ``--resume`` continues after a kill from the last finished f
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -122,7 +121,8 @@ def cmd_video(args) -> int:
         stylizer.close()
     if not args.job_dir:
         shutil.rmtree(job_dir, ignore_errors=True)
-    note = "" if result.codec == "libx264" else f" (no H.264 encoder in this FFmpeg: {result.codec} used)"
+    preferred = vio.VIDEO_CODECS.get(vio.container_format(out), vio.DEFAULT_CODECS)[0]
+    note = "" if result.codec == preferred else f" (no {preferred} encoder in this FFmpeg: {result.codec} used)"
     say(f"video {out}: {result.frames} frames ({result.frames - result.done_before} stylised now, "
         f"{result.done_before} done before) in {prog.format_duration(result.seconds)}, codec {result.codec}{note}")
     return 0

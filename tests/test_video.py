@@ -212,7 +212,6 @@ def test_warm_start_fills_disoccluded_pixels_from_content():
 
 # -- the command -----------------------------------------------------------------------------------
 
-import json  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
