@@ -287,7 +287,6 @@ def test_cli_video_bad_inputs_rc2_nothing_written(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == before                  # nothing written, no job folder
 
 
-@pytest.mark.slow
 def test_cli_video_resume_after_kill9(tmp_path, capsys):
     """kill -9 mid-clip, then --resume: every frame finished exactly once, the frames done
     before are not redone, and the video equals an uninterrupted run's."""
@@ -333,7 +332,6 @@ def test_cli_video_resume_after_kill9(tmp_path, capsys):
         assert a == b, f"frame {k} differs from the uninterrupted run"
 
 
-@pytest.mark.slow
 def test_temporal_consistency_on_trained_vgg16(tmp_path):
     """The point of it all, on what a user sees (trained VGG16): on a panned clip, warm start +
     temporal term (the defaults) has at least 3x lower warping error than independent frames."""
