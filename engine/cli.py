@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .service.cli import add_commands as add_service_commands   # serve, submit (no FastAPI import)
     add_service_commands(sub)
 
+    from .cli_video import add_video_command
+    add_video_command(sub)
+
     k = sub.add_parser("kernels", help="CUDA kernel tools")
     ksub = k.add_subparsers(dest="kernels_command", metavar="SUBCOMMAND", parser_class=_Parser)
     kc = ksub.add_parser("check", help="compile every kernel with NVRTC, or run them in the CPU emulator (no GPU)")
@@ -267,11 +270,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command is None:
-        raise UsageError("a command is needed: stylize, neural-style, job status, info, export, bench or kernels "
+        raise UsageError("a command is needed: stylize, video, neural-style, job status, info, export, bench or kernels "
                          "check (see --help)")
     if args.command == "stylize":
         from .cli_stylize import cmd_stylize
         return cmd_stylize(args)
+    if args.command == "video":
+        from .cli_video import cmd_video
+        return cmd_video(args)
     if args.command == "job":
         from .cli_job import cmd_job
         return cmd_job(args)

@@ -34,6 +34,16 @@ def gather_info() -> dict:
             info[key] = None
     info["weights_cache"] = {m: {"path": str(hub_checkpoint_path(m)), "cached": hub_checkpoint_path(m).exists()}
                              for m in IMAGENET_URLS}
+    video = {}
+    for mod, key in (("av", "av"), ("cv2", "opencv")):
+        try:
+            video[key] = importlib.import_module(mod).__version__
+        except Exception:
+            video[key] = None
+    # stylegrad video's temporal loss is a pixel term added to each evaluation, eagerly: the
+    # cuda backend runs frames with it in its eager loop, not in its CUDA graph
+    video["temporal_term"] = "eager on every backend (cuda: eager loop, no CUDA graph)"
+    info["video"] = video
     info["backends"] = {}
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         for name in backend_names():
@@ -54,6 +64,10 @@ def cmd_info(args) -> int:
     print(f"cuda-python: cuda.core {info['cuda_core'] or 'not importable'}, cuda.bindings {info['cuda_bindings'] or 'not importable'}")
     for m, w in info["weights_cache"].items():
         print(f"weights {m}: {'cached' if w['cached'] else 'not cached'} at {w['path']}")
+    v = info["video"]
+    print(f"video: PyAV {v['av'] or 'not installed'}, OpenCV {v['opencv'] or 'not installed'}"
+          + ("" if v["av"] and v["opencv"] else " (pip install 'stylegrad[video]')")
+          + f"; temporal term: {v['temporal_term']}")
     print("backends:")
     for k, v in info["backends"].items():
         print(f"  {k:24s} {v}")

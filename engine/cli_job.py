@@ -344,6 +344,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
 def cmd_job(args) -> int:
     from .errors import ConfigError
     from .jobs.runner import job_status
+    from .progress import format_duration
 
     if args.job_command != "status":
         raise ConfigError("usage: stylegrad job status DIR [--verify] [--json]")
@@ -355,17 +356,22 @@ def cmd_job(args) -> int:
 
     rate = st["images_per_hour"]
     p = st["seconds_per_image"]
+    unit = st.get("unit", "images")
+    one = unit[:-1]
+    counted = " frames" if unit == "frames" else ""
     now = ""
     if st["running"]:
         now = " (running now" + (f", pid {st['pid']}" if st.get("pid") else "")
-        if st["seconds_left"] is not None:
-            now += f"; about {format_duration(st['seconds_left'])} left at {st['images_per_hour_now']:.1f} images/hour"
+        if st["seconds_left"] is not None and st.get("images_per_hour_now"):
+            now += f"; about {format_duration(st['seconds_left'])} left at {st['images_per_hour_now']:.1f} {unit}/hour"
         now += ")"
-    lines = [f"job {st['job_dir']}: {st['done']} of {st['inputs']} done, {len(st['failed'])} failed, "
+    elif st["seconds_left"] is not None and st["remaining"]:
+        now = f", about {format_duration(st['seconds_left'])} left at the measured {one} time"
+    lines = [f"job {st['job_dir']}: {st['done']} of {st['inputs']}{counted} done, {len(st['failed'])} failed, "
              f"{st['remaining']} remaining" + now,
              f"  {st['runs']} run(s), {format_duration(st['wall_seconds'])} of running"
-             + (f", {rate:.1f} images/hour so far" if rate else "")
-             + (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
+             + (f", {rate:.1f} {unit}/hour so far" if rate else "")
+             + (f"; per {one} p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s" if p.get("p50") is not None else "")]
     if st["interrupted"]:
         how = st["resume_command"] or "the same command with --resume"
         lines.append(f"  interrupted at {st['done']}/{st['inputs']} - resume with: {how}")

@@ -75,3 +75,7 @@ class Terminated(BaseException):
     """SIGTERM, raised by the CLI's handler like KeyboardInterrupt for SIGINT, so that every
     ``finally`` runs (temporary files, locks, worker shutdown); not an Exception, so no
     per-image handler swallows it. The CLI exits 143."""
+
+
+class VideoError(StyleGradError):
+    """A video that cannot be read, decoded or written (``stylegrad video``)."""

@@ -98,3 +98,17 @@ def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig, ops=None) -> Tupl
     else:
         loss, g = kernels.tv_loss(image)
     return loss * config.tv_weight, g * config.tv_weight
+
+
+def add_pixel_term(ev, image: torch.Tensor, pixel_term):
+    """``ev`` (an Evaluation of ``image``) with an extra pixel-space term: its value goes to
+    ``ev.pixel_term`` (summed with one already there) and its gradient to ``ev.grad``. The
+    term is ``x -> (weighted value (B,), gradient (B, 3, H, W))``, e.g.
+    ``stylegrad.video.temporal.TemporalTerm``; like TV it needs no backward through the network."""
+    import dataclasses
+
+    value, grad = pixel_term(image)
+    value = value.to(ev.content.dtype)
+    if ev.pixel_term is not None:
+        value = value + ev.pixel_term
+    return dataclasses.replace(ev, grad=ev.grad + grad.to(ev.grad.dtype), pixel_term=value)

@@ -50,6 +50,7 @@ class Progress:
     width: int = 0
     height: int = 0
     stopped: bool = False    # --tol ended this scale here, before its ``iters``
+    pixel_term: float = 0.0     # the weighted extra pixel term of run_batch(pixel_term=...), in loss
 
 
 # A callback that returns False cancels the run: it stops at the next iteration and its
@@ -128,7 +129,7 @@ def check_progress(history: List[Progress], init: str, moved: float) -> Tuple[st
     if first.loss <= 0:
         return "stalled", (f"stalled: nothing to optimise, the loss was {first.loss:.4g} at iteration 0 (the "
                            f"start already matches every target; check --style-weight, --content-weight and --init)")
-    if moved < 0.5 / 255:
+    if moved < 0.5 / 255 and init != "given":   # a given start (a video's warm start) may be the optimum
         return "stalled", (f"stalled: the image did not change in {last.iter} iterations "
                            f"(loss {first.loss:.4g} -> {last.loss:.4g})")
     if last.loss >= first.loss:
@@ -271,7 +272,8 @@ class Stylizer:
     def run_batch(self, contents: Sequence[imgs.ImageLike], callback: Optional[ProgressCallback] = None,
                   names: Optional[Sequence[str]] = None,
                   styles: Optional[Sequence[Sequence[imgs.ImageLike]]] = None, *,
-                  last_finite: bool = False) -> List[StyleResult]:
+                  last_finite: bool = False, init: Optional[torch.Tensor] = None,
+                  pixel_term=None, iters: Optional[int] = None) -> List[StyleResult]:
         """Optimise several content images of one size together.
 
         ``styles``: one list of style images per content image (per-image targets); default,
@@ -291,6 +293,12 @@ class Stylizer:
         started from the previous result upsampled, with targets for its size; the history
         holds every scale's reports (``Progress.scale``), so ``initial_loss`` is the first
         scale's and ``final_loss`` the last's. ``original_colors``: see ``stylegrad.colors``.
+
+        ``init``: the initial image (B, 3, H, W) at the output size instead of ``config.init``
+        (a video's warm start); ``pixel_term``: an extra weighted term on the pixels, ``x ->
+        (value (B,), gradient)``, added to every evaluation (``Backend.optimize``; the video
+        temporal loss). Both need a single scale (no ``min_size``). ``iters``: this run's
+        iterations instead of ``config.iters`` (a video's first frame runs more).
         """
         cfg = self.config
         if isinstance(contents, imgs.SINGLE_IMAGE_TYPES) or not isinstance(contents, (list, tuple)):
@@ -298,6 +306,8 @@ class Stylizer:
                              f"(for one image use run())")
         if callback is not None and not callable(callback):
             raise ConfigError(f"callback must be a function of one Progress, got {type(callback).__name__}")
+        if (init is not None or pixel_term is not None) and cfg.min_size is not None:
+            raise ConfigError("a given initial image or pixel term (stylegrad video) needs one scale: drop --min-size")
         if len(contents) == 0:
             raise ConfigError("run_batch needs at least one content image")
         if names is not None and len(names) != len(contents):
@@ -330,10 +340,12 @@ class Stylizer:
         x: Optional[torch.Tensor] = None
         out = None
         cancel: dict = {}   # set by the reporter when the callback returns False: {"iter", "scale"}
-        for sc in scales.plan(cfg):
+        for sc in scales.plan(cfg if iters is None else cfg.replace(iters=iters)):
             rgb = torch.stack(full if sc.is_last else [imgs.resize_longest(t, sc.size, cfg.resize_filter) for t in full])
             content, targets = self.prepare(colors.to_luminance(rgb) if self._luminance else rgb, run_styles)
-            if x is None:
+            if x is None and init is not None:
+                x0 = init.to(self.device, torch.float32).expand_as(content).contiguous()
+            elif x is None:
                 x0 = self.initial_image(content)
                 x0 = colors.to_luminance(x0) if self._luminance else x0
             else:
@@ -343,7 +355,8 @@ class Stylizer:
                         x0[b] = content[b]
             scale_histories: List[List[Progress]] = [[] for _ in full]
             report = self._reporter(sc, rgb, names, scale_histories, diverged, callback, good, cancel)
-            x = self.backend.optimize(x0, targets, report, keep, iters=sc.iters)
+            extra = {} if pixel_term is None else {"pixel_term": pixel_term}
+            x = self.backend.optimize(x0, targets, report, keep, iters=sc.iters, **extra)
             out = x.clamp(0, 1).cpu()
             moved = (out - x0.clamp(0, 1).cpu()).abs().flatten(1).amax(1).tolist()
             if cancel:
@@ -356,8 +369,8 @@ class Stylizer:
             for b in range(n):
                 histories[b].extend(scale_histories[b])
                 if verdicts[b][0] == "ok":
-                    status, message = check_progress(scale_histories[b], cfg.init if sc.index == 1 else "upsampled",
-                                                     moved[b])
+                    start = ("given" if init is not None else cfg.init) if sc.index == 1 else "upsampled"
+                    status, message = check_progress(scale_histories[b], start, moved[b])
                     if status != "ok" and sc.count > 1:
                         message = f"scale {sc.index} of {sc.count} ({rgb.shape[-1]}x{rgb.shape[-2]}): {message}"
                     verdicts[b] = (status, message)
@@ -424,7 +437,8 @@ class Stylizer:
 
         def report(i: int, ev: Evaluation, ms: float, x: Optional[torch.Tensor], stopped: bool = False) -> Optional[bool]:
             c, s, t = ev.content.tolist(), ev.style.tolist(), ev.tv.tolist()
-            finite = [math.isfinite(c[b] + s[b] + t[b]) for b in range(n)]
+            px = ev.pixel_term.tolist() if ev.pixel_term is not None else [0.0] * n
+            finite = [math.isfinite(c[b] + s[b] + t[b] + px[b]) for b in range(n)]
             # the first non-finite loss of an image is always reported (it is the verdict)
             newly = {b for b in range(n) if b not in diverged and not finite[b]}
             diverged.update(newly)
@@ -439,8 +453,8 @@ class Stylizer:
             snaps = self._finish(x, rgb).cpu() if snapshot else None
             for b in range(n):
                 snap = snaps[b] if snaps is not None else None
-                p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b], c[b], s[b], t[b], ms, snap,
-                             sc.index, sc.count, width, height, stopped)
+                p = Progress(names[b], i, sc.iters, c[b] + s[b] + t[b] + px[b], c[b], s[b], t[b], ms, snap,
+                             sc.index, sc.count, width, height, stopped, px[b])
                 # the history keeps no snapshots: at 4K with --save-every they would add up to GBs
                 histories[b].append(dataclasses.replace(p, snapshot=None) if snap is not None else p)
                 if callback is not None and callback(p) is False and cancel is not None and not cancel:

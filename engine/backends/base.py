@@ -5,7 +5,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Sequence
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
@@ -22,10 +22,17 @@ class Evaluation:
     style: torch.Tensor
     tv: torch.Tensor
     grad: torch.Tensor
+    # an extra pixel-space term handed to optimize() (the video temporal loss), weighted, or None
+    pixel_term: Optional[torch.Tensor] = None
 
     @property
     def total(self) -> torch.Tensor:
-        return self.content + self.style + self.tv
+        total = self.content + self.style + self.tv
+        return total if self.pixel_term is None else total + self.pixel_term
+
+
+# x (B, 3, H, W) -> (weighted value (B,), its gradient w.r.t. x): an extra term on the pixels
+PixelTerm = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
 
 
 class PhaseTimer:
@@ -87,15 +94,24 @@ class Backend(ABC):
         ...
 
     def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
-                 iters: Optional[int] = None) -> torch.Tensor:
+                 iters: Optional[int] = None, pixel_term: Optional[PixelTerm] = None) -> torch.Tensor:
         """The whole optimisation loop, ``iters`` iterations (default ``config.iters``; a
         coarse-to-fine run passes each scale's). Default: PyTorch's optimisers around
         :meth:`evaluate` (see ``stylegrad.optimize``). A backend may run the loop its own way
         (the CUDA backend replays one CUDA graph per iteration) as long as it reports the same
-        iterations."""
+        iterations.
+
+        ``pixel_term``: ``x -> (value (B,), d value / d x)``, a weighted term on the pixels
+        added to every evaluation (``stylegrad.objective.add_pixel_term``; the video temporal
+        loss). Eager on every backend."""
+        from ..objective import add_pixel_term
         from ..optimize import optimize
 
-        return optimize(x0, lambda img: self.evaluate(img, targets), self.config, report, keep_image, iters)
+        def evaluate(img: torch.Tensor) -> Evaluation:
+            ev = self.evaluate(img, targets)
+            return ev if pixel_term is None else add_pixel_term(ev, img, pixel_term)
+
+        return optimize(x0, evaluate, self.config, report, keep_image, iters)
 
     def close(self) -> None:
         """Release sessions / buffers. The backend is unusable afterwards."""

@@ -178,7 +178,12 @@ class CudaBackend(TorchBackend):
         return x, iteration, hist
 
     def optimize(self, x0: torch.Tensor, targets: Targets, report=None, keep_image=lambda k: False,
-                 iters: Optional[int] = None) -> torch.Tensor:
+                 iters: Optional[int] = None, pixel_term=None) -> torch.Tensor:
+        if pixel_term is not None:
+            # an extra pixel term (the video temporal loss) is not in the captured graph: the
+            # eager loop of the base class runs it (stylegrad info says so)
+            self.graph_status = "eager (pixel term)"
+            return super().optimize(x0, targets, report, keep_image, iters, pixel_term)
         cfg = self.config
         iters = cfg.iters if iters is None else iters
         x, iteration, hist = self.loop_state(x0, targets, iters)

@@ -461,7 +461,13 @@ def job_status(job_dir, verify: bool = False) -> dict:
             if span > 0:
                 rate_now = round(len(mine) * 3600.0 / span, 2)
                 seconds_left = round(len(missing) * span / len(mine), 1)
-    return {"job_dir": str(job_dir), "inputs": len(inputs), "done": len(done), "failed": failed,
+    # a video job (stylegrad video) counts frames; its frames run one after another, so after an
+    # interruption the time left is the frames left at the measured median seconds per frame
+    unit = "frames" if last.get("video") else "images"
+    per = stats.seconds_percentiles(ok_records)
+    if seconds_left is None and unit == "frames" and missing and per.get("p50") is not None:
+        seconds_left = round(len(missing) * per["p50"], 1)
+    return {"job_dir": str(job_dir), "unit": unit, "inputs": len(inputs), "done": len(done), "failed": failed,
             "remaining": len(missing), "runs": len(state.runs), "wall_seconds": round(wall, 3),
             "images_per_hour": stats.images_per_hour(len(ok_records), wall),
             "seconds_per_image": stats.seconds_percentiles(ok_records),
