@@ -51,9 +51,10 @@ def test_a_snapshot_that_is_an_input_is_refused_before_any_compute(tmp_path, cap
 
 def test_an_existing_snapshot_is_replaced_only_with_overwrite(tmp_path, capsys):
     photo = write_image(tmp_path / "photo.png", 12, 12, 1)
+    painting = write_image(tmp_path / "painting.png", 12, 12, 2)
     snap = write_image(tmp_path / "out.iter0002.png", 12, 12, 3)   # somebody's file
     before = _bytes(snap)
-    argv = ["stylize", str(photo), "--style", str(photo), "-o", str(tmp_path / "out.png"), "--save-every", "2",
+    argv = ["stylize", str(photo), "--style", str(painting), "-o", str(tmp_path / "out.png"), "--save-every", "2",
             "--iters", "4"] + FAST
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -63,7 +64,7 @@ def test_an_existing_snapshot_is_replaced_only_with_overwrite(tmp_path, capsys):
     out = tmp_path / "job"
     out.mkdir()
     write_image(out / "photo.iter0002.png", 12, 12, 4)
-    assert main(["stylize", str(photo), "--style", str(photo), "--out-dir", str(out), "--save-every", "2",
+    assert main(["stylize", str(photo), "--style", str(painting), "--out-dir", str(out), "--save-every", "2",
                  "--iters", "4"] + FAST) == 2
     assert "photo.iter0002.png exists" in capsys.readouterr().err
     assert sorted(os.listdir(out)) == ["photo.iter0002.png"]

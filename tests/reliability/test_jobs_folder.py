@@ -26,7 +26,9 @@ def _job(tmp_path, n=2):
     for i in range(n):
         write_image(d / f"c{i}.png", 12, 12, i)
     out = tmp_path / "job"
-    return d, out, ["stylize", str(d), "--style", str(d / "c0.png"), "--out-dir", str(out)] + FAST
+    style = tmp_path / "style.png"          # a painting of its own: a photo as its own painting has nothing to optimise
+    write_image(style, 12, 12, 99)
+    return d, out, ["stylize", str(d), "--style", str(style), "--out-dir", str(out)] + FAST
 
 
 def _lines(out):
