@@ -40,12 +40,14 @@ from stylegrad import StyleConfig, Stylizer
 from stylegrad.bench import _cpu_name, git_commit
 from stylegrad.video import flow as vflow
 from stylegrad.video import io as vio
+from stylegrad.video.example import write_clip
 from stylegrad.video.job import DEFAULT_TEMPORAL_WEIGHT, VideoSettings, plan_video, run_video_job
 
 
 def pan_zoom_frames(still: Path, n: int, width: int, height: int, pan: float, zoom: float):
     """n frames (H, W, 3) uint8: a window over the still moving right by ``pan`` px and
-    zooming in by ``zoom`` (relative) per frame, at output resolution."""
+    zooming in by ``zoom`` (relative) per frame, at output resolution (resampled, so ``pan`` may
+    be fractional; ``stylegrad.video.example.panned_frames`` is the whole-pixel pan without zoom)."""
     img = Image.open(still).convert("RGB")
     # the window in output pixels covers the first frame plus the whole pan
     span_w = width + abs(pan) * (n - 1)
@@ -60,23 +62,6 @@ def pan_zoom_frames(still: Path, n: int, width: int, height: int, pan: float, zo
         box = (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
         out.append(np.asarray(img.resize((width, height), Image.BICUBIC, box=box)))
     return out
-
-
-def write_lossless(path: Path, frames, fps: int = 10) -> Path:
-    import av
-
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("libx264", rate=fps)
-        vs.width, vs.height, vs.pix_fmt, vs.options = w, h, "yuv444p", {"qp": "0"}
-        for k, f in enumerate(frames):
-            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
-            fr.pts, fr.time_base = k, Fraction(1, fps)
-            for p in vs.encode(fr):
-                out.mux(p)
-        for p in vs.encode(None):
-            out.mux(p)
-    return path
 
 
 def _t(a):
@@ -147,7 +132,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         frames = pan_zoom_frames(Path(args.still), args.frames, width, height, args.pan, args.zoom)
-        clip = write_lossless(tmp / "clip.mp4", frames)
+        clip = write_clip(tmp / "clip.mp4", frames)        # lossless H.264
         floor, roundtrip = metric_checks(frames, args.flow, tmp)
         print(f"metric: input frames {floor:.5f}, H.264 round trip {roundtrip:.5f}", file=sys.stderr)
         outputs = {}

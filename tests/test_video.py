@@ -34,6 +34,28 @@ def test_roundtrip_keeps_frames_size_fps_and_audio(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]       # no temporary left
 
 
+def test_example_clip_command_writes_the_pan_and_refuses_bad_input(tmp_path):
+    """python -m stylegrad.video.example (the README's first video command): the clip has the
+    asked frames, size and rate and its frames are panned_frames' (lossless up to YUV rounding);
+    a bad extension or size is one line, exit 2, nothing written."""
+    import subprocess
+    import sys
+
+    run = lambda *a: subprocess.run([sys.executable, "-m", "stylegrad.video.example", *a], cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=120)
+    p = run("clip.mp4", "--frames", "5", "--width", "40", "--height", "24", "--pan", "3", "--fps", "8")
+    assert p.returncode == 0, p.stderr
+    info = io.probe(str(tmp_path / "clip.mp4"))
+    assert (info.width, info.height, info.frames, info.fps) == (40, 24, 5, 8)
+    got = [f for _, f in io.read_frames(info)]
+    want = panned_frames(5, 40, 24, dx=3)
+    assert max(np.abs(g.astype(int) - f.astype(int)).max() for g, f in zip(got, want)) <= 3
+    for args, needle in ((["clip.txt"], "unknown video extension"), (["c.mp4", "--frames", "0"], "at least 1")):
+        p = run(*args)
+        assert p.returncode == 2 and needle in p.stderr and "Traceback" not in p.stderr, p.stderr
+        assert not (tmp_path / args[0]).exists()
+
+
 def test_rotation_is_honoured(tmp_path):
     frames = panned_frames(3, 40, 24, dx=1)
     info = io.probe(str(write_clip(tmp_path / "r.mp4", frames, rotation=90)))
