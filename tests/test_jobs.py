@@ -21,6 +21,7 @@ from stylegrad.jobs.runner import InlineExecutor, plan_batches
 from stylegrad.jobs.settings import NON_PIXEL_FIELDS, pixel_settings, settings_hash
 from tests import job_hooks
 from tests.helpers import write_image
+from tests.helpers import bit_exact_needs_fixed_reductions
 
 FAST = ["--weights", "random", "--quiet"]
 # Fields of a record that must agree between two ways of running the same job (the rest --
@@ -276,6 +277,7 @@ def test_dead_workers_are_restarted_and_a_poison_image_is_an_error(tmp_path):
     assert pool.restarts >= 3
 
 
+@bit_exact_needs_fixed_reductions
 @pytest.mark.slow
 def test_killed_driver_leaves_no_workers_and_resume_redoes_only_the_rest(tmp_path):
     """SIGKILL the CLI halfway through a 2-worker job: its workers die with it, the manifest keeps

@@ -39,6 +39,7 @@ import torch
 import stylegrad
 from stylegrad import StyleConfig
 from stylegrad.optim import TORCH_COMPATIBLE, Adam, LBFGS, make_optimizer
+from tests.helpers import bit_exact_needs_fixed_reductions
 
 F64 = torch.float64
 
@@ -810,6 +811,7 @@ def test_lbfgs_step_bounds():
     assert max(moves) >= 0.05 * 0.8 * (1 - 1e-6)      # the cap was reached (it matters here)
 
 
+@bit_exact_needs_fixed_reductions
 def test_lbfgs_per_image_safeguards_equal_separate_runs():
     # two different problems in one batch (per_image=True): each image's history, H0, step cap
     # and pair test are its own. float64; bmm vs dot summation order only: 1e-12

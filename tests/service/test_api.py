@@ -18,6 +18,7 @@ from stylegrad.service import Limits, ServiceSettings, check_bind, is_loopback, 
 from stylegrad.service.options import CLIENT_FIELDS, JobOptions  # noqa: E402
 
 from .helpers import ENGINE, LiveServer, png_bytes, write_png  # noqa: E402
+from tests.helpers import bit_exact_needs_fixed_reductions
 
 TOKEN_A = "alice-token-0123456789abcdef"
 TOKEN_B = "bob-token-0123456789abcdef00"
@@ -225,6 +226,7 @@ def test_cancel_stops_a_running_job(server):
         assert e.value.status == 409
 
 
+@bit_exact_needs_fixed_reductions
 def test_batch_through_service_equals_singles_byte_for_byte(server):
     opts = dict(size=32, iters=6, seed=3)
     with Client(server.url, TOKEN_B) as c:
