@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeat", type=int, default=5, help="timed runs per backend; the median is reported (default %(default)s)")
     b.add_argument("--warmup", type=int, default=3, help="warm-up iterations per backend (excluded)")
     b.add_argument("--precision", type=parse_list, default=("fp32",),
-                   help="comma-separated precisions (fp32, tf32, bf16; default fp32); combinations a backend does not run are skipped")
+                   help="comma-separated precisions (auto, fp32, tf32, bf16; default fp32; auto: what a default run "
+                        "uses here); combinations a backend does not run are skipped")
     b.add_argument("--content", default=None, metavar="IMAGE", help="content image (default: the bundled example)")
     b.add_argument("--style", default=None, metavar="IMAGE", help="style image (default: the bundled example)")
     b.add_argument("--json", action="store_true", help="one JSON report per (size, batch) on stdout instead of tables")

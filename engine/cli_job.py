@@ -239,13 +239,14 @@ class _CliListener:
             print(_json({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
                          "loss": o["loss"],
                          "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
-                         "seconds": o["seconds"], "backend": o["backend"], "device": o.get("device")}), flush=True)
+                         "seconds": o["seconds"], "backend": o["backend"], "precision": o.get("precision"),
+                         "device": o.get("device")}), flush=True)
         elif not self.args.quiet and self.bar is None:
             from . import progress as prog
 
             print(prog.result_line(out, o["initial_loss"], o["loss"], o["scales"],
                                    o.get("last_scale_initial_loss", o["initial_loss"]), o["seconds"],
-                                   f"{o['backend']}, {o.get('device')}"), file=sys.stderr)
+                                   f"{o['backend']} {o.get('precision', '')}, {o.get('device')}"), file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -203,8 +203,11 @@ def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rule
     for item in options:                    # FIELD=VALUE: options that leave the objective alone
         k, _, v = item.partition("=")
         extra[k] = option_value(k, v)
-    cfg = tr.config.replace(backend=backend, precision=precision, lbfgs_rules=lbfgs_rules, iters=max(1, iters),
-                            save_every=0, print_every=1, **extra)
+    # a contestant's own options (torch+lbfgs_rules=torch) override the run-wide ones
+    base = {"backend": backend, "precision": precision, "lbfgs_rules": lbfgs_rules}
+    base.update(extra)
+    lbfgs_rules = base["lbfgs_rules"]
+    cfg = tr.config.replace(iters=max(1, iters), save_every=0, print_every=1, **base)
     st = Stylizer(cfg, vgg=vgg)
     points: List[dict] = []
     status = "ok"
@@ -226,6 +229,7 @@ def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rule
         n = max(1, len(points) - 1)
         phases = {k: v / n for k, v in st.backend.timer.totals.items()}
         name = st.backend.name
+        precision = st.config.precision        # --precision auto: what ran
     finally:
         st.close()
     return {"peer": "stylegrad", "backend": name, "precision": precision, "lbfgs_rules": lbfgs_rules,

@@ -116,11 +116,12 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
     """Estimate every batch's peak memory from the images' headers (batches as the job plans
     them: one output size, ``batch_size`` at most) and refuse the run (MemoryLimitError, exit
     2) when none fits. Unreadable headers are left to fail with their image."""
-    from .backends.registry import resolve_backend
+    from .backends.registry import resolve_backend_and_precision
     from .stylizer import parse_device
 
     device = parse_device(config.device)
-    backend = resolve_backend(config.backend, device, config.precision)
+    backend, precision = resolve_backend_and_precision(config.backend, device, config.precision)
+    config = config.replace(precision=precision)    # the memory estimate counts what will run
     groups: Dict[Tuple[int, int], list] = {}
     for i, c in enumerate(contents):
         try:
@@ -304,9 +305,11 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
     summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters, "scales": len(plan),
                "loss": result.final_loss, "initial_loss": result.history[0].loss,
                "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
-               "seconds": round(result.seconds, 3), "backend": result.backend}
+               "seconds": round(result.seconds, 3), "backend": result.backend,
+               "precision": result.precision}
     if args.json:
         print(_json(summary), flush=True)
     elif not args.quiet:
         print(prog.result_line(str(out), result.initial_loss, result.final_loss, len(plan),
-                               result.last_scale_initial_loss, result.seconds, result.backend), file=sys.stderr)
+                               result.last_scale_initial_loss, result.seconds,
+                               f"{result.backend} {result.precision}"), file=sys.stderr)

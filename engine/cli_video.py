@@ -73,7 +73,7 @@ def _settings(args):
 def cmd_video(args) -> int:
     from . import images as imgs
     from . import memory
-    from .backends.registry import resolve_backend
+    from .backends.registry import resolve_backend_and_precision
     from .errors import ConfigError
     from .fileio import check_writable_folder, output_lock
     from .stylizer import Stylizer, parse_device
@@ -99,7 +99,8 @@ def cmd_video(args) -> int:
     plan = plan_video(info, config, settings)
     config = config.replace(size=max(plan.size_hw))
     device = parse_device(config.device)
-    backend = resolve_backend(config.backend, device, config.precision)
+    backend, precision = resolve_backend_and_precision(config.backend, device, config.precision)
+    config = config.replace(precision=precision)    # the memory estimate counts what will run
     memory.check_fits(estimate_memory(plan, config, style_hw, backend), config, device,
                       f"one {info.width}x{info.height} frame stylised at {plan.size_hw[1]}x{plan.size_hw[0]} px")
     job_dir = Path(args.job_dir) if args.job_dir else out.with_name(out.name + ".job")

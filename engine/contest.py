@@ -165,17 +165,23 @@ def parse_peers(text: str) -> List[str]:
 
 def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str]) -> List[Contestant]:
     """Each backend x precision that runs on this CPU; a precision a backend does not run is
-    skipped (as plain ``stylegrad bench`` does), an unavailable backend is an error."""
-    from .backends.registry import resolve_backend
+    skipped (as plain ``stylegrad bench`` does), an unavailable backend is an error. ``auto``
+    (backend or precision) is resolved to see what would run: a combination that runs the same
+    as an earlier one (``--backends auto,torch --precision auto,bf16`` on a bf16 CPU) is run once,
+    under its first name."""
+    from .backends.registry import resolve_backend_and_precision
 
-    out = []
+    out, seen = [], set()
     for spec in backends:
         b, opts = parse_backend_spec(spec)
         for pr in precisions:
             try:
-                resolve_backend(b, torch.device("cpu"), pr)
+                ran = resolve_backend_and_precision(b, torch.device("cpu"), pr)
             except ConfigError:
                 continue
+            if (ran, opts) in seen:
+                continue
+            seen.add((ran, opts))
             out.append(Contestant("stylegrad", b, pr, opts))
     return out
 
@@ -307,6 +313,8 @@ def summarise(contestants: Sequence[Contestant], runs: Dict[str, List[dict]], ta
         ms = [m for m in (ms_per_iter(r) for r in recs) if m is not None]
         med = statistics.median(ms) if ms else None
         row = {"contestant": c.name, "kind": c.kind, "backend": c.backend or None, "precision": c.precision or None,
+               "precision_ran": recs[0].get("precision") if c.kind == "stylegrad" else None,
+               "default_run": c.kind == "stylegrad" and c.backend == "auto" and c.precision == "auto" and not c.options,
                "options": dict(c.options),
                "version": recs[0].get("version"), "repeats": len(recs),
                "ms_per_iter": med, "ms_per_iter_min": min(ms) if ms else None, "ms_per_iter_max": max(ms) if ms else None,
@@ -321,6 +329,9 @@ def summarise(contestants: Sequence[Contestant], runs: Dict[str, List[dict]], ta
                "status": recs[0].get("status", "ok"),
                "gflops_achieved": (flops_per_iter / (med * 1e-3) / 1e9) if med else None}
         row["fraction_of_gemm"] = row["gflops_achieved"] / gemm_gflops if row["gflops_achieved"] else None
+        if c.kind == "stylegrad" and "auto" in (c.backend, c.precision):
+            ran = f"{recs[0].get('backend')} {recs[0].get('precision')}"
+            row["contestant"] = (f"stylegrad default ({ran})" if row["default_run"] else f"{c.name} ({ran})")
         if c.kind == "stylegrad" and med:
             phases = {k: statistics.median([r["phases_ms_per_iter"].get(k, 0.0) for r in recs])
                       for k in recs[0].get("phases_ms_per_iter", {})}

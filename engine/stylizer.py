@@ -16,7 +16,7 @@ from PIL import Image
 from . import colors, scales
 from . import images as imgs
 from . import memory
-from .backends import create_backend, resolve_backend
+from .backends import create_backend, resolve_backend_and_precision
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
 from .errors import ConfigError, DivergedError, ImageError, StalledError
@@ -72,6 +72,7 @@ class StyleResult:
     backend: str
     status: str = "ok"
     message: str = ""
+    precision: str = "fp32"        # what ran (--precision auto resolved)
 
     @property
     def final_loss(self) -> float:
@@ -185,7 +186,9 @@ class Stylizer:
         self.config = config or StyleConfig()
         self.device = parse_device(self.config.device)
         # before the weights load (maybe a download): a combination no backend runs fails now
-        backend = resolve_backend(self.config.backend, self.device, self.config.precision)
+        backend, precision = resolve_backend_and_precision(self.config.backend, self.device, self.config.precision)
+        if precision != self.config.precision:      # precision auto: what runs here, from now on
+            self.config = self.config.replace(precision=precision)
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
                                     download_progress, self.config.preprocess)).with_pool(self.config.pool)
         # from here on the config is concrete: the weights' input convention and the style
@@ -390,7 +393,8 @@ class Stylizer:
                 image = self._finish(xb, rgb[b:b + 1])[0]
                 at = f"iteration {it}" + (f" of scale {scale_index}" if sc.count > 1 else "")
                 message += f"; returning the last iterate with a finite loss ({at})"
-            results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message))
+            results.append(StyleResult(image, histories[b], seconds, self.backend.name, status, message,
+                                           precision=self.config.precision))
         return results
 
     # -- pieces of run_batch -------------------------------------------------------------------

@@ -34,14 +34,20 @@ def style_loss(G: Tensor, A: Tensor, loss_scale: float, grad_scale: float) -> tu
 def style_feature_grad(D: Tensor, F: Tensor) -> Tensor:
     """D @ F: D (B, C, C), F (B, C, M) -> (B, C, M) in F's dtype, in F's memory layout.
 
+    As ``cuda_ops.style_feature_grad``: D is rounded to F's dtype and the GEMM runs in it (oneDNN
+    and cuBLAS accumulate bf16 products in float32); the result is in F's dtype either way, so
+    for bf16 this adds one bf16 rounding of D and runs the GEMM ~5x faster than in float32 on a
+    CPU with AVX512_BF16 (measured at C=64, M=49152: 2.3 vs 13 ms, one thread).
     F may be the (B, C, M) view of a channels-last feature map (contiguous as (B, M, C)); the
     result then has the same strides, computed as (F^T D^T)^T without copying F.
     """
     check_ndim("D", D, 3)
     check_ndim("F", F, 3)
+    check_float("F", F)
+    Dq = D.to(F.dtype)
     if not F.is_contiguous() and F.transpose(1, 2).is_contiguous():
-        return torch.bmm(F.transpose(1, 2).float(), D.transpose(1, 2).float()).to(F.dtype).transpose(1, 2)
-    return torch.bmm(D.float(), F.float()).to(F.dtype)
+        return torch.bmm(F.transpose(1, 2), Dq.transpose(1, 2)).transpose(1, 2)
+    return torch.bmm(Dq, F)
 
 
 def content_loss(F: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:

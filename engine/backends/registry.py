@@ -98,10 +98,46 @@ def _precision_problem(name: str, precision: str) -> str:
     return f"--precision {precision} needs --backend {' or '.join(others)}; backend {name} runs in {', '.join(declared)}"
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively: a CPU with AVX512_BF16 or AMX (oneDNN's bf16
+    convolutions and GEMMs; without them bf16 is emulated and slower than fp32), a CUDA GPU of
+    compute capability 8.0 or newer (bf16 tensor cores)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        cpu = getattr(torch, "cpu", None)
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, c, lambda: False)()) for c in checks)
+    return False
+
+
+def resolve_precision(precision: str, backend: str, device: torch.device) -> str:
+    """The precision a run uses: ``precision`` itself, or for ``auto`` bf16 when the device has
+    native bf16 and ``backend`` (a resolved name) runs it, else fp32. bf16 keeps the loss, the
+    Gram matrices, the image and the optimiser in fp32 (README "Backends and precision"); a
+    500-iteration run ends within 2% of fp32's loss (bench/results, tests/test_precision.py)."""
+    if precision != "auto":
+        return precision
+    if native_bf16(device) and "bf16" in _declared_precisions(backend):
+        return "bf16"
+    return "fp32"
+
+
+def resolve_backend_and_precision(name: str, device: torch.device, precision: str) -> Tuple[str, str]:
+    """(backend, precision) a run uses for ``--backend name --precision precision``."""
+    backend = resolve_backend(name, device, precision)
+    return backend, resolve_precision(precision, backend, device)
+
+
 def resolve_backend(name: str, device: torch.device, precision: str = "fp32") -> str:
     """The backend that runs for ``--backend name`` (or ``auto``) on ``device`` at
     ``precision``; raises when none can. The only place these rules are checked."""
     device = torch.device(device)
+    if precision == "auto":         # every backend runs fp32, the fallback of auto
+        precision = "fp32"
     problem = _device_problem(device, precision)
     if problem:
         raise ConfigError(problem)
@@ -120,5 +156,7 @@ def resolve_backend(name: str, device: torch.device, precision: str = "fp32") ->
 
 
 def create_backend(name: str, vgg, config, device):
-    name = resolve_backend(name, device, config.precision)
+    name, precision = resolve_backend_and_precision(name, device, config.precision)
+    if precision != config.precision:
+        config = config.replace(precision=precision)
     return _load(name)(vgg, config, torch.device(device))

@@ -249,6 +249,7 @@ class JobWorker:
             base = {"index": item.index, "input": item.input, "name": item.name, "output": item.output,
                     "input_sha256": in_sha,
                     "seconds": round(result.seconds, 3), "batch": len(items), "backend": result.backend,
+                    "precision": result.precision,
                     "device": self.device, "host": self.host}
             if item.name in warnings:
                 base["warnings"] = warnings[item.name]

@@ -31,6 +31,9 @@ def make_optimizer(x: Tensor, config: StyleConfig, per_image: bool = True, direc
     ``direction``: overrides ``config.lbfgs_direction`` (None: the config's)."""
     if config.optimizer == "lbfgs":
         rules = TORCH_COMPATIBLE if config.lbfgs_rules == "torch" else {}
+        direction = direction or config.lbfgs_direction
+        if direction == "auto":     # config.LBFGS_DIRECTIONS says why
+            direction = "compact" if x.device.type == "cpu" else "two_loop"
         return LBFGS(x, history=config.lbfgs_history, lr=config.effective_lr, per_image=per_image,
-                     direction=direction or config.lbfgs_direction, **rules)
+                     direction=direction, **rules)
     return Adam(x, lr=config.effective_lr, per_image=per_image)

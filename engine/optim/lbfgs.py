@@ -17,6 +17,12 @@ s.y > 0 at once, which is why tests on them never saw it. Our safeguards, each s
 * ``first_step`` (0.01): until a pair is accepted, H0 = first_step / |g|_inf, i.e. a steepest
   descent step in image units that moves no pixel by more than 0.01 (torch: H0 = 1 and a first
   step t = lr * min(1, 1/|g|_1), unitless, then H0 = 1 again if the pair is rejected).
+  ``first_step_growth`` (2): while no pair has been accepted, step k may move pixels by
+  first_step * 2^(k-1) (capped by max_step below). On trained weights from the photo the loss
+  stays concave along -g for the first ~10 steps; with a fixed 0.01 each lowered the loss ~3%
+  (4.42e7 -> 3.33e7 in 10 iterations at 256x192 px, VGG16, Tuebingen x Starry Night); growing,
+  the loss is 1.8e6 at iteration 10 and 6.3e5 at 20 (1.17e6 before). Random weights and noise
+  starts accept a pair at once and never see the growth.
 * ``max_step`` (0.25): every step is t = lr * min(1, max_step / |d|_inf), so no pixel moves by
   more than a quarter of its range in one iteration, whatever the curvature model says.
 * ``min_cosine`` (1e-6): a pair is accepted when s.y > min_cosine |s| |y| instead of
@@ -82,6 +88,7 @@ DIRECTIONS = ("two_loop", "compact")
 FIRST_STEP = 0.01    # image units: the [0, 1] pixel range
 MAX_STEP = 0.25
 MIN_COSINE = 1e-6
+FIRST_STEP_GROWTH = 2.0   # per iteration while no curvature pair has been accepted
 # torch.optim.LBFGS's rules (the test oracle): no safeguard
 TORCH_COMPATIBLE = {"first_step": None, "max_step": None, "min_cosine": None}
 
@@ -109,12 +116,16 @@ class LBFGS:
 
     def __init__(self, x: Tensor, history: int = 100, lr: float = 1.0, per_image: bool = False,
                  direction: str = "two_loop", first_step: Optional[float] = FIRST_STEP,
-                 max_step: Optional[float] = MAX_STEP, min_cosine: Optional[float] = MIN_COSINE):
+                 max_step: Optional[float] = MAX_STEP, min_cosine: Optional[float] = MIN_COSINE,
+                 first_step_growth: float = FIRST_STEP_GROWTH):
         batch, n = check_param(x, per_image)
         for name, v in (("first_step", first_step), ("max_step", max_step), ("min_cosine", min_cosine)):
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number > 0 or None, got {v!r}")
         self.first_step, self.max_step, self.min_cosine = first_step, max_step, min_cosine
+        if not (math.isfinite(first_step_growth) and first_step_growth >= 1.0):
+            raise ValueError(f"first_step_growth must be a finite number >= 1, got {first_step_growth!r}")
+        self.first_step_growth = float(first_step_growth)
         if int(history) < 1:
             raise ValueError(f"history must be >= 1, got {history!r}")
         if direction not in DIRECTIONS:
@@ -153,6 +164,9 @@ class LBFGS:
         self.d = f(B, n)                    # [d] last direction
         self.t = f(B)                       # [t] last step length
         self.prev_grad = f(B, n)            # [prev_flat_grad]
+        # safeguarded rules: x before the last step, so that s is the displacement x really made
+        # (torch: s = t d, which differs from it once t d is below x's rounding)
+        self.prev_x = f(B, n) if first_step is not None else None
         # -- constants --
         self._slot_base = torch.arange(B, device=dev, dtype=torch.long) * (H + 1)
         self._visit = torch.arange(H, device=dev, dtype=torch.long)       # j = 0: newest
@@ -250,7 +264,14 @@ class LBFGS:
         #   ours:   s.y > min_cosine |s| |y| (relative: invariant to scaling the loss; NaN or
         #           overflowed products fail it, so an exploded step never enters the history)
         torch.sub(g, self.prev_grad, out=self._y)
-        torch.mul(self.d, col(self.t), out=self._s)
+        if safe:
+            # the step x really made. Near a minimum in float32, t d can fall below x's rounding:
+            # x does not move, y is noise, and a pair (t d, noise) once accepted set H0 = 2e4
+            # times too large and threw the iterate far off (the concave toy of tests/test_optim,
+            # iteration 10). With the real displacement that pair is s = 0 and is rejected.
+            torch.sub(x, self.prev_x, out=self._s)
+        else:
+            torch.mul(self.d, col(self.t), out=self._s)
         rowdot(self._y, self._s, self._ys)
         rowdot(self._y, self._y, self._yy)
         if self.min_cosine is None:
@@ -284,7 +305,19 @@ class LBFGS:
             # moves pixels by |g|_inf -- 4e5 on trained VGG weights). After: s.y / y.y.
             torch.reciprocal(self._gmax, out=self._h0).mul_(self.first_step)
             torch.gt(self.n_accepted, 0, out=self._bmask)
-            torch.where(self._bmask, self.gamma, self._h0, out=self.h_diag)
+            if self.first_step_growth != 1.0:
+                # while the loss stays concave along -g (no pair accepted yet), each step may
+                # move pixels first_step_growth times further than the last: first_step *
+                # growth^(k-1) at iteration k, capped at max_step as every step is (below).
+                # The fallback step further down keeps the plain first_step.
+                self._tmp2.copy_(self.n_iter).sub_(1)
+                torch.pow(self.first_step_growth, self._tmp2, out=self._tmp)
+                if self.max_step is not None:
+                    self._tmp.clamp_(max=self.max_step / self.first_step)
+                self._tmp.mul_(self._h0)
+                torch.where(self._bmask, self.gamma, self._tmp, out=self.h_diag)
+            else:
+                torch.where(self._bmask, self.gamma, self._h0, out=self.h_diag)
         else:
             self.h_diag.copy_(self.gamma)
 
@@ -329,6 +362,8 @@ class LBFGS:
             torch.gt(self._gtd, 0.0, out=take)
             take.logical_not_().logical_and_(active)
         # x += t d
+        if safe:
+            self.prev_x.copy_(x)
         torch.addcmul(x, self.d, col(self.t), out=self._s)
         torch.where(col(take), self._s, x, out=x)
 
