@@ -400,15 +400,18 @@ def run_contest(spec: ContestSpec, progress=None) -> dict:
 
     if spec.iters < 1 or spec.repeat < 1 or spec.size < 1 or spec.threads < 1:
         raise ConfigError("bench needs --iters, --repeat, --size and --threads >= 1")
-    for p in spec.peers:
-        why = peer_available(p)
-        if why:
-            raise ConfigError(f"--peers {p}: {why}")
+    # a peer that cannot run here is recorded with its reason (peers_not_run, and a warning) while
+    # the others run; when none of the asked peers can run, that is the error
+    not_run = {p: why for p in spec.peers for why in [peer_available(p)] if why}
+    if not_run and len(not_run) == len(spec.peers):
+        p, why = next(iter(not_run.items()))
+        raise ConfigError(f"--peers {p}: {why}")
+    peers = [p for p in spec.peers if p not in not_run]
     iterations = spec.iters
     if spec.target is not None and spec.target.iters is not None:
         iterations = max(iterations, spec.target.iters)
     contestants = stylegrad_contestants(spec.backends, spec.precisions)
-    contestants += [Contestant(p) for p in spec.peers]
+    contestants += [Contestant(p) for p in peers]
     if not contestants:
         raise ConfigError("no contestants: give --backends and/or --peers")
     runs: Dict[str, List[dict]] = {c.name: [] for c in contestants}
@@ -432,6 +435,7 @@ def run_contest(spec: ContestSpec, progress=None) -> dict:
     cost = iteration_cost(spec.model, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, h, w)
     gemm = measured_gemm_gflops(spec.threads)
     rows, target_loss, warnings = summarise(contestants, runs, spec.target, cost["total_flops"], gemm)
+    warnings += [f"--peers {p} not run: {why}" for p, why in not_run.items()]
     return {
         "kind": "contest", "command": spec.command, "commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -449,7 +453,7 @@ def run_contest(spec: ContestSpec, progress=None) -> dict:
         "units": {"ms_per_iter": "ms", "peak_rss_mib": "MiB", "seconds_to_loss": "s", "setup_s": "s",
                   "gflops_achieved": "GFLOP/s", "gemm_gflops": "GFLOP/s", "phases_ms_per_iter": "ms",
                   "loss_per_iter": "loss (neural-style-pt's objective)", "seconds_per_iter_point": "s since the first loss"},
-        "results": rows, "warnings": warnings,
+        "results": rows, "warnings": warnings, "peers_not_run": not_run,
     }
 
 

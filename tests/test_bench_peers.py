@@ -131,7 +131,7 @@ def test_bench_peers_end_to_end(tmp_path):
     """Two contestants, two rotated repeats, each its own process; the results file says what
     ran where, with units, and the plot and trace are written."""
     out, plot, trace = tmp_path / "r.json", tmp_path / "p.png", tmp_path / "trace"
-    cmd = [sys.executable, "-m", "stylegrad.cli", "bench", "--peers", "neural-style-pt", "--backends", "torch",
+    cmd = [sys.executable, "-m", "stylegrad.cli", "bench", "--peers", "neural-style-pt,pystiche", "--backends", "torch",
            "--weights", "random", "--model", "vgg16", "--size", "24", "--iters", "3", "--repeat", "2",
            "--to-loss", "neural-style-pt:2", "--out", str(out), "--trace", str(trace)]
     if contest.peer_available("neural-style-pt") is None:
@@ -146,6 +146,10 @@ def test_bench_peers_end_to_end(tmp_path):
     for key in ("command", "commit", "cpu", "threads", "versions", "gemm_gflops", "units", "run_order"):
         assert r[key] not in (None, "", {}), key
     assert r["gemm_gflops"] > 0 and r["versions"]["neural-style"] == "0.5.7"
+    # a peer that cannot run here is named with its reason; the others still ran
+    why = contest.peer_available("pystiche")
+    assert r["peers_not_run"] == ({"pystiche": why} if why else {})
+    assert (f"--peers pystiche not run: {why}" in r["warnings"]) == bool(why)
     assert r["run_order"] == [["stylegrad torch fp32", "neural-style-pt"], ["neural-style-pt", "stylegrad torch fp32"]]
     by = {x["contestant"]: x for x in r["results"]}
     assert set(by) == {"stylegrad torch fp32", "neural-style-pt"}
