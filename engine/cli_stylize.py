@@ -120,7 +120,7 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
     from .stylizer import parse_device
 
     device = parse_device(config.device)
-    backend, precision = resolve_backend_and_precision(config.backend, device, config.precision)
+    backend, precision = resolve_backend_and_precision(config.backend, device, config.precision, config.size)
     config = config.replace(precision=precision)    # the memory estimate counts what will run
     groups: Dict[Tuple[int, int], list] = {}
     for i, c in enumerate(contents):

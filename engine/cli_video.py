@@ -99,7 +99,7 @@ def cmd_video(args) -> int:
     plan = plan_video(info, config, settings)
     config = config.replace(size=max(plan.size_hw))
     device = parse_device(config.device)
-    backend, precision = resolve_backend_and_precision(config.backend, device, config.precision)
+    backend, precision = resolve_backend_and_precision(config.backend, device, config.precision, config.size)
     config = config.replace(precision=precision)    # the memory estimate counts what will run
     memory.check_fits(estimate_memory(plan, config, style_hw, backend), config, device,
                       f"one {info.width}x{info.height} frame stylised at {plan.size_hw[1]}x{plan.size_hw[0]} px")

@@ -163,7 +163,7 @@ def parse_peers(text: str) -> List[str]:
     return peers
 
 
-def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str]) -> List[Contestant]:
+def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str], size: Optional[int] = None) -> List[Contestant]:
     """Each backend x precision that runs on this CPU; a precision a backend does not run is
     skipped (as plain ``stylegrad bench`` does), an unavailable backend is an error. ``auto``
     (backend or precision) is resolved to see what would run: a combination that runs the same
@@ -176,7 +176,7 @@ def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str]) ->
         b, opts = parse_backend_spec(spec)
         for pr in precisions:
             try:
-                ran = resolve_backend_and_precision(b, torch.device("cpu"), pr)
+                ran = resolve_backend_and_precision(b, torch.device("cpu"), pr, size)
             except ConfigError:
                 continue
             if (ran, opts) in seen:
@@ -410,7 +410,7 @@ def run_contest(spec: ContestSpec, progress=None) -> dict:
     iterations = spec.iters
     if spec.target is not None and spec.target.iters is not None:
         iterations = max(iterations, spec.target.iters)
-    contestants = stylegrad_contestants(spec.backends, spec.precisions)
+    contestants = stylegrad_contestants(spec.backends, spec.precisions, spec.size)
     contestants += [Contestant(p) for p in peers]
     if not contestants:
         raise ConfigError("no contestants: give --backends and/or --peers")

@@ -186,7 +186,8 @@ class Stylizer:
         self.config = config or StyleConfig()
         self.device = parse_device(self.config.device)
         # before the weights load (maybe a download): a combination no backend runs fails now
-        backend, precision = resolve_backend_and_precision(self.config.backend, self.device, self.config.precision)
+        backend, precision = resolve_backend_and_precision(self.config.backend, self.device, self.config.precision,
+                                                           self.config.size)
         if precision != self.config.precision:      # precision auto: what runs here, from now on
             self.config = self.config.replace(precision=precision)
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,

@@ -89,14 +89,18 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch):
     assert registry.resolve_backend_and_precision("auto", cpu, "auto") == ("torch", "bf16")
     assert registry.resolve_backend_and_precision("reference", cpu, "auto") == ("reference", "fp32")
     assert registry.resolve_backend_and_precision("torch", cpu, "fp32") == ("torch", "fp32")   # the opt-out
-    st = Stylizer(StyleConfig(weights="random", size=16, iters=2))
+    # below 128 px bf16's rounding is as large as what is being resolved: fp32
+    assert registry.resolve_backend_and_precision("auto", cpu, "auto", 127) == ("torch", "fp32")
+    assert registry.resolve_backend_and_precision("auto", cpu, "auto", 128) == ("torch", "bf16")
+    assert Stylizer(StyleConfig(weights="random", size=16)).config.precision == "fp32"
+    st = Stylizer(StyleConfig(weights="random", size=128, iters=1))
     assert st.config.precision == "bf16" and st.backend.dtype == torch.bfloat16
-    r = st.run(torch.rand(3, 16, 16), [torch.rand(3, 16, 16)])
+    r = st.run(torch.rand(3, 24, 24), [torch.rand(3, 24, 24)])
     assert r.precision == "bf16"
     monkeypatch.setattr(registry, "native_bf16", lambda device: False)
     assert registry.resolve_backend_and_precision("auto", cpu, "auto") == ("torch", "fp32")
-    st = Stylizer(StyleConfig(weights="random", size=16, iters=2))
-    assert st.config.precision == "fp32" and st.run(torch.rand(3, 16, 16), [torch.rand(3, 16, 16)]).precision == "fp32"
+    st = Stylizer(StyleConfig(weights="random", size=128, iters=1))
+    assert st.config.precision == "fp32" and st.run(torch.rand(3, 24, 24), [torch.rand(3, 24, 24)]).precision == "fp32"
 
 
 def test_native_bf16_reads_the_cpu_flags(monkeypatch):
