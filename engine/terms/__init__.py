@@ -38,7 +38,8 @@ def build(config) -> List[Term]:
 
 def check_inputs(config, content_hws, style_hws) -> None:
     """Every term's checks of the inputs that need no weights (masks readable, with their
-    images' aspect ratios, colours that agree): run before any work."""
+    images' aspect ratios, colours that agree): run before any work. ``content_hws`` and
+    ``style_hws``: (height, width) of the images, or None where not known yet."""
     for cls in TERM_CLASSES:
         if cls.applies(config):
             cls.check_inputs(config, content_hws, style_hws)

@@ -76,9 +76,40 @@ class RegionMask:
         return torch.from_numpy(ind.astype(np.float32))[None, None]
 
 
+_DECODED: "Dict[tuple, RegionMask]" = {}     # the last few masks read (warned about once)
+
+
+def _source_key(source, what: str) -> Optional[tuple]:
+    import hashlib
+    import os
+
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            st = os.stat(source)
+        except OSError:
+            return None
+        return what, "path", os.fspath(source), st.st_mtime_ns, st.st_size
+    if isinstance(source, np.ndarray):
+        return what, "array", source.shape, str(source.dtype), hashlib.sha256(np.ascontiguousarray(source)).hexdigest()
+    return None
+
+
 def read_mask(source, what: str) -> RegionMask:
     """A mask from a path, PIL image, numpy array or tensor (anything ``stylegrad.images``
-    reads): its region colours and labels. Unreadable input: ImageError naming ``what``."""
+    reads): its region colours and labels. Unreadable input: ImageError naming ``what``.
+    The last few masks read are kept, so a mask is decoded (and warned about) once."""
+    key = _source_key(source, what)
+    if key is not None and key in _DECODED:
+        return _DECODED[key]
+    mask = _decode(source, what)
+    if key is not None:
+        if len(_DECODED) >= 8:
+            _DECODED.pop(next(iter(_DECODED)))
+        _DECODED[key] = mask
+    return mask
+
+
+def _decode(source, what: str) -> RegionMask:
     try:
         t = imgs.to_tensor(source, what)
     except ImageError as e:
@@ -100,7 +131,7 @@ def read_mask(source, what: str) -> RegionMask:
         n = int(counts[other].sum())
         warnings.warn(f"{what}: {n} pixel(s) of {len(other)} colour(s) that are not regions (anti-aliased edges?) "
                       f"were snapped to the nearest of its region colours "
-                      f"{', '.join(_hex(c) for c in colours)}; draw masks in solid colours", MaskWarning, stacklevel=2)
+                      f"{', '.join(_hex(c) for c in colours)}; draw masks in solid colours", MaskWarning, stacklevel=3)
     labels = rank[inverse].reshape(flat.shape)
     return RegionMask(what, tuple(tuple(int(v) for v in c) for c in colours), labels)
 
@@ -137,12 +168,15 @@ def masks_of(config) -> Tuple[Optional[RegionMask], List[Optional[RegionMask]]]:
 
 def check_inputs(config, content_hws: Sequence[Tuple[int, int]], style_hws: Sequence[Tuple[int, int]]) -> None:
     """Before any work: the masks read, agree with each other, and have their images' aspect
-    ratios (content images and styles as (height, width)); one style mask per style."""
+    ratios (content images and styles as (height, width); None: not known yet); one style mask
+    per style."""
     photo, paintings = masks_of(config)
     if photo is None:
         return
-    for hw in content_hws:
+    for hw in content_hws or ():
         check_aspect(photo, hw, "the content image")
+    if style_hws is None:       # styles not known yet
+        return
     if config.style_masks is not None and len(paintings) != len(style_hws):
         raise ConfigError(f"{len(paintings)} style mask(s) for {len(style_hws)} style image(s): give one per style "
                           f"(None for a painting that covers every region)")
@@ -299,7 +333,8 @@ class MaskedStyleTerm(Term):
                 if layer not in r.targets or r.areas[layer] <= 0:
                     continue
                 G = losses.gram(fv * r.masks[layer].to(fv.dtype))
-                v = sw * (G - r.targets[layer]).pow(2).flatten(1).sum(1) / (4.0 * N * N * M * M) * (M / r.areas[layer])
+                # as stylegrad.losses.style_layer_loss, times the region's M / M_r (1 for one region)
+                v = sw * ((G - r.targets[layer]).pow(2).flatten(1).sum(1) / (4.0 * N * N * M * M) * (M / r.areas[layer]))
                 total = v if total is None else total + v
         return total
 
