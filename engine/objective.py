@@ -2,6 +2,8 @@
 
 This is the middle step of every hand-written backend:
     features -> (weighted content loss, weighted style loss, d loss / d features)
+summed over the objective's feature terms (``stylegrad.terms``: each term owns its formula,
+targets, gradient and FLOPs; the ones below are the content and style terms').
 
 Gradients (F of shape (N, M) at one layer, G = F F^T, A the target):
     d/dF [1/2 sum (F-P)^2]                 = F - P

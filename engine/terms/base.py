@@ -35,6 +35,7 @@ class Term:
     # the ``stylegrad.kernels`` operations its fast path launches; none: eager torch everywhere
     kernel_ops: Tuple[str, ...] = ()
     replaces: Optional[str] = None     # the name of the term it takes the place of, if any
+    path_note: str = ""                # what ``stylegrad info`` adds to how the cuda backend runs it
 
     @classmethod
     def applies(cls, config: StyleConfig) -> bool:
@@ -91,9 +92,16 @@ class Term:
         layer -> (channels N, positions M). Elementwise work counts 0 (stylegrad.flops)."""
         return 0.0
 
-    def describe_path(self, ops_is_cuda: bool) -> str:
-        """How it runs: with kernels (which) or the eager torch path."""
-        if self.kernel_ops and ops_is_cuda:
-            return "CUDA kernels (" + ", ".join(self.kernel_ops) + ")"
-        return "eager torch" + (" (" + ", ".join(self.kernel_ops) + " from stylegrad.kernels.torch_ops)"
-                                if self.kernel_ops else "")
+    @classmethod
+    def describe_path(cls, cuda_backend: bool) -> str:
+        """What runs it (``stylegrad info``): on the cuda backend its kernels inside the CUDA
+        graph, elsewhere the same operations from ``stylegrad.kernels.torch_ops``; a term
+        without kernels runs eagerly in torch."""
+        ops = ", ".join(cls.kernel_ops)
+        if not ops:
+            path = "eager torch"
+        elif cuda_backend:
+            path = f"CUDA kernels ({ops}) in the CUDA graph"
+        else:
+            path = f"eager torch (stylegrad.kernels.torch_ops: {ops})"
+        return path + (f"; {cls.path_note}" if cls.path_note and cuda_backend else "")

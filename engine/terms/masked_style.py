@@ -208,6 +208,7 @@ class MaskedStyleTerm(Term):
     config_fields = ("content_mask", "style_masks", "style_weight", "style_layers", "style_layer_weights",
                      "style_blend_weights", "style_scale")
     kernel_ops = ("gram", "style_loss", "style_feature_grad")
+    path_note = "per region, the mask products in torch"
 
     @classmethod
     def applies(cls, config) -> bool:

@@ -16,6 +16,7 @@ class TVTerm(Term):
     kind = "pixel"
     config_fields = ("tv_weight", "tv_norm")
     kernel_ops = ("tv_loss",)
+    path_note = "--tv-norm l1 has no CUDA kernel (the cuda backend refuses it)"
 
     @property
     def active(self) -> bool:
@@ -34,8 +35,3 @@ class TVTerm(Term):
     def reference_value(self, feature, feats, image, targets):
         cfg = self.config
         return cfg.tv_weight * losses.tv_loss(image, cfg.tv_norm) if cfg.tv_weight > 0 else None
-
-    def describe_path(self, ops_is_cuda: bool) -> str:
-        if self.config.tv_norm == "l1":
-            return "eager torch (tv_l1_loss: no CUDA kernel)"
-        return super().describe_path(ops_is_cuda)
