@@ -167,6 +167,9 @@ def check_masks(args, config: StyleConfig, contents: List[Path], style_hw, budge
 
     if config.content_mask is None and not config.style_masks:
         return
+    if config.style_masks and getattr(args, "pair_styles", False):
+        raise ConfigError("--style-mask does not go with --pair-styles (each image would take one painting of "
+                          "several masks); use --content-mask alone, or one run per painting")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         terms.check_inputs(config, [imgs.image_size(c, budget) for c in contents], style_hw)

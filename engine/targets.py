@@ -67,7 +67,6 @@ class TargetBuilder:
         self.device = device
         self.terms = terms.build(config)
         self._plain_style = any(t.name == "style" for t in self.terms)
-        self._sizes: Dict[Tuple[int, int], Dict[str, Tuple[int, int]]] = {}
         self._term_cache: Dict[Tuple[int, int], Dict[str, Any]] = {}   # of the set_styles() styles
         self._styles: Optional[List[torch.Tensor]] = None
         self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
@@ -99,14 +98,12 @@ class TargetBuilder:
             raise ConfigError(f"{len(bw)} --style-blend-weights for {n} style image(s)")
 
     def layer_sizes(self, h: int, w: int) -> Dict[str, Tuple[int, int]]:
-        """(height, width) per loss layer present for an image of h x w (cached per size)."""
-        if (h, w) not in self._sizes:
-            probe = torch.zeros(1, 3, h, w, device=self.device)
-            layers = sorted(set(self.config.content_layers) | set(self.config.style_layers))
-            # Only shapes matter; a forward on a blank image is cheap next to the optimisation.
-            feats = self.backend.features(probe, layers)
-            self._sizes[(h, w)] = {k: (int(v.shape[-2]), int(v.shape[-1])) for k, v in feats.items()}
-        return self._sizes[(h, w)]
+        """(height, width) per loss layer present for an image of h x w."""
+        probe = torch.zeros(1, 3, h, w, device=self.device)
+        layers = sorted(set(self.config.content_layers) | set(self.config.style_layers))
+        # Only shapes matter; a forward on a blank image is cheap next to the optimisation.
+        feats = self.backend.features(probe, layers)
+        return {k: (int(v.shape[-2]), int(v.shape[-1])) for k, v in feats.items()}
 
     def positions(self, h: int, w: int) -> Dict[str, int]:
         """M (positions) per loss layer present for an image of h x w."""

@@ -244,7 +244,7 @@ def test_cli_masks_run_and_write(tmp_path, capsys):
     assert (tmp_path / "out.png").exists()
 
 
-@pytest.mark.parametrize("case", ["aspect", "colour", "unreadable", "missing", "order", "style-aspect"])
+@pytest.mark.parametrize("case", ["aspect", "colour", "unreadable", "missing", "order", "style-aspect", "pair"])
 def test_cli_bad_masks_are_one_line_errors_before_any_work(tmp_path, capsys, case):
     h, w = _photo_hw()
     sh, sw = Image.open(EXAMPLES / "style.png").size[::-1]
@@ -267,6 +267,10 @@ def test_cli_bad_masks_are_one_line_errors_before_any_work(tmp_path, capsys, cas
         argv = ["stylize", str(EXAMPLES / "content.png"), "--style-mask", good, "--style", str(EXAMPLES / "style.png"),
                 "-o", str(tmp_path / "out.png")] + FAST
         needles = ("--style-mask must come after",)
+    elif case == "pair":
+        argv = _argv(tmp_path, "--style-mask", _save(tmp_path / "sm.png", _halves(sh, sw)), "--content-mask", good,
+                     "--pair-styles")
+        needles = ("--pair-styles",)
     else:
         argv = _argv(tmp_path, "--style-mask", _save(tmp_path / "sm.png", _halves(sh, 3 * sw)), "--content-mask", good)
         needles = ("--style-mask of style 1", "aspect ratio")
