@@ -22,6 +22,7 @@ from typing import List, Optional, Sequence
 import torch
 
 from . import images as imgs
+from . import terms
 from .backends.base import PhaseTimer
 from .backends.registry import resolve_backend
 from .config import StyleConfig
@@ -133,7 +134,7 @@ def run_bench(backends: Sequence[str], size: int, batch: int, iters: int, repeat
     ref = results[0]
     h, w = c.shape[-2:]
     cfg = StyleConfig()
-    cost = iteration_cost(model, cfg.content_layers, cfg.style_layers, h, w, batch)
+    cost = iteration_cost(model, cfg.content_layers, cfg.style_layers, h, w, batch, terms=terms.build(cfg))
     peak = measured_matmul_tflops(dev) if dev.type == "cuda" else None
     for r in results:
         r["loss_rel_diff_vs_reference"] = abs(r["final_loss"] - ref["final_loss"]) / max(abs(ref["final_loss"]), 1e-30)

@@ -125,6 +125,20 @@ def unknown_option_hint(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
     return None
 
 
+class _StyleMaskAction(argparse.Action):
+    """``--style-mask FILE`` belongs to the ``--style`` given just before it: kept as
+    (style index, FILE) pairs (``cli_stylize.with_style_masks`` makes them the config's)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        n = len(getattr(namespace, "style", None) or [])
+        pairs = list(getattr(namespace, self.dest, None) or [])
+        if n == 0:
+            parser.error("--style-mask must come after the --style it belongs to")
+        if any(i == n - 1 for i, _ in pairs):
+            parser.error(f"two --style-mask for style {n}: give one mask per --style")
+        setattr(namespace, self.dest, pairs + [(n - 1, values)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="stylegrad", description="Optimisation-based neural style transfer (Gatys et al.).")
     p.add_argument("--version", action="store_true", help="print the version of stylegrad (and torch) and exit")
@@ -134,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     # CLI-only options: inputs, outputs and reporting. Every run option comes from StyleConfig.
     s.add_argument("content", nargs="+", metavar="CONTENT", help="content images (or folders of images)")
     s.add_argument("--style", action="append", required=True, metavar="S", help="style image (repeat to blend)")
+    s.add_argument("--style-mask", action=_StyleMaskAction, dest="style_mask_list", default=[], metavar="FILE",
+                   help="the region mask of the --style before it: which of that painting's pixels belong to which "
+                        "region of --content-mask, by the same colours (see --content-mask)")
     out = s.add_mutually_exclusive_group(required=True)
     out.add_argument("-o", "--output", metavar="OUT", help="output file (one content image)")
     out.add_argument("--out-dir", metavar="DIR", help="output folder (CONTENT_stem.png each)")

@@ -44,12 +44,25 @@ def gather_info() -> dict:
     # cuda backend runs frames with it in its eager loop, not in its CUDA graph
     video["temporal_term"] = "eager on every backend (cuda: eager loop, no CUDA graph)"
     info["video"] = video
+    info["terms"] = term_paths()
     info["backends"] = {}
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         for name in backend_names():
             ok, why = backend_status(name, torch.device(dev))
             info["backends"][f"{name}@{dev}"] = "yes" if ok else f"no: {why}"
     return info
+
+
+def term_paths() -> dict:
+    """Per loss term (``stylegrad.terms``): what runs it on the cuda backend, and elsewhere."""
+    from .terms import TERM_CLASSES
+    from .video.temporal import TemporalTerm
+
+    out = {}
+    for cls in TERM_CLASSES + (TemporalTerm,):
+        out[cls.name] = {"cuda": cls.describe_path(True), "torch/onnxruntime": cls.describe_path(False),
+                         "reference": "autograd (stylegrad.losses)"}
+    return out
 
 
 def cmd_info(args) -> int:
@@ -68,6 +81,9 @@ def cmd_info(args) -> int:
     print(f"video: PyAV {v['av'] or 'not installed'}, OpenCV {v['opencv'] or 'not installed'}"
           + ("" if v["av"] and v["opencv"] else " (pip install 'stylegrad[video]')")
           + f"; temporal term: {v['temporal_term']}")
+    print("loss terms (what runs each):")
+    for name, paths in info["terms"].items():
+        print(f"  {name:13s} cuda: {paths['cuda']}; torch/onnxruntime: {paths['torch/onnxruntime']}")
     print("backends:")
     for k, v in info["backends"].items():
         print(f"  {k:24s} {v}")

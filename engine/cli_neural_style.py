@@ -30,6 +30,8 @@ def usage() -> str:
         shown = "" if kind == "flag" else (" VALUE" + (f" (default {default})" if default is not None else " (required)"))
         lines.append(f"  -{name}{shown}")
     lines.append("Refused, with the nearest equivalent: " + ", ".join("-" + n for n in ns.UNSUPPORTED))
+    lines.append("Spatial control with region masks (stylegrad stylize --content-mask / --style-mask): "
+                 "neural-style-pt has no equivalent, so this command has none.")
     return "\n".join(lines)
 
 

@@ -67,6 +67,7 @@ def plan_outputs(args, config: StyleConfig, contents: List[Path]) -> List[Path]:
     for o in outs:
         imgs.check_output_path(o)
     inputs = list(contents) + [Path(s) for s in args.style]
+    inputs += [Path(m) for m in (config.content_mask,) + tuple(config.style_masks or ()) if isinstance(m, str)]
     if config.init not in ("content", "noise"):
         inputs.append(Path(config.init))
     check_planned_writes(outs, inputs, config, getattr(args, "overwrite", False),
@@ -147,17 +148,49 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
         raise first_error
 
 
+def with_style_masks(args, config: StyleConfig) -> StyleConfig:
+    """The config with ``--style-mask`` (style index, FILE) pairs as ``style_masks``, one per --style."""
+    pairs = getattr(args, "style_mask_list", None) or []
+    if not pairs:
+        return config
+    masks = [None] * len(args.style)
+    for i, path in pairs:
+        masks[i] = path
+    return config.replace(style_masks=tuple(masks))
+
+
+def check_masks(args, config: StyleConfig, contents: List[Path], style_hw, budget) -> None:
+    """Region masks (``stylegrad.terms``) read and checked against the images before any work;
+    a mask's warning (snapped anti-aliased pixels) is one line on stderr."""
+    import warnings
+
+    from . import terms
+
+    if config.content_mask is None and not config.style_masks:
+        return
+    if config.style_masks and getattr(args, "pair_styles", False):
+        raise ConfigError("--style-mask does not go with --pair-styles (each image would take one painting of "
+                          "several masks); use --content-mask alone, or one run per painting")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        terms.check_inputs(config, [imgs.image_size(c, budget) for c in contents], style_hw)
+    for w in caught:
+        if not args.quiet:
+            print(f"stylegrad: warning: {w.message}", file=sys.stderr)
+
+
 def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]] = None) -> int:
     """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first);
     ``on_progress``: called with every iteration's Progress besides the usual reporting (``-o`` runs)."""
     t_start = time.perf_counter()
-    config = config_from_args(args)
+    config = with_style_masks(args, config_from_args(args))
     check_job_arguments(args, config)
     contents = expand_contents(args.content)
     outputs = plan_outputs(args, config, contents)
     budget = config.max_memory
     style_hw = [imgs.image_size(s, budget) for s in args.style]   # bad style: exit 2 before any work
     styles = [imgs.load_image(s, budget) for s in args.style]
+    check_masks(args, config, contents, style_hw, budget)
     if args.pair_styles:
         if len(styles) != len(contents):
             raise ConfigError(f"--pair-styles needs one --style per content image: {len(styles)} for {len(contents)}")

@@ -224,6 +224,15 @@ class StyleConfig:
         None, "weight per style image, normalised to sum 1 (default equal)", parse=parse_floats,
         metavar="W1,W2,...")
     style_scale: float = option(1.0, "style image size relative to the output")
+    content_mask: Any = option(
+        None, "spatial control (Gatys et al. 2017): an image of the photo's aspect ratio whose colours name regions; "
+        "each region takes its style only from the painting pixels of its colour (--style-mask after a --style; a "
+        "painting without one covers every region). Draw regions in solid colours (no anti-aliasing; PNG): colours "
+        "are matched exactly after conversion to RGB, rarer colours (under 1% of a mask) are snapped to the nearest "
+        "region colour with a warning. API: a path, PIL image, array or tensor", parse=str, metavar="FILE")
+    style_masks: Optional[Tuple[Any, ...]] = option(
+        None, "one region mask per style image, None for a painting that covers every region (CLI: --style-mask "
+        "after its --style)", cli=False)
     original_colors: str = option(
         "off", "keep the content's colours: postprocess (the output's luminance, the content's chroma; "
         "the flag alone means this) or luminance (optimise on luminance only, the style's matched to the "

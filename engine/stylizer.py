@@ -16,6 +16,7 @@ from PIL import Image
 from . import colors, scales
 from . import images as imgs
 from . import memory
+from . import terms
 from .backends import create_backend, resolve_backend_and_precision
 from .backends.base import Backend, Evaluation
 from .config import StyleConfig
@@ -190,6 +191,7 @@ class Stylizer:
                                                            self.config.size)
         if precision != self.config.precision:      # precision auto: what runs here, from now on
             self.config = self.config.replace(precision=precision)
+        terms.check_inputs(self.config, None, None)    # masks read and agreeing, before the weights load
         self.vgg = (vgg or load_vgg(self.config.weights, self.config.model, self.config.pool,
                                     download_progress, self.config.preprocess)).with_pool(self.config.pool)
         # from here on the config is concrete: the weights' input convention and the style
@@ -326,6 +328,11 @@ class Stylizer:
             styles = [[imgs.to_tensor(s, f"styles[{i}][{j}]") for j, s in enumerate(group)]
                       for i, group in enumerate(styles)]
         style_hw = None if styles is None else [tuple(s.shape[-2:]) for group in styles for s in group]
+        shared_hw = self.targets.style_sizes() if self.targets.styles is not None else None
+        for group_hw in ([shared_hw] if styles is None else
+                         [[tuple(s.shape[-2:]) for s in group] for group in styles]):
+            # the terms' own checks (masks of the images' aspect ratios), before any work
+            terms.check_inputs(cfg, [tuple(t.shape[-2:]) for t in sources], group_hw)
         size_hw = next(iter(sizes))
         memory.check_fits(self.estimate_memory(size_hw, len(sources), style_hw), cfg, self.device,
                           f"optimising {len(sources)} image(s) of {size_hw[1]}x{size_hw[0]} px")

@@ -3,8 +3,8 @@ and :class:`TargetBuilder`, which makes them for a backend and caches the style 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -19,6 +19,8 @@ FeatureFn = Callable[[torch.Tensor, Sequence[str]], Dict[str, torch.Tensor]]
 class Targets:
     content: Dict[str, torch.Tensor]   # layer -> P, (B or 1, C, H, W)
     style: Dict[str, torch.Tensor]     # layer -> A, (B or 1, C, C), float32
+    # term name -> what that term's prepare() made (terms whose targets are not P or A)
+    terms: Dict[str, Any] = field(default_factory=dict)
 
 
 def content_targets(features: FeatureFn, content: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
@@ -58,9 +60,14 @@ class TargetBuilder:
     :meth:`set_styles` are cached per output size; per-image styles are not cached."""
 
     def __init__(self, backend, config: StyleConfig, device: torch.device):
+        from . import terms
+
         self.backend = backend       # its features() and gram() make the targets
         self.config = config
         self.device = device
+        self.terms = terms.build(config)
+        self._plain_style = any(t.name == "style" for t in self.terms)
+        self._term_cache: Dict[Tuple[int, int], Dict[str, Any]] = {}   # of the set_styles() styles
         self._styles: Optional[List[torch.Tensor]] = None
         self._style_cache: Dict[Tuple[int, int], Dict[str, torch.Tensor]] = {}
 
@@ -74,6 +81,7 @@ class TargetBuilder:
         self._check_blend(len(styles))
         self._styles = [imgs.to_tensor(s, f"styles[{i}]") for i, s in enumerate(styles)]
         self._style_cache.clear()
+        self._term_cache.clear()
 
     def style_sizes(self) -> List[Tuple[int, int]]:
         """(height, width) of the styles given to :meth:`set_styles`, as read."""
@@ -89,13 +97,31 @@ class TargetBuilder:
         if bw is not None and len(bw) != n:
             raise ConfigError(f"{len(bw)} --style-blend-weights for {n} style image(s)")
 
-    def positions(self, h: int, w: int) -> Dict[str, int]:
-        """M (positions) per loss layer present for an image of h x w."""
+    def layer_sizes(self, h: int, w: int) -> Dict[str, Tuple[int, int]]:
+        """(height, width) per loss layer present for an image of h x w."""
         probe = torch.zeros(1, 3, h, w, device=self.device)
         layers = sorted(set(self.config.content_layers) | set(self.config.style_layers))
         # Only shapes matter; a forward on a blank image is cheap next to the optimisation.
         feats = self.backend.features(probe, layers)
-        return {k: v.shape[-1] * v.shape[-2] for k, v in feats.items()}
+        return {k: (int(v.shape[-2]), int(v.shape[-1])) for k, v in feats.items()}
+
+    def positions(self, h: int, w: int) -> Dict[str, int]:
+        """M (positions) per loss layer present for an image of h x w."""
+        return {k: hh * ww for k, (hh, ww) in self.layer_sizes(h, w).items()}
+
+    def scaled_styles(self, h: int, w: int, styles: Optional[List[torch.Tensor]] = None
+                      ) -> Tuple[List[torch.Tensor], Tuple[float, ...]]:
+        """The style images (those of set_styles(), or ``styles``) resized for an output of
+        h x w (``style_scale``), as (1, 3, h', w') on the device, and their blend weights."""
+        cfg = self.config
+        use = styles if styles is not None else self._styles
+        if use is None:
+            raise ConfigError("no style images set: pass styles to run() or call set_styles()")
+        self._check_blend(len(use))
+        longest = max(h, w) * cfg.style_scale   # bilinear: truncated, as neural-style-pt's int(size * scale)
+        longest = max(1, int(longest) if cfg.resize_filter == "bilinear" else round(longest))
+        scaled = [imgs.resize_longest(s, longest, cfg.resize_filter)[None].to(self.device) for s in use]
+        return scaled, cfg.style_blend_weights or tuple(1.0 for _ in scaled)
 
     def style_targets(self, h: int, w: int, positions: Dict[str, int],
                       styles: Optional[List[torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
@@ -105,15 +131,8 @@ class TargetBuilder:
         if styles is None and key in self._style_cache:
             return self._style_cache[key]
         cfg = self.config
-        use = styles if styles is not None else self._styles
-        if use is None:
-            raise ConfigError("no style images set: pass styles to run() or call set_styles()")
-        self._check_blend(len(use))
-        longest = max(h, w) * cfg.style_scale   # bilinear: truncated, as neural-style-pt's int(size * scale)
-        longest = max(1, int(longest) if cfg.resize_filter == "bilinear" else round(longest))
-        scaled = [imgs.resize_longest(s, longest, cfg.resize_filter)[None].to(self.device) for s in use]
-        blend = cfg.style_blend_weights or tuple(1.0 for _ in scaled)
-        layers = cfg.style_layers if cfg.style_weight > 0 else ()
+        scaled, blend = self.scaled_styles(h, w, styles)
+        layers = cfg.style_layers if cfg.style_weight > 0 and self._plain_style else ()
         targets = style_targets(self.backend.features, self.backend.gram, scaled, blend, layers, positions)
         if styles is None:
             self._style_cache[key] = targets
@@ -129,7 +148,9 @@ class TargetBuilder:
         ctargets = content_targets(self.backend.features, content,
                                    cfg.content_layers if cfg.content_weight > 0 else ())
         spos = {k: v for k, v in positions.items() if k in cfg.style_layers}
-        if styles_per_image is None:
+        if not self._plain_style:      # another term (masked style) makes its own style targets
+            style = {}
+        elif styles_per_image is None:
             style = self.style_targets(h, w, spos)
         else:
             if len(styles_per_image) != content.shape[0]:
@@ -137,4 +158,14 @@ class TargetBuilder:
             per = [self.style_targets(h, w, spos, [imgs.to_tensor(s, f"styles[{i}][{j}]") for j, s in enumerate(group)])
                    for i, group in enumerate(styles_per_image)]
             style = {l: torch.cat([p[l] for p in per]) for l in per[0]}     # (B, C, C)
-        return Targets(ctargets, style)
+        # targets of the terms that keep their own; of the set_styles() styles: cached per size
+        cached = styles_per_image is None and (h, w) in self._term_cache
+        prepared = self._term_cache[(h, w)] if cached else {}
+        if not cached:
+            for term in self.terms:
+                t = term.prepare(self, content, positions, styles_per_image)
+                if t is not None:
+                    prepared[term.name] = t
+            if styles_per_image is None:
+                self._term_cache[(h, w)] = prepared
+        return Targets(ctargets, style, prepared)

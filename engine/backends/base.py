@@ -113,6 +113,15 @@ class Backend(ABC):
 
         return optimize(x0, evaluate, self.config, report, keep_image, iters)
 
+    @property
+    def terms(self):
+        """The objective: this config's loss terms (``stylegrad.terms.build``), built once."""
+        if getattr(self, "_terms", None) is None:
+            from .. import terms
+
+            self._terms = terms.build(self.config)
+        return self._terms
+
     def close(self) -> None:
         """Release sessions / buffers. The backend is unusable afterwards."""
 
@@ -120,7 +129,8 @@ class Backend(ABC):
 class SplitBackend(Backend):
     """A backend with its own forward (saving what the backward needs) and backward.
 
-    One evaluation: forward -> ``objective`` (loss kernels) -> backward -> + TV gradient.
+    One evaluation: forward -> the feature terms' values and feature gradients (``objective``,
+    loss kernels) -> backward -> + the pixel terms' gradients (TV).
     """
 
     @abstractmethod
@@ -132,19 +142,30 @@ class SplitBackend(Backend):
         """Gradient w.r.t. the image (N, 3, H, W) given d loss / d features per layer."""
 
     def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
-        from ..objective import feature_losses_and_grads, tv_loss_and_grad
+        from ..objective import feature_losses_and_grads
 
+        ops = self.ops
+        if ops is None:
+            from stylegrad import kernels as ops
         with self.timer.phase("forward"):
             feats, saved = self.forward_saving(image)
         with self.timer.phase("losses"):
             if feats:
-                content, style, grads = feature_losses_and_grads(feats, targets, self.config, self.ops)
+                content, style, grads = feature_losses_and_grads(feats, targets, self.config, ops, self.terms)
             else:  # image too small for any loss layer
                 content = style = torch.zeros(image.shape[0], device=image.device)
                 grads = {}
-            tv, tv_grad = tv_loss_and_grad(image, self.config, self.ops)
+            tv, pixel_grads = None, []      # the pixel terms of the config are reported as tv
+            for term in self.terms:
+                if term.kind == "pixel":
+                    value, g = term.value_and_grad_pixels(image, ops)
+                    tv = value if tv is None else tv + value
+                    if g is not None:
+                        pixel_grads.append(g)
+            if tv is None:
+                tv = torch.zeros(image.shape[0], device=image.device)
         with self.timer.phase("backward"):
             grad = self.backward(saved, grads) if grads else torch.zeros_like(image)
-            if tv_grad is not None:
-                grad = grad + tv_grad
+            for g in pixel_grads:
+                grad = grad + g
         return Evaluation(content, style, tv, grad)

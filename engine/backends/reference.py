@@ -45,16 +45,12 @@ class ReferenceBackend(Backend):
                     f = feats[layer]
                     return NormalizeGradient.apply(f, weight) if cfg.normalize_gradients else f
 
-                content, style = zero, zero
-                for layer, w in cfg.active_content_layers().items():
-                    if layer in feats:
-                        cw = cfg.content_weight * w
-                        content = content + cw * losses.content_loss(feature(layer, cw), targets.content[layer])
-                for layer, w in cfg.active_style_layers().items():
-                    if layer in feats:
-                        sw = cfg.style_weight * w
-                        style = style + sw * losses.style_layer_loss(feature(layer, sw), targets.style[layer])
-                tv = cfg.tv_weight * losses.tv_loss(x, cfg.tv_norm) if cfg.tv_weight > 0 else zero
+                columns = {"content": zero, "style": zero, "tv": zero}
+                for term in self.terms:
+                    v = term.reference_value(feature, feats, x, targets) if term.active else None
+                    if v is not None:
+                        columns[term.column] = columns[term.column] + v
+                content, style, tv = columns["content"], columns["style"], columns["tv"]
                 total = (content + style + tv).sum()
         with self.timer.phase("backward"):
             if total.requires_grad:

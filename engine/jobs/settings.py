@@ -10,8 +10,9 @@ fields the settings hold what the config names only by reference or leaves to th
 - ``cpu_threads`` (CPU jobs only): torch's CPU reductions split their work by thread count,
   so the same image computed with 1 and 2 threads differs in the last bits. A CPU job
   computes every image with exactly this many threads, whatever the number of workers.
-- ``weights_sha256`` / ``init_sha256``: the contents of a weights file or init image given as
-  a path (the path alone would not notice a replaced file).
+- ``weights_sha256`` / ``init_sha256`` / ``content_mask_sha256`` / ``style_masks_sha256``: the
+  contents of a weights file, init image or region mask given as a path (the path alone would
+  not notice a replaced file).
 
 Style images are not settings: each manifest record carries the hash of the styles used for
 its image, and an image whose style changed is redone like an image whose input changed.
@@ -67,6 +68,10 @@ def pixel_settings(config: StyleConfig, device_type: str, cpu_threads: Optional[
         s["weights_sha256"] = file_sha256(config.weights)
     if _is_file_reference(config.init, ("content", "noise")):
         s["init_sha256"] = file_sha256(config.init)
+    if _is_file_reference(config.content_mask, ()):
+        s["content_mask_sha256"] = file_sha256(config.content_mask)
+    if any(_is_file_reference(m, ()) for m in config.style_masks or ()):
+        s["style_masks_sha256"] = [file_sha256(m) if _is_file_reference(m, ()) else None for m in config.style_masks]
     return s
 
 

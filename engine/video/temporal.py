@@ -7,14 +7,17 @@ reliability weight (0/1 per pixel, ``stylegrad.video.flow.consistency_weight``):
     dL/dx         = lambda * 2/D * c (x - w)
 
 (per image of a batch, (B,)). It acts on the pixels, so it needs no backward through the
-network: :class:`TemporalTerm` is the ``pixel_term`` a backend's ``optimize`` adds to every
-evaluation (``stylegrad.objective.add_pixel_term``). Tested against autograd in float64.
+network: :class:`TemporalTerm` is a pixel :class:`~stylegrad.terms.base.Term`, the ``pixel_term``
+a backend's ``optimize`` adds to every evaluation (``stylegrad.objective.add_pixel_term``); it is
+reported in the ``pixel`` column. Tested against autograd in float64.
 """
 from __future__ import annotations
 
 from typing import Tuple
 
 import torch
+
+from ..terms.base import Term
 
 
 def temporal_loss_and_grad(x: torch.Tensor, warped: torch.Tensor, weight: torch.Tensor,
@@ -32,10 +35,19 @@ def temporal_loss_and_grad(x: torch.Tensor, warped: torch.Tensor, weight: torch.
     return value, grad
 
 
-class TemporalTerm:
-    """``x -> (value, gradient)`` for one frame: the pixel term handed to ``optimize``."""
+class TemporalTerm(Term):
+    """The temporal loss of one frame as a pixel term; calling it, ``x -> (value, gradient)``,
+    is what ``optimize`` adds to every evaluation. Eager on every backend (the cuda backend
+    runs frames with it in its eager loop, not in its CUDA graph)."""
+
+    name = "temporal"
+    column = "pixel"
+    kind = "pixel"
+    config_fields = ()          # stylegrad video's --temporal-weight, not a StyleConfig field
+    path_note = "outside the CUDA graph: the cuda backend runs frames with it in its eager loop"
 
     def __init__(self, warped: torch.Tensor, weight: torch.Tensor, temporal_weight: float):
+        super().__init__(None)
         self.warped = warped if warped.ndim == 4 else warped[None]
         self.weight = weight
         self.temporal_weight = float(temporal_weight)
@@ -46,6 +58,16 @@ class TemporalTerm:
             self.weight = self.weight.to(x.device)
         v, g = temporal_loss_and_grad(x, self.warped, self.weight, self.temporal_weight)
         return v.float(), g.to(x.dtype)
+
+    def value_and_grad_pixels(self, image: torch.Tensor, ops=None) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self(image)
+
+    def reference_value(self, feature, feats, image, targets):
+        c = self.weight.to(image.device, image.dtype)
+        while c.ndim < 4:
+            c = c[None]
+        d = image - self.warped.to(image.device, image.dtype)
+        return (c * d * d).flatten(1).sum(1) * (self.temporal_weight / (image.shape[1] * image.shape[2] * image.shape[3]))
 
 
 def warm_start(warped: torch.Tensor, content: torch.Tensor, disoccluded_fill: torch.Tensor) -> torch.Tensor:
