@@ -29,7 +29,7 @@ from .cli_config import config_from_args, given_options
 from . import scales
 from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
-from .errors import ConfigError, OutputLockedError, StyleGradError
+from .errors import ConfigError, OutputLockedError, StyleGradError, error_text
 from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
 from .jobs.work import planned_snapshots, snapshot_path as _snapshot_path
 from .stylizer import Progress, Stylizer
@@ -202,7 +202,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
 
     def fail(e: BaseException) -> None:
         failed.append(name)
-        msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        msg = error_text(e)
         msg = getattr(args, "hints", None)(msg) if getattr(args, "hints", None) else msg   # neural-style's flags
         print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
         if args.json:

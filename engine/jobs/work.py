@@ -23,7 +23,7 @@ import torch
 
 from .. import images as imgs
 from ..config import StyleConfig
-from ..errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError
+from ..errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError, error_text
 from ..fileio import file_sha256, output_lock
 from ..stylizer import Progress, Stylizer
 
@@ -63,14 +63,6 @@ class Task:
     @property
     def names(self) -> List[str]:
         return [it.name for it in self.items]
-
-
-def error_text(e: BaseException) -> str:
-    """One line: our own errors as they are, anything else with its type."""
-    if isinstance(e, StyleGradError):
-        return str(e)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
