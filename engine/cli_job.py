@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import List
+
+from . import progress as prog
 
 JOB_FLAGS = ("resume", "fresh", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
@@ -211,7 +211,7 @@ class _CliListener:
     def progress(self, ev: dict) -> None:
         if self.args.json:
             keys = ("image", "scale", "scales", "width", "height", "iter", "loss", "content", "style", "tv", "ms")
-            print(_json({k: ev[k] for k in keys}), flush=True)
+            print(prog.json_line({k: ev[k] for k in keys}), flush=True)
         if self.bar is not None and ev["iter"] > 0:
             scale = f" scale {ev['scale']}/{ev['scales']}" if ev["scales"] > 1 else ""
             self.bar.set_postfix_str(f"{Path(ev['image']).name}{scale} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
@@ -232,16 +232,15 @@ class _CliListener:
             self.failed.append(name)
             self._err(f"stylegrad: error: {name}: {rec.get('error', '')}")
             if self.args.json:
-                print(_json({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
+                print(prog.json_line({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
             return
         out = str(self.outputs[o["index"]])
         if self.args.json:
-            print(_json({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
+            print(prog.json_line({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
                          "loss": o["loss"],
                          "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
                          "seconds": o["seconds"], "backend": o["backend"], "device": o.get("device")}), flush=True)
         elif not self.args.quiet and self.bar is None:
-            from . import progress as prog
 
             print(prog.result_line(out, o["initial_loss"], o["loss"], o["scales"],
                                    o.get("last_scale_initial_loss", o["initial_loss"]), o["seconds"],
@@ -251,33 +250,6 @@ class _CliListener:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _json(obj: dict) -> str:
-    """Strict JSON: a non-finite number becomes null, never NaN."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return v
-    return json.dumps(clean(obj), allow_nan=False)
-
-
-def _sigterm_as_interrupt():
-    """During a job, SIGTERM stops it like Ctrl-C (raising ``Terminated``, exit 143): workers
-    and Ray are shut down, the manifest keeps every finished image. Returns a function that
-    restores the previous handler."""
-    import threading
-    from .errors import Terminated
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _maybe_fetch_weights(config, executor, note) -> None:
@@ -297,7 +269,6 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
-    from . import progress as prog
     from .cli_stylize import plain_progress_wanted, progress_lines
 
     executor, threads = choose_executor(args, config)
@@ -318,17 +289,15 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
                      resume=args.resume, force=args.force, fresh=args.fresh, ship_bytes=args.ray_bytes,
                      relay_progress=(args.json or show_bar or lines is not None) and not args.ray,
                      command=["stylegrad"] + list(args.argv) if getattr(args, "argv", None) else None)
-    restore = _sigterm_as_interrupt()
-    try:
+    try:     # SIGTERM raises Terminated here (the command's handler, stylegrad.cli): workers stop
         summary = run_job(req, executor, listener)
     finally:
-        restore()
         listener.close()
     s = summary.as_dict()
     rc = 1 if summary.failed else 0
     if args.json:
         extra = {k: v for k, v in s.items() if k not in ("ok", "failed")}
-        print(_json(prog.summary_object("job", summary.ok, listener.failed, str(args.out_dir), summary.wall_seconds,
+        print(prog.json_line(prog.summary_object("job", summary.ok, listener.failed, str(args.out_dir), summary.wall_seconds,
                                         rc, **extra)), flush=True)
     elif not args.quiet:
         p = summary.seconds_per_image
@@ -350,7 +319,7 @@ def cmd_job(args) -> int:
         raise ConfigError("usage: stylegrad job status DIR [--verify] [--json]")
     st = job_status(args.dir, verify=args.verify)
     if args.json:
-        print(_json(st))
+        print(prog.json_line(st))
         return 0
     from .progress import format_duration
 

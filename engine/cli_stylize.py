@@ -14,8 +14,6 @@ The order of the work, so that whatever can be refused is refused before any com
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 import time
@@ -171,12 +169,6 @@ def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]
     return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg, on_progress)
 
 
-def _json(obj: dict) -> str:
-    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
-    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
-    return json.dumps(clean, allow_nan=False)
-
-
 def plain_progress_wanted(args) -> bool:
     """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
     return not args.quiet and not args.json and not sys.stderr.isatty()
@@ -206,7 +198,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
         msg = getattr(args, "hints", None)(msg) if getattr(args, "hints", None) else msg   # neural-style's flags
         print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
         if args.json:
-            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
+            print(prog.json_line({"image": name, "status": "error", "error": msg}), flush=True)
 
     def finish() -> int:
         rc = 1 if failed else 0
@@ -214,7 +206,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
         if not args.quiet:
             print(f"stylegrad: {prog.tally_line(ok, len(failed), str(out))}", file=sys.stderr)
         if args.json:
-            print(_json(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
+            print(prog.json_line(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
         return rc
 
     def download_bar():
@@ -264,7 +256,7 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             hook(p)
         reported = p.iter % config.print_every == 0 or p.iter == p.iters
         if args.json and reported:
-            print(_json({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+            print(prog.json_line({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
                          "height": p.height, "iter": p.iter, "loss": p.loss, "content": p.content,
                          "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
         if bar is not None and p.iter > 0:
@@ -306,7 +298,7 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
                "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
                "seconds": round(result.seconds, 3), "backend": result.backend}
     if args.json:
-        print(_json(summary), flush=True)
+        print(prog.json_line(summary), flush=True)
     elif not args.quiet:
         print(prog.result_line(str(out), result.initial_loss, result.final_loss, len(plan),
                                result.last_scale_initial_loss, result.seconds, result.backend), file=sys.stderr)
