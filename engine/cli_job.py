@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List
@@ -123,13 +122,6 @@ def check_job_arguments(args, config) -> None:
         raise ConfigError("--ray-bytes ships inputs and outputs only: --save-every and --init PATH need a shared filesystem")
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def choose_executor(args, config):
     """(executor, torch threads per image on the CPU) for the options given (the executor knows
     its device type). Threads, when --threads is not given: one process uses every core (as a
@@ -139,6 +131,7 @@ def choose_executor(args, config):
     from .errors import ConfigError
     from .jobs.local_pool import LocalPool
     from .jobs.runner import InlineExecutor
+    from .memory import usable_cores
     from .stylizer import parse_device
 
     threads = args.threads or 1
@@ -163,16 +156,16 @@ def choose_executor(args, config):
                 parse_device(d)           # present on this machine
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
-            n = args.workers or max(1, cpu_count() // threads)
-            return LocalPool(["cpu"] * n), args.threads or max(1, cpu_count() // n)
+            n = args.workers or max(1, usable_cores() // threads)
+            return LocalPool(["cpu"] * n), args.threads or max(1, usable_cores() // n)
         if args.workers:
             raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
-        return LocalPool(devices, max(1, cpu_count() // len(devices))), threads
+        return LocalPool(devices, max(1, usable_cores() // len(devices))), threads
     dtype = parse_device(config.device).type
     if args.workers:
         if dtype != "cpu":
             raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
-        return LocalPool(["cpu"] * args.workers), args.threads or max(1, cpu_count() // args.workers)
+        return LocalPool(["cpu"] * args.workers), args.threads or max(1, usable_cores() // args.workers)
     return InlineExecutor(config.device), args.threads or torch.get_num_threads()
 
 

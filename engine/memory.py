@@ -1,4 +1,5 @@
-"""Peak memory of a run, estimated before it starts, and the memory there is for it.
+"""Peak memory of a run, estimated before it starts, and the memory (and CPU cores,
+:func:`usable_cores`) there is for it.
 
 :func:`estimate_run` adds up, for a batch of B images of P = h x w output pixels each:
 
@@ -173,6 +174,15 @@ def _scaled_px(h: int, w: int, longest: int) -> int:
 
 
 # -- what there is ----------------------------------------------------------------------------
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, so a container's or
+    ``taskset``'s limit counts), else every core; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):      # no affinity call here (macOS, Windows)
+        return os.cpu_count() or 1
+
 
 def _meminfo_available() -> Optional[int]:
     try:

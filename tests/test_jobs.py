@@ -339,3 +339,15 @@ def test_bench_job_reports_images_per_hour_and_scaling(capsys):
     assert r["scaling_ratio"] == pytest.approx(r["runs"][-1]["images_per_hour"] / r["runs"][0]["images_per_hour"],
                                                rel=1e-2)
     assert r["identical_outputs"] is True
+
+
+def test_usable_cores_follows_the_affinity_mask(monkeypatch):
+    import os
+
+    from stylegrad.memory import usable_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert usable_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1

@@ -24,6 +24,7 @@ from .. import __version__
 from .. import images as imgs
 from ..config import StyleConfig
 from ..errors import ConfigError, ImageError, NoSpaceError, StyleGradError
+from ..memory import usable_cores
 from ..fileio import atomic_write, file_sha256, make_folders, remove_created_folders, remove_debris
 from . import stats
 from .manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
@@ -137,7 +138,7 @@ def _hash_all(paths: Sequence[Path]) -> Dict[Path, Optional[str]]:
         except OSError:
             return None
     uniq = list(dict.fromkeys(paths))
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, 2 * usable_cores())) as pool:
         return dict(zip(uniq, pool.map(one, uniq)))
 
 
