@@ -211,3 +211,24 @@ def test_a_refused_run_leaves_no_out_dir_behind(tmp_path, capsys):
     assert main(["stylize", str(c), "--style", str(c), "--out-dir", str(tmp_path / "file" / "sub"),
                  "--iters", "2"] + FAST) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_flock_nowait_is_the_one_lock_rule(tmp_path):
+    import os
+
+    from stylegrad.fileio import LOCK_BUSY, LOCK_HELD, flock_nowait
+
+    path = tmp_path / "lockme"
+    path.write_bytes(b"")
+    a, b = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)   # two open files: flock sees two owners
+    try:
+        assert flock_nowait(a) == LOCK_HELD
+        assert flock_nowait(b) == LOCK_BUSY
+        assert flock_nowait(b, shared=True) == LOCK_BUSY
+        os.close(a)
+        a = None
+        assert flock_nowait(b, shared=True) == LOCK_HELD
+    finally:
+        for fd in (a, b):
+            if fd is not None:
+                os.close(fd)
