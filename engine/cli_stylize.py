@@ -117,29 +117,27 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
     from .backends.registry import resolve_backend
     from .stylizer import parse_device
 
+    from .jobs.runner import plan_batches
+
     device = parse_device(config.device)
     backend = resolve_backend(config.backend, device, config.precision)
-    groups: Dict[Tuple[int, int], list] = {}
-    for i, c in enumerate(contents):
+    first_error = None
+    for batch in plan_batches(contents, config.size, config.batch_size, config.resize_filter):
         try:
-            h, w = imgs.image_size(c, config.max_memory)
+            sources = [imgs.image_size(contents[i], config.max_memory) for i in batch]
         except StyleGradError:
             continue
-        groups.setdefault(imgs.scaled_size(h, w, config.size, config.resize_filter), []).append((i, (h, w)))
-    first_error = None
-    for out_hw, members in groups.items():
-        for k in range(0, len(members), config.batch_size):
-            batch = members[k:k + config.batch_size]
-            styles = [style_hw[i] for i, _ in batch] if pair_styles else style_hw
-            source = max((hw for _, hw in batch), key=lambda hw: hw[0] * hw[1])
-            est = memory.estimate_run(config, out_hw, len(batch), styles, source, backend=backend)
-            what = (f"{prog.image_label(batch[0][0] + 1, len(batch), len(contents))} "
-                    f"({Path(contents[batch[0][0]]).name}) at {out_hw[1]}x{out_hw[0]} px")
-            try:
-                memory.check_fits(est, config, device, what)
-                return                      # one batch fits: the run goes on
-            except StyleGradError as e:
-                first_error = first_error or e
+        out_hw = imgs.scaled_size(*sources[0], config.size, config.resize_filter)
+        styles = [style_hw[i] for i in batch] if pair_styles else style_hw
+        source = max(sources, key=lambda hw: hw[0] * hw[1])
+        est = memory.estimate_run(config, out_hw, len(batch), styles, source, backend=backend)
+        what = (f"{prog.image_label(batch[0] + 1, len(batch), len(contents))} "
+                f"({Path(contents[batch[0]]).name}) at {out_hw[1]}x{out_hw[0]} px")
+        try:
+            memory.check_fits(est, config, device, what)
+            return                      # one batch fits: the run goes on
+        except StyleGradError as e:
+            first_error = first_error or e
     if first_error is not None:
         raise first_error
 

@@ -30,6 +30,7 @@ memory; cuDNN's workspace is not in them (*not measured on a GPU*).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
@@ -37,6 +38,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from . import backward as bw
+from . import images as imgs
 from .config import StyleConfig
 from .errors import MemoryLimitError
 from .vgg import layer_channels, layer_specs
@@ -152,8 +154,9 @@ def estimate_run(config: StyleConfig, size_hw: Tuple[int, int], batch: int = 1,
         decoded += ch_ * cw_ * (DECODE_BYTES + DECODE_EXTRA)
     parts["decoded inputs"] = decoded
     # target phase: the largest forward without backward (the content batch or a scaled style)
-    longest = max(1, round(max(h, w) * config.style_scale))
-    style_px = [_scaled_px(hh, ww, longest) for hh, ww in style_source_hw] or [P]
+    longest = imgs.style_side(max(h, w), config.style_scale, config.resize_filter)
+    style_px = [math.prod(imgs.scaled_size(hh, ww, longest, config.resize_filter))
+                for hh, ww in style_source_hw] or [P]
     all_layers = config.loss_layers()
     fwd_px = feature_bytes_per_pixel(config.model, all_layers, elem) + TARGET_TRANSIENT * 64 * elem
     targets = max(P * batch, max(style_px)) * fwd_px
@@ -164,13 +167,6 @@ def estimate_run(config: StyleConfig, size_hw: Tuple[int, int], batch: int = 1,
         parts["optimiser"] = optimiser_bytes_per_pixel(config) * P * batch
         parts["evaluation"] = evaluation_bytes_per_pixel(config, backend) * P * batch
     return MemoryEstimate(int(sum(parts.values())), {k: int(v) for k, v in parts.items()})
-
-
-def _scaled_px(h: int, w: int, longest: int) -> int:
-    if max(h, w) == longest:
-        return h * w
-    s = longest / max(h, w)
-    return max(1, round(h * s)) * max(1, round(w * s))
 
 
 # -- what there is ----------------------------------------------------------------------------
