@@ -98,6 +98,17 @@ def parse_weights(spec: str) -> WeightsSource:
     return WeightsSource("path", path=Path(spec))
 
 
+def weights_file(spec: str) -> Optional[Path]:
+    """The file a ``--weights`` spec names, when it names one that exists; None for
+    ``imagenet``, packaged weights and ``random[:SEED]`` (read by :func:`parse_weights`, never by
+    the look of the name: a file called ``random_vgg.pth`` is a file)."""
+    try:
+        src = parse_weights(spec)
+    except WeightsError:
+        return None
+    return src.path if src.kind == "path" and src.path.is_file() else None
+
+
 def packaged_path(name: str) -> Path:
     """The file of packaged trained weights, or a WeightsError saying what to install."""
     pw = PACKAGED[name]

@@ -75,6 +75,18 @@ def test_settings_hash_files_given_by_path(tmp_path):
     assert settings_hash(pixel_settings(cfg, "cpu", 1)) != before
 
 
+def test_a_weights_file_is_hashed_whatever_its_name(tmp_path):
+    from stylegrad.weights import random_vgg, write_state_dict
+
+    f = tmp_path / "random_vgg.pth"                 # a file, though its name starts like "random"
+    write_state_dict(random_vgg("vgg16", 0), f)
+    settings = pixel_settings(StyleConfig(weights=str(f), model="vgg16"), "cpu", 1)
+    assert len(settings["weights_sha256"]) == 64
+    write_state_dict(random_vgg("vgg16", 1), f)
+    assert pixel_settings(StyleConfig(weights=str(f), model="vgg16"), "cpu", 1)["weights_sha256"] != settings["weights_sha256"]
+    assert "weights_sha256" not in pixel_settings(StyleConfig(weights="random:3"), "cpu", 1)
+
+
 # -- manifest ----------------------------------------------------------------------------------
 
 def test_manifest_skips_a_torn_line_and_locks_the_folder(tmp_path):

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional
 
 from ..config import StyleConfig
 from ..fileio import file_sha256
+from ..weights import weights_file
 
 # Fields that never change an output's bytes: where the run happens (the device index; the
 # device *type* is kept as ``device_type``), what is reported or written besides the output,
@@ -50,10 +51,6 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _is_file_reference(text: Any, reserved: tuple) -> bool:
-    return isinstance(text, str) and text not in reserved and not text.startswith("random") and os.path.isfile(text)
-
-
 def pixel_settings(config: StyleConfig, device_type: str, cpu_threads: Optional[int]) -> Dict[str, Any]:
     """The settings a job's outputs depend on, as a JSON-ready dict (see the module doc)."""
     s: Dict[str, Any] = {}
@@ -63,9 +60,10 @@ def pixel_settings(config: StyleConfig, device_type: str, cpu_threads: Optional[
     s["device_type"] = device_type
     if device_type == "cpu":
         s["cpu_threads"] = cpu_threads
-    if _is_file_reference(config.weights, ("imagenet",)):
-        s["weights_sha256"] = file_sha256(config.weights)
-    if _is_file_reference(config.init, ("content", "noise")):
+    weights = weights_file(config.weights)
+    if weights is not None:
+        s["weights_sha256"] = file_sha256(weights)
+    if config.init not in ("content", "noise") and os.path.isfile(config.init):
         s["init_sha256"] = file_sha256(config.init)
     return s
 
