@@ -117,10 +117,6 @@ class LocalPool:
         theirs.close()
         slot.proc, slot.conn, slot.ready, slot.pid, slot.task = proc, ours, False, None, None
 
-    def pids(self) -> List[Optional[int]]:
-        """Process ids of the workers that are ready (for tests and monitoring)."""
-        return [s.pid for s in self._slots]
-
     def start(self, spec: JobSpec, note: Callable[[str], None], n_tasks: Optional[int] = None) -> None:
         self._spec = spec
         devices = self.devices[:max(1, n_tasks)] if n_tasks is not None else self.devices

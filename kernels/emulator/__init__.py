@@ -359,14 +359,6 @@ def _check(a: _Alloc, what: str) -> None:
                                 f"{off} elements {'past its end' if side == 'after' else 'before its start'})")
 
 
-def check_canaries() -> None:
-    """Check the canaries of every live emulator buffer."""
-    with _lock:
-        _prune()
-        for a in list(_allocs.values()):
-            _check(a, "a kernel")
-
-
 # ---------------------------------------------------------------------------------- launch
 def _arg_bytes(i: int, v: Any, symbol: str) -> Tuple[Any, int, bool]:
     if isinstance(v, (bool, np.bool_)):
