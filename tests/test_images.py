@@ -148,3 +148,36 @@ def test_style_side_rounds_or_truncates_like_the_content():
 
     assert style_side(100, 0.555) == 56 and style_side(100, 0.555, "bilinear") == 55
     assert style_side(3, 0.1) == 1
+
+
+def test_float_tiffs_are_read_by_their_range(tmp_path):
+    a = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    Image.fromarray(a, "F").save(tmp_path / "unit.tif")
+    Image.fromarray(a * 255, "F").save(tmp_path / "byte.tif")
+    Image.fromarray(a * 300, "F").save(tmp_path / "over.tif")
+    Image.fromarray(a - 0.5, "F").save(tmp_path / "neg.tif")
+    unit, byte = imgs.load_image(tmp_path / "unit.tif"), imgs.load_image(tmp_path / "byte.tif")
+    assert torch.allclose(unit[0], torch.from_numpy(a)) and torch.allclose(byte, unit, atol=1e-6)
+    for bad in ("over.tif", "neg.tif"):
+        with pytest.raises(ImageError, match=r"expected \[0, 1\] or \[0, 255\]"):
+            imgs.load_image(tmp_path / bad)
+
+
+def test_arrays_outside_their_range_or_ambiguous_layouts_are_refused():
+    u8 = (np.arange(60) % 256).astype(np.uint8).reshape(5, 4, 3)
+    ref = imgs.to_tensor(u8)
+    assert torch.equal(imgs.to_tensor(u8.astype(np.int64)), ref)            # int64 0..255 = 8-bit
+    assert torch.equal(imgs.to_tensor(torch.from_numpy(u8).permute(2, 0, 1).contiguous()), ref)   # uint8 tensor
+    with pytest.raises(ImageError, match=r"expected \[0, 1\]"):
+        imgs.to_tensor(u8.astype(np.float32))                               # floats in 0..255
+    with pytest.raises(ImageError, match="expected 0..255"):
+        imgs.to_tensor(u8.astype(np.int64) * 10)
+    with pytest.raises(ImageError, match=r"expected \[0, 1\]"):
+        imgs.to_tensor(torch.rand(3, 4, 5) * 255)
+    with pytest.raises(ImageError, match=r"could be \(H, W, C\) or \(C, H, W\)"):
+        imgs.to_tensor(np.zeros((3, 7, 4), np.float32))                      # CHW of width 4
+    with pytest.raises(ImageError, match=r"looks like \(C, H, W\)"):
+        imgs.to_tensor(np.zeros((3, 7, 9), np.float32))
+    assert imgs.to_tensor(torch.rand(3, 7, 3)).shape == (3, 7, 3)           # tensors are always CHW
+    slack = imgs.to_tensor(np.full((2, 2), 1 + 1e-4, np.float32))           # rounding slack is clipped
+    assert float(slack.max()) == 1.0
