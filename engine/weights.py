@@ -34,7 +34,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .errors import WeightsError, WeightsUnavailableError
+from .errors import WeightsError, WeightsUnavailableError, first_line
 from .fileio import atomic_write, file_sha256, write_json_atomic
 from .vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
 
@@ -236,7 +236,7 @@ def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
             raise WeightsError(f"cannot load weights {path}: it holds Python objects besides tensors; stylegrad reads "
                                "only plain state_dicts of tensors (it never unpickles code)") from None
         first = ("unreadable pickle" if "Weights only load failed" in text
-                 else text.strip().splitlines()[0] if text.strip() else "unreadable")
+                 else first_line(text) or "unreadable")
         raise WeightsError(f"cannot load weights {path}: not a PyTorch state_dict file ({type(e).__name__}: "
                            f"{first})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -342,7 +342,7 @@ def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgr
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", None) or e
             raise WeightsUnavailableError(
-                offline.format(why=str(reason).splitlines()[0] if str(reason) else type(e).__name__)) from None
+                offline.format(why=first_line(reason) or type(e).__name__)) from None
         _remember_digest(path, _file_key(path), digest)
     if not path.is_file():
         raise WeightsError(f"cached weights {path} are not a regular file")

@@ -24,6 +24,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from stylegrad.errors import error_text
+
 from .. import cuda_ops, reference
 from . import EmulatorError, build_all, empty, session
 
@@ -73,7 +75,7 @@ def _case(kernel: str, dtype: str, target: str, shape: str, run: Runner,
             with session(schedule=sched, seed=1, strict=True):
                 outs[sched] = list(run())  # fresh buffers from loader.empty on every launch
     except (EmulatorError, ValueError, TypeError) as exc:
-        return CaseResult(kernel, dtype, target, shape, float("inf"), False, f"{type(exc).__name__}: {exc}",
+        return CaseResult(kernel, dtype, target, shape, float("inf"), False, error_text(exc),
                           time.perf_counter() - t0)
     first = outs[schedules[0]]
     for sched in schedules[1:]:
