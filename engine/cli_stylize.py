@@ -29,7 +29,7 @@ from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, OutputLockedError, StyleGradError, error_text
 from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
-from .jobs.work import planned_snapshots, snapshot_path as _snapshot_path
+from .jobs.work import not_written_reason, planned_snapshots, write_snapshot
 from .stylizer import Progress, Stylizer
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -264,16 +264,13 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             line = lines.progress(p.image, p.iter, p.loss, p.scale)
             if line:
                 print(f"stylegrad: {line}", file=sys.stderr, flush=True)
-        final = p.scale == p.scales and (p.iter == p.iters or p.stopped)   # the output itself, written below
         if p.stopped and not args.quiet and not args.json:
             print(f"stylegrad: {p.image}: converged (--tol {config.tol:g} over {config.tol_window} iterations): "
                   f"stopped at iteration {p.iter} of {p.iters}" + (f", scale {p.scale}/{p.scales}" if p.scales > 1 else ""),
                   file=sys.stderr)
-        if p.snapshot is not None and config.save_every > 0 and not final:
-            try:
-                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter, p.scale, p.scales))
-            except Exception as e:  # a lost snapshot must not lose the run
-                print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
+        warning = write_snapshot(p, out, config)
+        if warning:
+            print(f"stylegrad: warning: {p.image}: {warning}", file=sys.stderr)
 
     try:
         result = stylizer.run_batch([tensor], callback=on_progress, names=[name])[0]
@@ -283,8 +280,9 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
     finally:
         if bar is not None:
             bar.close()
-    if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
-        fail(StyleGradError(f"{result.message}; nothing written"))
+    reason = not_written_reason(result)
+    if reason is not None:      # diverged or stalled: the run says why; nothing is written
+        fail(StyleGradError(reason))
         return
     try:
         imgs.save_image(result.image, out)

@@ -363,3 +363,28 @@ def test_usable_cores_follows_the_affinity_mask(monkeypatch):
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: None)
     assert usable_cores() == 1
+
+
+def test_snapshots_follow_one_rule_for_o_runs_and_jobs(tmp_path):
+    """``write_snapshot`` (both paths call it): every --save-every iterate but the output itself,
+    which is the last scale's last iterate or where --tol stopped it; a failed write is a warning."""
+    from stylegrad.jobs.work import is_output_iterate, write_snapshot
+    from stylegrad.stylizer import Progress
+
+    import torch
+
+    cfg = StyleConfig(weights="random", save_every=1)
+    img = torch.rand(3, 4, 5)
+    out = tmp_path / "o.png"
+
+    def p(it, iters=5, scale=1, scales=1, stopped=False):
+        return Progress("a", it, iters, 1.0, 0.5, 0.5, 0.0, 1.0, snapshot=img, scale=scale, scales=scales,
+                        stopped=stopped)
+
+    assert not is_output_iterate(p(4)) and is_output_iterate(p(5)) and is_output_iterate(p(3, stopped=True))
+    assert not is_output_iterate(p(5, scale=1, scales=2)) and not is_output_iterate(p(3, scale=1, scales=2, stopped=True))
+    assert write_snapshot(p(2), out, cfg) is None and (tmp_path / "o.iter0002.png").is_file()
+    assert write_snapshot(p(3, stopped=True), out, cfg) is None and not (tmp_path / "o.iter0003.png").exists()
+    assert write_snapshot(p(2), out, cfg.replace(save_every=0)) is None
+    warning = write_snapshot(p(2), tmp_path / "missing" / "o.png", cfg)
+    assert warning.startswith("snapshot 2 not written: ")

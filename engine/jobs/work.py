@@ -72,6 +72,31 @@ def snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
     return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
 
 
+def is_output_iterate(p: Progress) -> bool:
+    """Whether this iterate is the output itself: the last scale's last iterate, or where
+    ``--tol`` stopped it. It is written as the output, never also as a snapshot."""
+    return p.scale == p.scales and (p.iter == p.iters or p.stopped)
+
+
+def write_snapshot(p: Progress, out: Path, config: StyleConfig) -> Optional[str]:
+    """``--save-every``, for ``-o`` runs and jobs alike: write ``p``'s snapshot of output ``out``
+    when it carries one and is not the output itself. Returns a warning line when it could not
+    be written (never raises: a lost snapshot must not lose the run), else None."""
+    if p.snapshot is None or config.save_every <= 0 or is_output_iterate(p):
+        return None
+    try:
+        imgs.save_image(p.snapshot, snapshot_path(Path(out), p.iter, p.scale, p.scales))
+    except Exception as e:
+        return f"snapshot {p.iter} not written: {error_text(e)}"
+    return None
+
+
+def not_written_reason(result) -> Optional[str]:
+    """Why a run's image is not written (diverged, stalled or cancelled: the run says why), or
+    None when it is ok to write."""
+    return None if result.status == "ok" else f"{result.message}; nothing written"
+
+
 def planned_snapshots(out: Path, config: StyleConfig) -> List[Path]:
     """Every ``--save-every`` snapshot a run of ``config`` writes for output ``out``, in order:
     every ``save_every`` iterations of each scale and each scale's last iterate, except the
@@ -219,12 +244,10 @@ class JobWorker:
                              "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
                              "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
             it = by_name.get(p.image)
-            final = p.scale == p.scales and p.iter == p.iters      # the output itself
-            if p.snapshot is not None and cfg.save_every > 0 and not final and it is not None and it.write:
-                try:
-                    imgs.save_image(p.snapshot, snapshot_path(Path(it.output), p.iter, p.scale, p.scales))
-                except Exception as e:   # a lost snapshot must not lose the run
-                    warnings.setdefault(p.image, []).append(f"snapshot {p.iter} not written: {error_text(e)}")
+            if it is not None and it.write:
+                warning = write_snapshot(p, Path(it.output), cfg)
+                if warning:
+                    warnings.setdefault(p.image, []).append(warning)
             return False if stop is False else None   # on_progress returning False cancels the batch
 
         styles = [[self.styles[it.style]] for it in items] if self.spec.pair_styles else None
@@ -244,11 +267,9 @@ class JobWorker:
                     "device": self.device, "host": self.host}
             if item.name in warnings:
                 base["warnings"] = warnings[item.name]
-            if result.status == "cancelled":   # stopped on request: recorded as such, nothing written
-                out.append({**base, "status": "cancelled", "error": f"{result.message}; nothing written"})
-                continue
-            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
-                out.append({**base, "status": "error", "error": f"{result.message}; nothing written"})
+            reason = not_written_reason(result)
+            if reason is not None:   # cancelled on request (recorded as such), diverged or stalled
+                out.append({**base, "status": "cancelled" if result.status == "cancelled" else "error", "error": reason})
                 continue
             try:
                 if self.spec.ship_bytes:
