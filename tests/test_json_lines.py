@@ -14,3 +14,12 @@ def test_non_finite_numbers_become_null_at_any_depth():
 def test_finite_values_are_kept():
     rec = {"a": 0.0, "b": "x", "c": None, "d": True}
     assert finite_or_null(rec) == rec
+
+
+def test_a_manifest_record_with_a_non_finite_loss_is_written_as_null(tmp_path):
+    from stylegrad.jobs.manifest import ManifestWriter, manifest_path
+
+    with ManifestWriter(tmp_path) as m:
+        m.append({"kind": "image", "loss": math.nan, "nested": {"x": math.inf}})
+    line = manifest_path(tmp_path).read_text().strip().splitlines()[-1]
+    assert json.loads(line) == {"kind": "image", "loss": None, "nested": {"x": None}}

@@ -39,6 +39,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ..errors import StyleGradError
 from ..fileio import LOCK_BUSY, flock_nowait, is_no_space, no_space_error, open_own_file
+from ..progress import finite_or_null
 
 MANIFEST_NAME = "stylegrad-job.jsonl"
 
@@ -145,8 +146,9 @@ class ManifestWriter:
         self._fd = fd
 
     def append(self, record: dict) -> None:
-        """One record, whole or not at all: a failed write is cut back off the file."""
-        data = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        """One record, whole or not at all: a failed write is cut back off the file. Strict
+        JSON: a non-finite number (a diverged run's loss) is written as null."""
+        data = (json.dumps(finite_or_null(record), allow_nan=False, separators=(",", ":")) + "\n").encode()
         size = os.fstat(self._fd).st_size
         try:
             n = os.write(self._fd, data)     # O_APPEND: lands at the end, in one piece

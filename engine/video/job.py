@@ -310,7 +310,7 @@ def run_video_job(stylizer, plan: VideoPlan, settings: VideoSettings, output: Pa
                    "temporal": last_p.pixel_term, "warping_error": werr, "flow_kept": kept,
                    "backend": stylizer.backend_name, "device": str(stylizer.device), "finished": now(),
                    "run": run_id}
-            rec = finite_or_null(rec)
+            rec = finite_or_null(rec)   # the record is also passed on (events, the summary): null there too
             manifest.append(rec)
             records.append(rec)
             if on_event:
