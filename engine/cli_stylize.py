@@ -29,7 +29,7 @@ from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, OutputLockedError, StyleGradError, error_text
 from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
-from .jobs.work import not_written_reason, planned_snapshots, write_snapshot
+from .jobs.work import optimise_and_write, planned_snapshots
 from .stylizer import Progress, Stylizer
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -249,7 +249,7 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
         bar = tqdm(total=sum(sc.iters for sc in plan), desc=f"{prog.image_label(1, 1, 1)} {content.name}",
                    file=sys.stderr, leave=False)
 
-    def on_progress(p: Progress) -> None:
+    def on_progress(p: Progress) -> None:     # after write_snapshot (optimise_and_write)
         if hook is not None:
             hook(p)
         reported = p.iter % config.print_every == 0 or p.iter == p.iters
@@ -268,27 +268,23 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             print(f"stylegrad: {p.image}: converged (--tol {config.tol:g} over {config.tol_window} iterations): "
                   f"stopped at iteration {p.iter} of {p.iters}" + (f", scale {p.scale}/{p.scales}" if p.scales > 1 else ""),
                   file=sys.stderr)
-        warning = write_snapshot(p, out, config)
-        if warning:
-            print(f"stylegrad: warning: {p.image}: {warning}", file=sys.stderr)
 
-    try:
-        result = stylizer.run_batch([tensor], callback=on_progress, names=[name])[0]
+    def on_warning(image: str, line: str) -> None:
+        print(f"stylegrad: warning: {image}: {line}", file=sys.stderr)
+
+    try:   # the one image-writing path, shared with job workers
+        written = optimise_and_write(stylizer, [tensor], [name], [out], config, on_progress=on_progress,
+                                     on_warning=on_warning)[0]
     except Exception as e:
         fail(e)
         return
     finally:
         if bar is not None:
             bar.close()
-    reason = not_written_reason(result)
-    if reason is not None:      # diverged or stalled: the run says why; nothing is written
-        fail(StyleGradError(reason))
+    if written.status != "ok":  # diverged or stalled (the run says why), or the write failed: nothing written
+        fail(StyleGradError(written.error))
         return
-    try:
-        imgs.save_image(result.image, out)
-    except Exception as e:
-        fail(e)
-        return
+    result = written.result
     summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters, "scales": len(plan),
                "loss": result.final_loss, "initial_loss": result.history[0].loss,
                "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),

@@ -388,3 +388,28 @@ def test_snapshots_follow_one_rule_for_o_runs_and_jobs(tmp_path):
     assert write_snapshot(p(2), out, cfg.replace(save_every=0)) is None
     warning = write_snapshot(p(2), tmp_path / "missing" / "o.png", cfg)
     assert warning.startswith("snapshot 2 not written: ")
+
+
+def test_optimise_and_write_writes_only_what_it_may(tmp_path):
+    """The one image-writing path (-o runs and job workers): a None output is computed, not
+    written; a failed write is that image's error, not the batch's; the others are written."""
+    import torch
+
+    from stylegrad import Stylizer
+    from stylegrad.jobs.work import optimise_and_write
+
+    cfg = StyleConfig(weights="random", backend="reference", size=12, iters=2, lbfgs_history=3)
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.rand(3, 12, 12, generator=g) for _ in range(3)]
+    outs = [tmp_path / "a.png", None, tmp_path / "missing" / "c.png"]
+    st = Stylizer(cfg)
+    try:
+        st.set_styles([torch.rand(3, 12, 12, generator=g)])
+        seen = []
+        done = optimise_and_write(st, tensors, ["a", "b", "c"], outs, cfg, on_progress=lambda p: seen.append(p.image))
+    finally:
+        st.close()
+    assert [w.name for w in done] == ["a", "b", "c"] and set(seen) == {"a", "b", "c"}
+    assert done[0].status == "ok" and (tmp_path / "a.png").is_file()
+    assert done[1].status == "ok" and done[1].result.image.shape[-2:] == (12, 12)
+    assert done[2].status == "error" and "c.png" in done[2].error and not done[2].no_space

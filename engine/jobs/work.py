@@ -5,7 +5,9 @@ A :class:`Task` is a batch planned by the driver: images of one size, optimised 
 and turns tasks into outcomes (one dict per image: hashes, status, timing). The same
 ``JobWorker.run_task`` runs in the driver's process, in a local worker process and in a Ray
 actor, so every way of running a job computes the same bytes (given the same CPU threads per
-image on the CPU; see :mod:`stylegrad.jobs.settings`).
+image on the CPU; see :mod:`stylegrad.jobs.settings`). :func:`optimise_and_write` is the one
+path from content tensors to written images (snapshots, the not-written rule, the write), for
+job workers and ``stylegrad stylize -o`` alike.
 
 Library code: raises or returns, never prints.
 """
@@ -95,6 +97,65 @@ def not_written_reason(result) -> Optional[str]:
     """Why a run's image is not written (diverged, stalled or cancelled: the run says why), or
     None when it is ok to write."""
     return None if result.status == "ok" else f"{result.message}; nothing written"
+
+
+@dataclass
+class Written:
+    """One image of :func:`optimise_and_write`: its run and what became of its output."""
+
+    name: str
+    result: object                        # the Stylizer's RunResult
+    status: str = "ok"                    # "ok" (written, or not asked to be), "error", "cancelled"
+    error: str = ""                       # one line, when nothing was written
+    no_space: bool = False                # the disk, not the image: a job stops
+    extra: dict = field(default_factory=dict)   # what the writer reported (hashes, bytes)
+
+
+def save_output(image: torch.Tensor, out: Path) -> dict:
+    """The default writer of :func:`optimise_and_write`: the image file at ``out``."""
+    imgs.save_image(image, out)
+    return {}
+
+
+def optimise_and_write(stylizer: Stylizer, tensors: Sequence[torch.Tensor], names: Sequence[str],
+                       outputs: Sequence[Optional[Path]], config: StyleConfig, *,
+                       on_progress: Optional[Callable[[Progress], Optional[bool]]] = None,
+                       on_warning: Optional[Callable[[str, str], None]] = None,
+                       styles=None, write: Callable[[torch.Tensor, Path], dict] = save_output) -> List[Written]:
+    """The one path from resized content tensors to written images, for ``-o`` runs and job
+    workers alike: optimise them as one batch, write the ``--save-every`` snapshots
+    (:func:`write_snapshot`) and then each output whose run may be written
+    (:func:`not_written_reason`) with ``write`` (image, output) -> what to report. An output of
+    None is computed for its batch partners and not written. ``on_progress`` sees every
+    iteration after its snapshot (returning False cancels the batch); ``on_warning(name, line)``
+    hears of lost snapshots. One :class:`Written` per image, in order; raises only when the
+    whole batch fails."""
+    by_name = dict(zip(names, outputs))
+
+    def callback(p: Progress) -> Optional[bool]:
+        out = by_name.get(p.image)
+        if out is not None:
+            warning = write_snapshot(p, out, config)
+            if warning and on_warning is not None:
+                on_warning(p.image, warning)
+        return on_progress(p) if on_progress is not None else None
+
+    results = stylizer.run_batch(list(tensors), callback=callback, names=list(names), styles=styles)
+    done: List[Written] = []
+    for name, out, result in zip(names, outputs, results):
+        w = Written(name, result)
+        reason = not_written_reason(result)
+        if reason is not None:
+            w.status, w.error = ("cancelled" if result.status == "cancelled" else "error"), reason
+        elif out is not None:
+            try:
+                w.extra = write(result.image, out)
+            except NoSpaceError as e:   # the disk, not the image
+                w.status, w.error, w.no_space = "error", str(e), True
+            except Exception as e:      # one image failing to write must not lose the others
+                w.status, w.error = "error", error_text(e)
+        done.append(w)
+    return done
 
 
 def planned_snapshots(out: Path, config: StyleConfig) -> List[Path]:
@@ -234,57 +295,48 @@ class JobWorker:
     def _run_group(self, group: Sequence[Tuple[Item, torch.Tensor, str]], on_progress) -> List[dict]:
         cfg = self.config
         items = [g[0] for g in group]
-        by_name = {it.name: it for it in items}
         warnings: Dict[str, List[str]] = {}
 
         def callback(p: Progress) -> Optional[bool]:
-            stop = None
             if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters):
                 stop = on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
-                             "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
-                             "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
-            it = by_name.get(p.image)
-            if it is not None and it.write:
-                warning = write_snapshot(p, Path(it.output), cfg)
-                if warning:
-                    warnings.setdefault(p.image, []).append(warning)
-            return False if stop is False else None   # on_progress returning False cancels the batch
+                                    "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
+                                    "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
+                return False if stop is False else None   # on_progress returning False cancels the batch
+            return None
+
+        def write(image: torch.Tensor, out: Path) -> dict:
+            if self.spec.ship_bytes:
+                data = self._encode(image, str(out))
+                return {"output_bytes": data, "output_sha256": hashlib.sha256(data).hexdigest()}
+            imgs.save_image(image, out)
+            return {"output_sha256": file_sha256(out)}
 
         styles = [[self.styles[it.style]] for it in items] if self.spec.pair_styles else None
+        # shipped outputs: the driver writes the bytes; snapshots need a shared filesystem (refused up front)
+        outputs = [Path(it.output) if it.write else None for it in items]
         try:
-            results = self.stylizer.run_batch([g[1] for g in group], callback=callback,
-                                              names=[it.name for it in items], styles=styles)
+            written = optimise_and_write(self.stylizer, [g[1] for g in group], [it.name for it in items], outputs,
+                                         cfg, on_progress=callback, styles=styles, write=write,
+                                         on_warning=lambda name, line: warnings.setdefault(name, []).append(line))
         except Exception as e:   # the whole batch failed; the job goes on
             return [error_outcome(it, error_text(e), self.device, self.stylizer.backend_name)
                     for it in items if it.write]
         out = []
-        for (item, _, in_sha), result in zip(group, results):
+        for (item, _, in_sha), w in zip(group, written):
             if not item.write:
                 continue
+            result = w.result
             base = {"index": item.index, "input": item.input, "name": item.name, "output": item.output,
                     "input_sha256": in_sha,
                     "seconds": round(result.seconds, 3), "batch": len(items), "backend": result.backend,
                     "device": self.device, "host": self.host}
             if item.name in warnings:
                 base["warnings"] = warnings[item.name]
-            reason = not_written_reason(result)
-            if reason is not None:   # cancelled on request (recorded as such), diverged or stalled
-                out.append({**base, "status": "cancelled" if result.status == "cancelled" else "error", "error": reason})
+            if w.status != "ok":   # cancelled on request (recorded as such), diverged, stalled, or not written
+                out.append({**base, "status": w.status, "error": w.error, **({"no_space": True} if w.no_space else {})})
                 continue
-            try:
-                if self.spec.ship_bytes:
-                    data = self._encode(result.image, item.output)
-                    extra = {"output_bytes": data, "output_sha256": hashlib.sha256(data).hexdigest()}
-                else:
-                    imgs.save_image(result.image, item.output)
-                    extra = {"output_sha256": file_sha256(item.output)}
-            except NoSpaceError as e:   # the disk, not the image: the driver stops the job
-                out.append({**base, "status": "error", "error": str(e), "no_space": True})
-                continue
-            except Exception as e:   # one image failing to write must not lose the others
-                out.append({**base, "status": "error", "error": error_text(e)})
-                continue
-            out.append({**base, **extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
+            out.append({**base, **w.extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
                         "loss": result.final_loss,
                         "initial_loss": result.history[0].loss,
                         "last_scale_initial_loss": result.last_scale_initial_loss,
