@@ -262,7 +262,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
-    from .cli_stylize import plain_progress_wanted, progress_lines
+    from .cli_config import plain_progress_wanted, progress_lines
 
     executor, threads = choose_executor(args, config)
     if args.resume and args.threads is None and executor.device_type == "cpu":

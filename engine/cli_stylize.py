@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from . import images as imgs
 from . import memory
 from . import progress as prog
-from .cli_config import config_from_args, given_options
+from .cli_config import config_from_args, plain_progress_wanted, progress_lines
 from . import scales
 from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
@@ -165,17 +165,6 @@ def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]
     if args.out_dir:
         return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
     return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg, on_progress)
-
-
-def plain_progress_wanted(args) -> bool:
-    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
-    return not args.quiet and not args.json and not sys.stderr.isatty()
-
-
-def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None) -> prog.ProgressLines:
-    """Plain lines over the whole run: with several scales, iterations count over all of them."""
-    every = config.print_every if "print_every" in given_options(args) else None
-    return prog.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
 
 
 def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None,
