@@ -20,7 +20,7 @@ from typing import Iterator, Optional, Sequence
 from .cli_config import add_config_options
 from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
 from .config import StyleConfig, parse_list
-from .errors import NoSpaceError, StyleGradError, Terminated, WeightsUnavailableError
+from .errors import NoSpaceError, StyleGradError, Terminated, WeightsUnavailableError, error_text
 from stylegrad.export.onnx_graphs import DEFAULT_OPSET
 
 
@@ -282,8 +282,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except Exception as e:  # never a traceback for users; STYLEGRAD_DEBUG=1 shows it
             if os.environ.get("STYLEGRAD_DEBUG") == "1":
                 raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return fail("internal error: ", f"{type(e).__name__}: {msg} (set STYLEGRAD_DEBUG=1 for a traceback)", 1)
+            return fail("internal error: ", f"{error_text(e)} (set STYLEGRAD_DEBUG=1 for a traceback)", 1)
 
 
 def _dispatch(args) -> int:

@@ -115,3 +115,20 @@ def given_options(args: argparse.Namespace) -> set:
     """The StyleConfig fields whose options were given on the command line (the others keep
     the config's defaults)."""
     return {name for name in getattr(args, _NAMES, ()) if hasattr(args, name)}
+
+
+def plain_progress_wanted(args) -> bool:
+    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
+    import sys
+
+    return not args.quiet and not args.json and not sys.stderr.isatty()
+
+
+def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None):
+    """Plain lines (``progress.ProgressLines``) over the whole run: with several scales,
+    iterations count over all of them; every ``--print-every`` only when it was given."""
+    from . import progress, scales
+
+    every = config.print_every if "print_every" in given_options(args) else None
+    return progress.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
+

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import List
+
+from . import progress as prog
 
 JOB_FLAGS = ("resume", "fresh", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
@@ -123,13 +122,6 @@ def check_job_arguments(args, config) -> None:
         raise ConfigError("--ray-bytes ships inputs and outputs only: --save-every and --init PATH need a shared filesystem")
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def choose_executor(args, config):
     """(executor, torch threads per image on the CPU) for the options given (the executor knows
     its device type). Threads, when --threads is not given: one process uses every core (as a
@@ -139,6 +131,7 @@ def choose_executor(args, config):
     from .errors import ConfigError
     from .jobs.local_pool import LocalPool
     from .jobs.runner import InlineExecutor
+    from .memory import usable_cores
     from .stylizer import parse_device
 
     threads = args.threads or 1
@@ -163,16 +156,16 @@ def choose_executor(args, config):
                 parse_device(d)           # present on this machine
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
-            n = args.workers or max(1, cpu_count() // threads)
-            return LocalPool(["cpu"] * n), args.threads or max(1, cpu_count() // n)
+            n = args.workers or max(1, usable_cores() // threads)
+            return LocalPool(["cpu"] * n), args.threads or max(1, usable_cores() // n)
         if args.workers:
             raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
-        return LocalPool(devices, max(1, cpu_count() // len(devices))), threads
+        return LocalPool(devices, max(1, usable_cores() // len(devices))), threads
     dtype = parse_device(config.device).type
     if args.workers:
         if dtype != "cpu":
             raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
-        return LocalPool(["cpu"] * args.workers), args.threads or max(1, cpu_count() // args.workers)
+        return LocalPool(["cpu"] * args.workers), args.threads or max(1, usable_cores() // args.workers)
     return InlineExecutor(config.device), args.threads or torch.get_num_threads()
 
 
@@ -211,7 +204,7 @@ class _CliListener:
     def progress(self, ev: dict) -> None:
         if self.args.json:
             keys = ("image", "scale", "scales", "width", "height", "iter", "loss", "content", "style", "tv", "ms")
-            print(_json({k: ev[k] for k in keys}), flush=True)
+            print(prog.json_line({k: ev[k] for k in keys}), flush=True)
         if self.bar is not None and ev["iter"] > 0:
             scale = f" scale {ev['scale']}/{ev['scales']}" if ev["scales"] > 1 else ""
             self.bar.set_postfix_str(f"{Path(ev['image']).name}{scale} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
@@ -232,17 +225,16 @@ class _CliListener:
             self.failed.append(name)
             self._err(f"stylegrad: error: {name}: {rec.get('error', '')}")
             if self.args.json:
-                print(_json({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
+                print(prog.json_line({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
             return
         out = str(self.outputs[o["index"]])
         if self.args.json:
-            print(_json({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
+            print(prog.json_line({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
                          "loss": o["loss"],
                          "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
                          "seconds": o["seconds"], "backend": o["backend"], "precision": o.get("precision"),
                          "device": o.get("device")}), flush=True)
         elif not self.args.quiet and self.bar is None:
-            from . import progress as prog
 
             print(prog.result_line(out, o["initial_loss"], o["loss"], o["scales"],
                                    o.get("last_scale_initial_loss", o["initial_loss"]), o["seconds"],
@@ -252,33 +244,6 @@ class _CliListener:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def _json(obj: dict) -> str:
-    """Strict JSON: a non-finite number becomes null, never NaN."""
-    def clean(v):
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        return v
-    return json.dumps(clean(obj), allow_nan=False)
-
-
-def _sigterm_as_interrupt():
-    """During a job, SIGTERM stops it like Ctrl-C (raising ``Terminated``, exit 143): workers
-    and Ray are shut down, the manifest keeps every finished image. Returns a function that
-    restores the previous handler."""
-    import threading
-    from .errors import Terminated
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    old = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _maybe_fetch_weights(config, executor, note) -> None:
@@ -298,8 +263,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
-    from . import progress as prog
-    from .cli_stylize import plain_progress_wanted, progress_lines
+    from .cli_config import plain_progress_wanted, progress_lines
 
     executor, threads = choose_executor(args, config)
     if args.resume and args.threads is None and executor.device_type == "cpu":
@@ -319,17 +283,15 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
                      resume=args.resume, force=args.force, fresh=args.fresh, ship_bytes=args.ray_bytes,
                      relay_progress=(args.json or show_bar or lines is not None) and not args.ray,
                      command=["stylegrad"] + list(args.argv) if getattr(args, "argv", None) else None)
-    restore = _sigterm_as_interrupt()
-    try:
+    try:     # SIGTERM raises Terminated here (the command's handler, stylegrad.cli): workers stop
         summary = run_job(req, executor, listener)
     finally:
-        restore()
         listener.close()
     s = summary.as_dict()
     rc = 1 if summary.failed else 0
     if args.json:
         extra = {k: v for k, v in s.items() if k not in ("ok", "failed")}
-        print(_json(prog.summary_object("job", summary.ok, listener.failed, str(args.out_dir), summary.wall_seconds,
+        print(prog.json_line(prog.summary_object("job", summary.ok, listener.failed, str(args.out_dir), summary.wall_seconds,
                                         rc, **extra)), flush=True)
     elif not args.quiet:
         p = summary.seconds_per_image
@@ -351,9 +313,8 @@ def cmd_job(args) -> int:
         raise ConfigError("usage: stylegrad job status DIR [--verify] [--json]")
     st = job_status(args.dir, verify=args.verify)
     if args.json:
-        print(_json(st))
+        print(prog.json_line(st))
         return 0
-    from .progress import format_duration
 
     rate = st["images_per_hour"]
     p = st["seconds_per_image"]

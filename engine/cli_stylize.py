@@ -14,8 +14,6 @@ The order of the work, so that whatever can be refused is refused before any com
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import sys
 import time
@@ -25,13 +23,13 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from . import images as imgs
 from . import memory
 from . import progress as prog
-from .cli_config import config_from_args, given_options
+from .cli_config import config_from_args, plain_progress_wanted, progress_lines
 from . import scales
 from .cli_job import check_job_arguments, run_stylize_job
 from .config import StyleConfig
-from .errors import ConfigError, OutputLockedError, StyleGradError
+from .errors import ConfigError, OutputLockedError, StyleGradError, error_text
 from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
-from .jobs.work import planned_snapshots, snapshot_path as _snapshot_path
+from .jobs.work import optimise_and_write, planned_snapshots
 from .stylizer import Progress, Stylizer
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
@@ -120,30 +118,28 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
     from .backends.registry import resolve_backend_and_precision
     from .stylizer import parse_device
 
+    from .jobs.runner import plan_batches
+
     device = parse_device(config.device)
     backend, precision = resolve_backend_and_precision(config.backend, device, config.precision, config.size)
     config = config.replace(precision=precision)    # the memory estimate counts what will run
-    groups: Dict[Tuple[int, int], list] = {}
-    for i, c in enumerate(contents):
+    first_error = None
+    for batch in plan_batches(contents, config.size, config.batch_size, config.resize_filter):
         try:
-            h, w = imgs.image_size(c, config.max_memory)
+            sources = [imgs.image_size(contents[i], config.max_memory) for i in batch]
         except StyleGradError:
             continue
-        groups.setdefault(imgs.scaled_size(h, w, config.size, config.resize_filter), []).append((i, (h, w)))
-    first_error = None
-    for out_hw, members in groups.items():
-        for k in range(0, len(members), config.batch_size):
-            batch = members[k:k + config.batch_size]
-            styles = [style_hw[i] for i, _ in batch] if pair_styles else style_hw
-            source = max((hw for _, hw in batch), key=lambda hw: hw[0] * hw[1])
-            est = memory.estimate_run(config, out_hw, len(batch), styles, source, backend=backend)
-            what = (f"{prog.image_label(batch[0][0] + 1, len(batch), len(contents))} "
-                    f"({Path(contents[batch[0][0]]).name}) at {out_hw[1]}x{out_hw[0]} px")
-            try:
-                memory.check_fits(est, config, device, what)
-                return                      # one batch fits: the run goes on
-            except StyleGradError as e:
-                first_error = first_error or e
+        out_hw = imgs.scaled_size(*sources[0], config.size, config.resize_filter)
+        styles = [style_hw[i] for i in batch] if pair_styles else style_hw
+        source = max(sources, key=lambda hw: hw[0] * hw[1])
+        est = memory.estimate_run(config, out_hw, len(batch), styles, source, backend=backend)
+        what = (f"{prog.image_label(batch[0] + 1, len(batch), len(contents))} "
+                f"({Path(contents[batch[0]]).name}) at {out_hw[1]}x{out_hw[0]} px")
+        try:
+            memory.check_fits(est, config, device, what)
+            return                      # one batch fits: the run goes on
+        except StyleGradError as e:
+            first_error = first_error or e
     if first_error is not None:
         raise first_error
 
@@ -205,23 +201,6 @@ def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]
     return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg, on_progress)
 
 
-def _json(obj: dict) -> str:
-    """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
-    clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
-    return json.dumps(clean, allow_nan=False)
-
-
-def plain_progress_wanted(args) -> bool:
-    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
-    return not args.quiet and not args.json and not sys.stderr.isatty()
-
-
-def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None) -> prog.ProgressLines:
-    """Plain lines over the whole run: with several scales, iterations count over all of them."""
-    every = config.print_every if "print_every" in given_options(args) else None
-    return prog.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
-
-
 def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None,
                  hook: Optional[Callable[[Progress], None]] = None) -> int:
     """``-o OUT``: one content image, under the output's advisory lock."""
@@ -236,11 +215,11 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
 
     def fail(e: BaseException) -> None:
         failed.append(name)
-        msg = str(e) if isinstance(e, StyleGradError) else f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        msg = error_text(e)
         msg = getattr(args, "hints", None)(msg) if getattr(args, "hints", None) else msg   # neural-style's flags
         print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
         if args.json:
-            print(_json({"image": name, "status": "error", "error": msg}), flush=True)
+            print(prog.json_line({"image": name, "status": "error", "error": msg}), flush=True)
 
     def finish() -> int:
         rc = 1 if failed else 0
@@ -248,7 +227,7 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
         if not args.quiet:
             print(f"stylegrad: {prog.tally_line(ok, len(failed), str(out))}", file=sys.stderr)
         if args.json:
-            print(_json(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
+            print(prog.json_line(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
         return rc
 
     def download_bar():
@@ -293,12 +272,12 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
         bar = tqdm(total=sum(sc.iters for sc in plan), desc=f"{prog.image_label(1, 1, 1)} {content.name}",
                    file=sys.stderr, leave=False)
 
-    def on_progress(p: Progress) -> None:
+    def on_progress(p: Progress) -> None:     # after write_snapshot (optimise_and_write)
         if hook is not None:
             hook(p)
         reported = p.iter % config.print_every == 0 or p.iter == p.iters
         if args.json and reported:
-            print(_json({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
+            print(prog.json_line({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
                          "height": p.height, "iter": p.iter, "loss": p.loss, "content": p.content,
                          "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
         if bar is not None and p.iter > 0:
@@ -308,40 +287,34 @@ def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Pa
             line = lines.progress(p.image, p.iter, p.loss, p.scale)
             if line:
                 print(f"stylegrad: {line}", file=sys.stderr, flush=True)
-        final = p.scale == p.scales and (p.iter == p.iters or p.stopped)   # the output itself, written below
         if p.stopped and not args.quiet and not args.json:
             print(f"stylegrad: {p.image}: converged (--tol {config.tol:g} over {config.tol_window} iterations): "
                   f"stopped at iteration {p.iter} of {p.iters}" + (f", scale {p.scale}/{p.scales}" if p.scales > 1 else ""),
                   file=sys.stderr)
-        if p.snapshot is not None and config.save_every > 0 and not final:
-            try:
-                imgs.save_image(p.snapshot, _snapshot_path(out, p.iter, p.scale, p.scales))
-            except Exception as e:  # a lost snapshot must not lose the run
-                print(f"stylegrad: warning: {p.image}: snapshot {p.iter} not written: {e}", file=sys.stderr)
 
-    try:
-        result = stylizer.run_batch([tensor], callback=on_progress, names=[name])[0]
+    def on_warning(image: str, line: str) -> None:
+        print(f"stylegrad: warning: {image}: {line}", file=sys.stderr)
+
+    try:   # the one image-writing path, shared with job workers
+        written = optimise_and_write(stylizer, [tensor], [name], [out], config, on_progress=on_progress,
+                                     on_warning=on_warning)[0]
     except Exception as e:
         fail(e)
         return
     finally:
         if bar is not None:
             bar.close()
-    if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
-        fail(StyleGradError(f"{result.message}; nothing written"))
+    if written.status != "ok":  # diverged or stalled (the run says why), or the write failed: nothing written
+        fail(StyleGradError(written.error))
         return
-    try:
-        imgs.save_image(result.image, out)
-    except Exception as e:
-        fail(e)
-        return
+    result = written.result
     summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters, "scales": len(plan),
                "loss": result.final_loss, "initial_loss": result.history[0].loss,
                "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
                "seconds": round(result.seconds, 3), "backend": result.backend,
                "precision": result.precision}
     if args.json:
-        print(_json(summary), flush=True)
+        print(prog.json_line(summary), flush=True)
     elif not args.quiet:
         print(prog.result_line(str(out), result.initial_loss, result.final_loss, len(plan),
                                result.last_scale_initial_loss, result.seconds,

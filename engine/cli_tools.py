@@ -9,7 +9,7 @@ from pathlib import Path
 from .fileio import check_writable_folder, write_json_atomic
 
 from . import images as imgs
-from .errors import ConfigError
+from .errors import ConfigError, error_text
 
 
 def prepare_folder(folder, flag: str) -> None:
@@ -167,7 +167,7 @@ def cmd_bench_compare(argv) -> int:
         try:
             d = json.loads(Path(a).read_text())
         except (OSError, ValueError) as e:
-            raise ConfigError(f"bench compare: cannot read {a}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"bench compare: cannot read {a}: {error_text(e)}") from None
         if not isinstance(d, dict) or d.get("kind") != "contest":
             raise ConfigError(f"bench compare: {a} is not a result of stylegrad bench --peers")
         docs.append(d)

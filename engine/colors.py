@@ -21,13 +21,9 @@ the matched style luminance; we clamp it to [0, 1], the range of every image the
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
 KR, KG, KB = 0.299, 0.587, 0.114
-CB_SCALE = 0.5 / (1.0 - KB)     # 0.564
-CR_SCALE = 0.5 / (1.0 - KR)     # 0.713
 FLAT_STD = 1e-4   # a style luminance with less spread (1/40 of a grey level) is flat: it stays flat
 
 
@@ -35,23 +31,6 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     """Y of RGB images (..., 3, H, W) -> (..., 1, H, W)."""
     r, g, b = x.unbind(-3)
     return (KR * r + KG * g + KB * b).unsqueeze(-3)
-
-
-def rgb_to_ycbcr(x: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) RGB in [0, 1] -> (..., 3, H, W) Y, Cb, Cr (Cb, Cr centred on 0.5)."""
-    y = luma(x)
-    r, _, b = x.unbind(-3)
-    cb = 0.5 + CB_SCALE * (b - y[..., 0, :, :])
-    cr = 0.5 + CR_SCALE * (r - y[..., 0, :, :])
-    return torch.stack([y[..., 0, :, :], cb, cr], dim=-3)
-
-
-def ycbcr_to_rgb(ycc: torch.Tensor) -> torch.Tensor:
-    y, cb, cr = ycc.unbind(-3)
-    r = y + (cr - 0.5) / CR_SCALE
-    b = y + (cb - 0.5) / CB_SCALE
-    g = (y - KR * r - KB * b) / KG
-    return torch.stack([r, g, b], dim=-3)
 
 
 def with_content_chroma(output: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -86,7 +65,3 @@ def matched_luminance(style: torch.Tensor, content: torch.Tensor) -> torch.Tenso
     return y.expand(3, -1, -1).contiguous()
 
 
-def matched_styles(styles: Sequence[torch.Tensor], contents: Sequence[torch.Tensor]):
-    """For each content image, the styles matched to it: one list per content (per-image
-    style targets)."""
-    return [[matched_luminance(s, c) for s in styles] for c in contents]

@@ -410,9 +410,6 @@ class StyleConfig:
 
 # -- types of the fields (checked when a StyleConfig is made) -----------------------------------
 
-_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string"}
-
-
 def _field_types() -> dict:
     global _FIELD_TYPES
     if _FIELD_TYPES is None:

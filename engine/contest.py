@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import ConfigError, StyleGradError
+from .errors import ConfigError, StyleGradError, error_text
 
 SPREAD_WARN = 0.10
 PEER_NAMES = ("neural-style-pt", "pystiche")
@@ -149,7 +149,7 @@ def peer_available(peer: str) -> Optional[str]:
                         "wheels require another torch")
             return f"pystiche cannot be imported here (no module {e.name!r}): it needs torchvision"
         except Exception as e:
-            return f"pystiche cannot be imported here ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            return f"pystiche cannot be imported here ({error_text(e)})"
         return ("pystiche imports here, but no runner for it is written yet (stylegrad.cli_peer runs "
                 "neural-style-pt and stylegrad)")
     return f"unknown peer {peer!r}; known: {', '.join(PEER_NAMES)}"

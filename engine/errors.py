@@ -1,4 +1,5 @@
-"""Errors that reach users as one plain line (the CLI prints ``str(err)`` and exits)."""
+"""Errors that reach users as one plain line (the CLI prints ``str(err)`` and exits), and the
+one rule that turns any exception into such a line (:func:`error_text`)."""
 
 
 class StyleGradError(Exception):
@@ -79,3 +80,18 @@ class Terminated(BaseException):
 
 class VideoError(StyleGradError):
     """A video that cannot be read, decoded or written (``stylegrad video``)."""
+
+
+def first_line(text: object) -> str:
+    """The first line of ``str(text)``, stripped ("" when there is none)."""
+    t = str(text).strip()
+    return t.splitlines()[0].strip() if t else ""
+
+
+def error_text(e: BaseException) -> str:
+    """One line for any exception: ours (:class:`StyleGradError`) as they are, written for
+    users; anything else as ``TypeName: first line of its message`` (or just its type)."""
+    if isinstance(e, StyleGradError):
+        return str(e)
+    first = first_line(e)
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -406,6 +406,25 @@ def open_own_file(path: PathLike, flags: int, what: str, remedy: str = "remove i
     return fd, created
 
 
+LOCK_HELD, LOCK_BUSY, LOCK_UNSUPPORTED = "held", "busy", "unsupported"
+
+
+def flock_nowait(fd: int, shared: bool = False) -> str:
+    """The one advisory-lock rule (output locks and job manifests): take ``flock`` on ``fd``
+    without waiting. :data:`LOCK_HELD` when taken; :data:`LOCK_BUSY` when another process
+    holds it; :data:`LOCK_UNSUPPORTED` where there is no flock (not POSIX, or a filesystem
+    that refuses it: the caller goes on unlocked, as documented)."""
+    if fcntl is None:
+        return LOCK_UNSUPPORTED
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return LOCK_BUSY
+        return LOCK_UNSUPPORTED
+    return LOCK_HELD
+
+
 def lock_path(path: PathLike) -> Path:
     p = Path(path)
     return p.with_name("." + p.name + LOCK_SUFFIX)
@@ -421,9 +440,9 @@ def remove_unheld_lock(lock: Path) -> bool:
     except (UnsafeFileError, OSError):
         return False
     try:
-        if os.fstat(fd).st_size > LOCK_MAX_BYTES:
+        if os.fstat(fd).st_size > LOCK_MAX_BYTES or flock_nowait(fd) != LOCK_HELD:
+            os.close(fd)
             return False
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return False
@@ -443,7 +462,8 @@ def output_lock(path: PathLike) -> Iterator[None]:
     """Hold an advisory lock on output ``path`` for the block (see the module docstring);
     :class:`OutputLockedError` when another process holds it, :class:`UnsafeFileError` when
     the lock file's name is taken by a link or a file that is not a lock file. Not reentrant:
-    take it once per output and process. Without ``fcntl`` (not POSIX) it does nothing."""
+    take it once per output and process. Without flock (not POSIX, or a filesystem that refuses
+    it; :func:`flock_nowait`) the output is written unlocked."""
     if fcntl is None:
         yield
         return
@@ -454,17 +474,17 @@ def output_lock(path: PathLike) -> Iterator[None]:
         try:
             if os.fstat(fd).st_size > LOCK_MAX_BYTES:
                 raise UnsafeFileError(f"lock file {lock} holds data stylegrad did not write: {remedy}")
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+            state = flock_nowait(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if state == LOCK_BUSY:
             try:
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             finally:
                 os.close(fd)
             raise OutputLockedError(f"{path} is being written by another process (pid {holder}); "
-                                    f"not written here") from None
-        except BaseException:
-            os.close(fd)
-            raise
+                                    f"not written here")
         try:
             if os.path.samestat(os.fstat(fd), os.stat(lock, follow_symlinks=False)):
                 break

@@ -178,18 +178,26 @@ def _open(p: Path, max_bytes: Optional[int]) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+def header_size(img: Image.Image) -> Tuple[int, int]:
+    """(height, width) of an opened, not yet decoded image as :func:`load_image` returns it:
+    the header's size, sides swapped when its EXIF orientation turns it by 90 degrees. The one
+    place that reads an image's size from its header (files here, uploads in the service)."""
+    w, h = img.size
+    try:
+        if img.getexif().get(0x0112) in _ORIENT_SWAPS:
+            w, h = h, w
+    except Exception:  # a broken EXIF block: load_image will say so, or ignore it as Pillow does
+        pass
+    return h, w
+
+
 def image_size(path: Union[str, os.PathLike], max_bytes: Optional[int] = None) -> Tuple[int, int]:
     """(height, width) of an image file as :func:`load_image` would return it (EXIF rotation
     applied), read from its header; the same checks as :func:`load_image` before decoding."""
     p = Path(path)
     _check_regular(p)
     with _open(p, max_bytes) as img:
-        w, h = img.size
-        try:
-            if img.getexif().get(0x0112) in _ORIENT_SWAPS:
-                w, h = h, w
-        except Exception:  # a broken EXIF block: load_image will say so, or ignore it as Pillow does
-            pass
+        h, w = header_size(img)
     if w < 1 or h < 1:
         raise ImageError(f"image has no pixels: {p}")
     return h, w
@@ -304,6 +312,14 @@ def scaled_size(h: int, w: int, longest: int, resize_filter: str = "lanczos") ->
     if resize_filter == "bilinear":
         return max(1, int(s * h)), max(1, int(s * w))
     return max(1, round(h * s)), max(1, round(w * s))
+
+
+def style_side(longest: int, style_scale: float, resize_filter: str = "lanczos") -> int:
+    """The longest side the style images are resized to for an output whose longest side is
+    ``longest`` (``--style-scale``): rounded, or with ``bilinear`` truncated as neural-style-pt's
+    ``int(size * style_scale)``; at least 1."""
+    side = longest * style_scale
+    return max(1, int(side) if resize_filter == "bilinear" else round(side))
 
 
 def resize_longest(image: torch.Tensor, longest: int, resize_filter: str = "lanczos") -> torch.Tensor:

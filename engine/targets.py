@@ -118,8 +118,7 @@ class TargetBuilder:
         if use is None:
             raise ConfigError("no style images set: pass styles to run() or call set_styles()")
         self._check_blend(len(use))
-        longest = max(h, w) * cfg.style_scale   # bilinear: truncated, as neural-style-pt's int(size * scale)
-        longest = max(1, int(longest) if cfg.resize_filter == "bilinear" else round(longest))
+        longest = imgs.style_side(max(h, w), cfg.style_scale, cfg.resize_filter)
         scaled = [imgs.resize_longest(s, longest, cfg.resize_filter)[None].to(self.device) for s in use]
         return scaled, cfg.style_blend_weights or tuple(1.0 for _ in scaled)
 

@@ -34,7 +34,7 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .errors import WeightsError, WeightsUnavailableError
+from .errors import WeightsError, WeightsUnavailableError, first_line
 from .fileio import atomic_write, file_sha256, write_json_atomic
 from .vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
 
@@ -96,6 +96,17 @@ def parse_weights(spec: str) -> WeightsSource:
     if spec in PACKAGED:
         return WeightsSource("packaged", name=spec)
     return WeightsSource("path", path=Path(spec))
+
+
+def weights_file(spec: str) -> Optional[Path]:
+    """The file a ``--weights`` spec names, when it names one that exists; None for
+    ``imagenet``, packaged weights and ``random[:SEED]`` (read by :func:`parse_weights`, never by
+    the look of the name: a file called ``random_vgg.pth`` is a file)."""
+    try:
+        src = parse_weights(spec)
+    except WeightsError:
+        return None
+    return src.path if src.kind == "path" and src.path.is_file() else None
 
 
 def packaged_path(name: str) -> Path:
@@ -225,7 +236,7 @@ def load_state_dict_file(path: Path) -> Dict[str, torch.Tensor]:
             raise WeightsError(f"cannot load weights {path}: it holds Python objects besides tensors; stylegrad reads "
                                "only plain state_dicts of tensors (it never unpickles code)") from None
         first = ("unreadable pickle" if "Weights only load failed" in text
-                 else text.strip().splitlines()[0] if text.strip() else "unreadable")
+                 else first_line(text) or "unreadable")
         raise WeightsError(f"cannot load weights {path}: not a PyTorch state_dict file ({type(e).__name__}: "
                            f"{first})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -331,7 +342,7 @@ def imagenet_vgg(model: str, pool: str = "avg", progress: Optional[DownloadProgr
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             reason = getattr(e, "reason", None) or e
             raise WeightsUnavailableError(
-                offline.format(why=str(reason).splitlines()[0] if str(reason) else type(e).__name__)) from None
+                offline.format(why=first_line(reason) or type(e).__name__)) from None
         _remember_digest(path, _file_key(path), digest)
     if not path.is_file():
         raise WeightsError(f"cached weights {path} are not a regular file")

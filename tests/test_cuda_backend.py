@@ -111,8 +111,7 @@ def _gpu_run(precision, iters, size=64, kernels=True, graph=True, **kw):
 def test_gpu_graph_is_captured_and_matches_eager():
     """The same operations replayed from a graph and run eagerly. The stylegrad kernels are
     deterministic (no atomics), so with cuDNN's deterministic algorithms the two runs are the
-    same computation and must give the same bits after 30 iterations; the tolerance that an
-    atomic Gram needed (3-4e-3 measured in emulation, issue 9) is gone. Not verified on a GPU."""
+    same computation and must give the same bits after 30 iterations. Not verified on a GPU."""
     old = torch.backends.cudnn.deterministic
     torch.backends.cudnn.deterministic = True
     try:

@@ -109,3 +109,75 @@ def test_in_memory_inputs():
         imgs.to_tensor(np.zeros((2, 2, 5)))
     with pytest.raises(ImageError, match="NaN"):
         imgs.to_tensor(torch.full((3, 2, 2), float("nan")))
+
+
+def _rotated_jpeg(path, w=40, h=20):
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = 6                       # "rotate 90 CW": width and height swap when loaded
+    Image.new("RGB", (w, h), (200, 10, 10)).save(path, exif=exif)
+    return path
+
+
+def test_header_size_is_the_loaded_size_for_an_exif_rotated_photo(tmp_path):
+    from PIL import Image
+    from stylegrad.images import header_size, image_size, load_image
+
+    p = _rotated_jpeg(tmp_path / "r.jpg")
+    with Image.open(p) as im:
+        assert header_size(im) == (40, 20)
+    assert image_size(p) == (40, 20) == tuple(load_image(p).shape[-2:])
+
+
+def test_job_batches_use_the_loaded_size_and_the_resize_filter(tmp_path):
+    from stylegrad.jobs.runner import plan_batches, planned_shape
+
+    p = _rotated_jpeg(tmp_path / "r.jpg", w=30, h=13)
+    assert planned_shape(p, 10) == (10, 4)                     # 13 * 10 / 30 = 4.33: rounded
+    assert planned_shape(p, 10, "bilinear") == (10, 4)
+    q = _rotated_jpeg(tmp_path / "q.jpg", w=30, h=17)           # 5.67: rounds to 6, truncates to 5
+    assert planned_shape(q, 10) == (10, 6) and planned_shape(q, 10, "bilinear") == (10, 5)
+    s = _rotated_jpeg(tmp_path / "s.jpg", w=30, h=16)           # 5.33: 5 either way
+    assert plan_batches([q, s], 10, 2) == [[0], [1]]
+    assert plan_batches([q, s], 10, 2, "bilinear") == [[0, 1]]
+    assert planned_shape(tmp_path / "missing.jpg", 10) is None
+
+
+def test_style_side_rounds_or_truncates_like_the_content():
+    from stylegrad.images import style_side
+
+    assert style_side(100, 0.555) == 56 and style_side(100, 0.555, "bilinear") == 55
+    assert style_side(3, 0.1) == 1
+
+
+def test_float_tiffs_are_read_by_their_range(tmp_path):
+    a = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    Image.fromarray(a, "F").save(tmp_path / "unit.tif")
+    Image.fromarray(a * 255, "F").save(tmp_path / "byte.tif")
+    Image.fromarray(a * 300, "F").save(tmp_path / "over.tif")
+    Image.fromarray(a - 0.5, "F").save(tmp_path / "neg.tif")
+    unit, byte = imgs.load_image(tmp_path / "unit.tif"), imgs.load_image(tmp_path / "byte.tif")
+    assert torch.allclose(unit[0], torch.from_numpy(a)) and torch.allclose(byte, unit, atol=1e-6)
+    for bad in ("over.tif", "neg.tif"):
+        with pytest.raises(ImageError, match=r"expected \[0, 1\] or \[0, 255\]"):
+            imgs.load_image(tmp_path / bad)
+
+
+def test_arrays_outside_their_range_or_ambiguous_layouts_are_refused():
+    u8 = (np.arange(60) % 256).astype(np.uint8).reshape(5, 4, 3)
+    ref = imgs.to_tensor(u8)
+    assert torch.equal(imgs.to_tensor(u8.astype(np.int64)), ref)            # int64 0..255 = 8-bit
+    assert torch.equal(imgs.to_tensor(torch.from_numpy(u8).permute(2, 0, 1).contiguous()), ref)   # uint8 tensor
+    with pytest.raises(ImageError, match=r"expected \[0, 1\]"):
+        imgs.to_tensor(u8.astype(np.float32))                               # floats in 0..255
+    with pytest.raises(ImageError, match="expected 0..255"):
+        imgs.to_tensor(u8.astype(np.int64) * 10)
+    with pytest.raises(ImageError, match=r"expected \[0, 1\]"):
+        imgs.to_tensor(torch.rand(3, 4, 5) * 255)
+    with pytest.raises(ImageError, match=r"could be \(H, W, C\) or \(C, H, W\)"):
+        imgs.to_tensor(np.zeros((3, 7, 4), np.float32))                      # CHW of width 4
+    with pytest.raises(ImageError, match=r"looks like \(C, H, W\)"):
+        imgs.to_tensor(np.zeros((3, 7, 9), np.float32))
+    assert imgs.to_tensor(torch.rand(3, 7, 3)).shape == (3, 7, 3)           # tensors are always CHW
+    slack = imgs.to_tensor(np.full((2, 2), 1 + 1e-4, np.float32))           # rounding slack is clipped
+    assert float(slack.max()) == 1.0

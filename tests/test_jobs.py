@@ -75,6 +75,18 @@ def test_settings_hash_files_given_by_path(tmp_path):
     assert settings_hash(pixel_settings(cfg, "cpu", 1)) != before
 
 
+def test_a_weights_file_is_hashed_whatever_its_name(tmp_path):
+    from stylegrad.weights import random_vgg, write_state_dict
+
+    f = tmp_path / "random_vgg.pth"                 # a file, though its name starts like "random"
+    write_state_dict(random_vgg("vgg16", 0), f)
+    settings = pixel_settings(StyleConfig(weights=str(f), model="vgg16"), "cpu", 1)
+    assert len(settings["weights_sha256"]) == 64
+    write_state_dict(random_vgg("vgg16", 1), f)
+    assert pixel_settings(StyleConfig(weights=str(f), model="vgg16"), "cpu", 1)["weights_sha256"] != settings["weights_sha256"]
+    assert "weights_sha256" not in pixel_settings(StyleConfig(weights="random:3"), "cpu", 1)
+
+
 # -- manifest ----------------------------------------------------------------------------------
 
 def test_manifest_skips_a_torn_line_and_locks_the_folder(tmp_path):
@@ -339,3 +351,65 @@ def test_bench_job_reports_images_per_hour_and_scaling(capsys):
     assert r["scaling_ratio"] == pytest.approx(r["runs"][-1]["images_per_hour"] / r["runs"][0]["images_per_hour"],
                                                rel=1e-2)
     assert r["identical_outputs"] is True
+
+
+def test_usable_cores_follows_the_affinity_mask(monkeypatch):
+    import os
+
+    from stylegrad.memory import usable_cores
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    assert usable_cores() == 3
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert usable_cores() == 1
+
+
+def test_snapshots_follow_one_rule_for_o_runs_and_jobs(tmp_path):
+    """``write_snapshot`` (both paths call it): every --save-every iterate but the output itself,
+    which is the last scale's last iterate or where --tol stopped it; a failed write is a warning."""
+    from stylegrad.jobs.work import is_output_iterate, write_snapshot
+    from stylegrad.stylizer import Progress
+
+    import torch
+
+    cfg = StyleConfig(weights="random", save_every=1)
+    img = torch.rand(3, 4, 5)
+    out = tmp_path / "o.png"
+
+    def p(it, iters=5, scale=1, scales=1, stopped=False):
+        return Progress("a", it, iters, 1.0, 0.5, 0.5, 0.0, 1.0, snapshot=img, scale=scale, scales=scales,
+                        stopped=stopped)
+
+    assert not is_output_iterate(p(4)) and is_output_iterate(p(5)) and is_output_iterate(p(3, stopped=True))
+    assert not is_output_iterate(p(5, scale=1, scales=2)) and not is_output_iterate(p(3, scale=1, scales=2, stopped=True))
+    assert write_snapshot(p(2), out, cfg) is None and (tmp_path / "o.iter0002.png").is_file()
+    assert write_snapshot(p(3, stopped=True), out, cfg) is None and not (tmp_path / "o.iter0003.png").exists()
+    assert write_snapshot(p(2), out, cfg.replace(save_every=0)) is None
+    warning = write_snapshot(p(2), tmp_path / "missing" / "o.png", cfg)
+    assert warning.startswith("snapshot 2 not written: ")
+
+
+def test_optimise_and_write_writes_only_what_it_may(tmp_path):
+    """The one image-writing path (-o runs and job workers): a None output is computed, not
+    written; a failed write is that image's error, not the batch's; the others are written."""
+    import torch
+
+    from stylegrad import Stylizer
+    from stylegrad.jobs.work import optimise_and_write
+
+    cfg = StyleConfig(weights="random", backend="reference", size=12, iters=2, lbfgs_history=3)
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.rand(3, 12, 12, generator=g) for _ in range(3)]
+    outs = [tmp_path / "a.png", None, tmp_path / "missing" / "c.png"]
+    st = Stylizer(cfg)
+    try:
+        st.set_styles([torch.rand(3, 12, 12, generator=g)])
+        seen = []
+        done = optimise_and_write(st, tensors, ["a", "b", "c"], outs, cfg, on_progress=lambda p: seen.append(p.image))
+    finally:
+        st.close()
+    assert [w.name for w in done] == ["a", "b", "c"] and set(seen) == {"a", "b", "c"}
+    assert done[0].status == "ok" and (tmp_path / "a.png").is_file()
+    assert done[1].status == "ok" and done[1].result.image.shape[-2:] == (12, 12)
+    assert done[2].status == "error" and "c.png" in done[2].error and not done[2].no_space

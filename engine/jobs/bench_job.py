@@ -25,19 +25,12 @@ import torch
 from .. import images as imgs
 from ..config import StyleConfig
 from ..errors import ConfigError
+from ..memory import usable_cores
 from ..stylizer import parse_device
 from .local_pool import LocalPool
 from .runner import InlineExecutor, JobRequest, run_job
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _cores() -> int:
-    import os
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _inputs(folder: Path, n: int, size: int, content: Optional[str]) -> list:
@@ -80,11 +73,11 @@ def bench_job(images: int = 8, size: int = 64, iters: int = 20, device: str = "c
         inputs = _inputs(root / "inputs", images, size, content)
         runs = []
         if dev.type == "cpu":
-            n = workers or max(1, _cores() // threads)
+            n = workers or max(1, usable_cores() // threads)
             one = _run("one process", root, inputs, style, config, threads, InlineExecutor("cpu"))
             runs.append(one)
-            if _cores() > threads:
-                runs.append(_run("one process, all cores", root, inputs, style, config, _cores(),
+            if usable_cores() > threads:
+                runs.append(_run("one process, all cores", root, inputs, style, config, usable_cores(),
                                  InlineExecutor("cpu")))
             pool = _run("pool", root, inputs, style, config, threads, LocalPool(["cpu"] * n))
         else:
@@ -92,7 +85,7 @@ def bench_job(images: int = 8, size: int = 64, iters: int = 20, device: str = "c
             one = _run("one process", root, inputs, style, config, None, InlineExecutor(gpus[0]))
             runs.append(one)
             pool = _run("pool", root, inputs, style, config, None,
-                        LocalPool(gpus, max(1, _cores() // len(gpus))))
+                        LocalPool(gpus, max(1, usable_cores() // len(gpus))))
         runs.append(pool)
         identical = all((one["_dir"] / p.name).read_bytes() == (pool["_dir"] / p.name).read_bytes()
                         for p in inputs if (one["_dir"] / p.name).exists())
@@ -100,7 +93,7 @@ def bench_job(images: int = 8, size: int = 64, iters: int = 20, device: str = "c
             r.pop("_dir")
     ratio = (pool["images_per_hour"] / one["images_per_hour"]) if one["images_per_hour"] else None
     return {"device": str(dev), "size": size, "iters": iters, "images": images, "weights": weights, "model": model,
-            "cores": _cores(), "torch": torch.__version__, "runs": runs,
+            "cores": usable_cores(), "torch": torch.__version__, "runs": runs,
             "scaling_ratio": round(ratio, 3) if ratio else None, "identical_outputs": identical}
 
 

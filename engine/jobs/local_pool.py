@@ -19,8 +19,8 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..errors import StyleGradError
-from .work import JobSpec, JobWorker, Task, error_outcome, error_text
+from ..errors import StyleGradError, error_text
+from .work import JobSpec, JobWorker, Task, error_outcome
 
 
 class WorkerError(StyleGradError):
@@ -116,10 +116,6 @@ class LocalPool:
         proc.start()
         theirs.close()
         slot.proc, slot.conn, slot.ready, slot.pid, slot.task = proc, ours, False, None, None
-
-    def pids(self) -> List[Optional[int]]:
-        """Process ids of the workers that are ready (for tests and monitoring)."""
-        return [s.pid for s in self._slots]
 
     def start(self, spec: JobSpec, note: Callable[[str], None], n_tasks: Optional[int] = None) -> None:
         self._spec = spec

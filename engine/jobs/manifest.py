@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ..errors import StyleGradError
-from ..fileio import is_no_space, no_space_error, open_own_file
+from ..fileio import LOCK_BUSY, flock_nowait, is_no_space, no_space_error, open_own_file
+from ..progress import finite_or_null
 
 MANIFEST_NAME = "stylegrad-job.jsonl"
 
@@ -145,8 +146,9 @@ class ManifestWriter:
         self._fd = fd
 
     def append(self, record: dict) -> None:
-        """One record, whole or not at all: a failed write is cut back off the file."""
-        data = (json.dumps(record, allow_nan=False, separators=(",", ":")) + "\n").encode()
+        """One record, whole or not at all: a failed write is cut back off the file. Strict
+        JSON: a non-finite number (a diverged run's loss) is written as null."""
+        data = (json.dumps(finite_or_null(record), allow_nan=False, separators=(",", ":")) + "\n").encode()
         size = os.fstat(self._fd).st_size
         try:
             n = os.write(self._fd, data)     # O_APPEND: lands at the end, in one piece
@@ -211,33 +213,22 @@ def _cut_torn_tail(fd: int) -> None:
 
 
 def _lock(fd: int, path: Path) -> None:
-    try:
-        import fcntl
-    except ImportError:              # not POSIX: no lock (documented)
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise JobFolderBusy(f"another stylegrad process is running a job in {path.parent} "
-                                f"(its manifest {path.name} is locked); wait for it or use another --out-dir") from None
-        # ENOLCK/EOPNOTSUPP etc.: a filesystem without flock; run unlocked (documented)
+    # without flock (not POSIX, or a filesystem that refuses it) the job runs unlocked (documented)
+    if flock_nowait(fd) == LOCK_BUSY:
+        raise JobFolderBusy(f"another stylegrad process is running a job in {path.parent} "
+                            f"(its manifest {path.name} is locked); wait for it or use another --out-dir")
 
 
 def is_locked(job_dir) -> bool:
     """Whether a process holds the folder's job lock now (False where flock is unavailable)."""
     try:
-        import fcntl
         fd = _open_for_reading(manifest_path(job_dir))
-    except (ImportError, OSError, StyleGradError):
+    except (OSError, StyleGradError):
         return False
     if fd is None:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except OSError as e:
-        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+        return flock_nowait(fd, shared=True) == LOCK_BUSY
     finally:
         os.close(fd)
 

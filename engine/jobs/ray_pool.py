@@ -25,9 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import StyleGradError
+from ..errors import StyleGradError, error_text
 from .local_pool import WorkerError
-from .work import JobSpec, JobWorker, Task, error_outcome, error_text
+from .work import JobSpec, JobWorker, Task, error_outcome
 
 
 def import_ray():

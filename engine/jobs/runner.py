@@ -24,6 +24,7 @@ from .. import __version__
 from .. import images as imgs
 from ..config import StyleConfig
 from ..errors import ConfigError, ImageError, NoSpaceError, StyleGradError
+from ..memory import usable_cores
 from ..fileio import atomic_write, file_sha256, make_folders, remove_created_folders, remove_debris
 from . import stats
 from .manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
@@ -104,27 +105,26 @@ class JobSummary:
 
 # -- planning ----------------------------------------------------------------------------------
 
-def planned_shape(path: Path, size: int) -> Optional[Tuple[int, int]]:
+def planned_shape(path: Path, size: int, resize_filter: str = "lanczos") -> Optional[Tuple[int, int]]:
     """(H, W) after resizing, from the file's header (no decode); None if unreadable. Only used
     to group a batch; the worker regroups by the decoded size if a header misleads."""
-    from PIL import Image
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):     # EXIF orientations that swap sides
-                w, h = h, w
+        h, w = imgs.image_size(path)
     except Exception:
         return None
-    return imgs.scaled_size(h, w, size)
+    return imgs.scaled_size(h, w, size, resize_filter)
 
 
-def plan_batches(contents: Sequence[Path], size: int, batch_size: int) -> List[List[int]]:
-    """Indices per batch: grouped by size in order of first appearance, then chunks of batch_size."""
+def plan_batches(contents: Sequence[Path], size: int, batch_size: int,
+                 resize_filter: str = "lanczos") -> List[List[int]]:
+    """Indices per batch, the one batching rule (jobs, and the memory check before a run):
+    grouped by output size in order of first appearance, then chunks of batch_size; an
+    unreadable header is a batch of its own."""
     if batch_size <= 1:
         return [[i] for i in range(len(contents))]
     groups: Dict[object, List[int]] = {}
     for i, c in enumerate(contents):
-        shape = planned_shape(c, size)
+        shape = planned_shape(c, size, resize_filter)
         groups.setdefault(shape if shape is not None else ("unreadable", i), []).append(i)
     return [g[k:k + batch_size] for g in groups.values() for k in range(0, len(g), batch_size)]
 
@@ -137,7 +137,7 @@ def _hash_all(paths: Sequence[Path]) -> Dict[Path, Optional[str]]:
         except OSError:
             return None
     uniq = list(dict.fromkeys(paths))
-    with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, 2 * usable_cores())) as pool:
         return dict(zip(uniq, pool.map(one, uniq)))
 
 
@@ -202,7 +202,7 @@ def _run_job(req: JobRequest, executor: Executor, listener: JobListener, job_dir
                                      f"pass --force to run it with these (its images are then redone)")
 
         done = _done_inputs(req, state, inputs, outputs, out_names, item_styles, chash, listener) if req.resume else set()
-        batches = plan_batches(req.contents, req.config.size, req.config.batch_size)
+        batches = plan_batches(req.contents, req.config.size, req.config.batch_size, req.config.resize_filter)
         tasks: List[Task] = []
         for b in batches:
             if all(i in done for i in b):

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional
 
 from ..config import StyleConfig
 from ..fileio import file_sha256
+from ..weights import weights_file
 
 # Fields that never change an output's bytes: where the run happens (the device index; the
 # device *type* is kept as ``device_type``), what is reported or written besides the output,
@@ -51,8 +52,9 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
-def _is_file_reference(text: Any, reserved: tuple) -> bool:
-    return isinstance(text, str) and text not in reserved and not text.startswith("random") and os.path.isfile(text)
+def _is_file(value: Any) -> bool:
+    """A mask given as a path (not an array or image from the API) that names a file."""
+    return isinstance(value, (str, os.PathLike)) and os.path.isfile(value)
 
 
 def pixel_settings(config: StyleConfig, device_type: str, cpu_threads: Optional[int]) -> Dict[str, Any]:
@@ -64,14 +66,15 @@ def pixel_settings(config: StyleConfig, device_type: str, cpu_threads: Optional[
     s["device_type"] = device_type
     if device_type == "cpu":
         s["cpu_threads"] = cpu_threads
-    if _is_file_reference(config.weights, ("imagenet",)):
-        s["weights_sha256"] = file_sha256(config.weights)
-    if _is_file_reference(config.init, ("content", "noise")):
+    weights = weights_file(config.weights)
+    if weights is not None:
+        s["weights_sha256"] = file_sha256(weights)
+    if config.init not in ("content", "noise") and os.path.isfile(config.init):
         s["init_sha256"] = file_sha256(config.init)
-    if _is_file_reference(config.content_mask, ()):
+    if _is_file(config.content_mask):
         s["content_mask_sha256"] = file_sha256(config.content_mask)
-    if any(_is_file_reference(m, ()) for m in config.style_masks or ()):
-        s["style_masks_sha256"] = [file_sha256(m) if _is_file_reference(m, ()) else None for m in config.style_masks]
+    if any(_is_file(m) for m in config.style_masks or ()):
+        s["style_masks_sha256"] = [file_sha256(m) if _is_file(m) else None for m in config.style_masks]
     return s
 
 

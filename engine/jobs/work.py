@@ -5,7 +5,9 @@ A :class:`Task` is a batch planned by the driver: images of one size, optimised 
 and turns tasks into outcomes (one dict per image: hashes, status, timing). The same
 ``JobWorker.run_task`` runs in the driver's process, in a local worker process and in a Ray
 actor, so every way of running a job computes the same bytes (given the same CPU threads per
-image on the CPU; see :mod:`stylegrad.jobs.settings`).
+image on the CPU; see :mod:`stylegrad.jobs.settings`). :func:`optimise_and_write` is the one
+path from content tensors to written images (snapshots, the not-written rule, the write), for
+job workers and ``stylegrad stylize -o`` alike.
 
 Library code: raises or returns, never prints.
 """
@@ -23,7 +25,7 @@ import torch
 
 from .. import images as imgs
 from ..config import StyleConfig
-from ..errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError
+from ..errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError, error_text
 from ..fileio import file_sha256, output_lock
 from ..stylizer import Progress, Stylizer
 
@@ -65,19 +67,95 @@ class Task:
         return [it.name for it in self.items]
 
 
-def error_text(e: BaseException) -> str:
-    """One line: our own errors as they are, anything else with its type."""
-    if isinstance(e, StyleGradError):
-        return str(e)
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
-
-
 def snapshot_path(out: Path, it: int, scale: int = 1, scales: int = 1) -> Path:
     """``--save-every``: ``OUT_stem.iterNNNN.ext`` next to the output; with several scales
     (``--min-size``) ``OUT_stem.scaleK.iterNNNN.ext``."""
     tag = f".scale{scale}" if scales > 1 else ""
     return out.with_name(f"{out.stem}{tag}.iter{it:04d}{out.suffix}")
+
+
+def is_output_iterate(p: Progress) -> bool:
+    """Whether this iterate is the output itself: the last scale's last iterate, or where
+    ``--tol`` stopped it. It is written as the output, never also as a snapshot."""
+    return p.scale == p.scales and (p.iter == p.iters or p.stopped)
+
+
+def write_snapshot(p: Progress, out: Path, config: StyleConfig) -> Optional[str]:
+    """``--save-every``, for ``-o`` runs and jobs alike: write ``p``'s snapshot of output ``out``
+    when it carries one and is not the output itself. Returns a warning line when it could not
+    be written (never raises: a lost snapshot must not lose the run), else None."""
+    if p.snapshot is None or config.save_every <= 0 or is_output_iterate(p):
+        return None
+    try:
+        imgs.save_image(p.snapshot, snapshot_path(Path(out), p.iter, p.scale, p.scales))
+    except Exception as e:
+        return f"snapshot {p.iter} not written: {error_text(e)}"
+    return None
+
+
+def not_written_reason(result) -> Optional[str]:
+    """Why a run's image is not written (diverged, stalled or cancelled: the run says why), or
+    None when it is ok to write."""
+    return None if result.status == "ok" else f"{result.message}; nothing written"
+
+
+@dataclass
+class Written:
+    """One image of :func:`optimise_and_write`: its run and what became of its output."""
+
+    name: str
+    result: object                        # the Stylizer's RunResult
+    status: str = "ok"                    # "ok" (written, or not asked to be), "error", "cancelled"
+    error: str = ""                       # one line, when nothing was written
+    no_space: bool = False                # the disk, not the image: a job stops
+    extra: dict = field(default_factory=dict)   # what the writer reported (hashes, bytes)
+
+
+def save_output(image: torch.Tensor, out: Path) -> dict:
+    """The default writer of :func:`optimise_and_write`: the image file at ``out``."""
+    imgs.save_image(image, out)
+    return {}
+
+
+def optimise_and_write(stylizer: Stylizer, tensors: Sequence[torch.Tensor], names: Sequence[str],
+                       outputs: Sequence[Optional[Path]], config: StyleConfig, *,
+                       on_progress: Optional[Callable[[Progress], Optional[bool]]] = None,
+                       on_warning: Optional[Callable[[str, str], None]] = None,
+                       styles=None, write: Callable[[torch.Tensor, Path], dict] = save_output) -> List[Written]:
+    """The one path from resized content tensors to written images, for ``-o`` runs and job
+    workers alike: optimise them as one batch, write the ``--save-every`` snapshots
+    (:func:`write_snapshot`) and then each output whose run may be written
+    (:func:`not_written_reason`) with ``write`` (image, output) -> what to report. An output of
+    None is computed for its batch partners and not written. ``on_progress`` sees every
+    iteration after its snapshot (returning False cancels the batch); ``on_warning(name, line)``
+    hears of lost snapshots. One :class:`Written` per image, in order; raises only when the
+    whole batch fails."""
+    by_name = dict(zip(names, outputs))
+
+    def callback(p: Progress) -> Optional[bool]:
+        out = by_name.get(p.image)
+        if out is not None:
+            warning = write_snapshot(p, out, config)
+            if warning and on_warning is not None:
+                on_warning(p.image, warning)
+        return on_progress(p) if on_progress is not None else None
+
+    results = stylizer.run_batch(list(tensors), callback=callback, names=list(names), styles=styles)
+    done: List[Written] = []
+    for name, out, result in zip(names, outputs, results):
+        w = Written(name, result)
+        reason = not_written_reason(result)
+        if reason is not None:
+            w.status, w.error = ("cancelled" if result.status == "cancelled" else "error"), reason
+        elif out is not None:
+            try:
+                w.extra = write(result.image, out)
+            except NoSpaceError as e:   # the disk, not the image
+                w.status, w.error, w.no_space = "error", str(e), True
+            except Exception as e:      # one image failing to write must not lose the others
+                w.status, w.error = "error", error_text(e)
+        done.append(w)
+    return done
 
 
 def planned_snapshots(out: Path, config: StyleConfig) -> List[Path]:
@@ -217,35 +295,38 @@ class JobWorker:
     def _run_group(self, group: Sequence[Tuple[Item, torch.Tensor, str]], on_progress) -> List[dict]:
         cfg = self.config
         items = [g[0] for g in group]
-        by_name = {it.name: it for it in items}
         warnings: Dict[str, List[str]] = {}
 
         def callback(p: Progress) -> Optional[bool]:
-            stop = None
             if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters):
                 stop = on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
-                             "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
-                             "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
-            it = by_name.get(p.image)
-            final = p.scale == p.scales and p.iter == p.iters      # the output itself
-            if p.snapshot is not None and cfg.save_every > 0 and not final and it is not None and it.write:
-                try:
-                    imgs.save_image(p.snapshot, snapshot_path(Path(it.output), p.iter, p.scale, p.scales))
-                except Exception as e:   # a lost snapshot must not lose the run
-                    warnings.setdefault(p.image, []).append(f"snapshot {p.iter} not written: {error_text(e)}")
-            return False if stop is False else None   # on_progress returning False cancels the batch
+                                    "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
+                                    "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
+                return False if stop is False else None   # on_progress returning False cancels the batch
+            return None
+
+        def write(image: torch.Tensor, out: Path) -> dict:
+            if self.spec.ship_bytes:
+                data = self._encode(image, str(out))
+                return {"output_bytes": data, "output_sha256": hashlib.sha256(data).hexdigest()}
+            imgs.save_image(image, out)
+            return {"output_sha256": file_sha256(out)}
 
         styles = [[self.styles[it.style]] for it in items] if self.spec.pair_styles else None
+        # shipped outputs: the driver writes the bytes; snapshots need a shared filesystem (refused up front)
+        outputs = [Path(it.output) if it.write else None for it in items]
         try:
-            results = self.stylizer.run_batch([g[1] for g in group], callback=callback,
-                                              names=[it.name for it in items], styles=styles)
+            written = optimise_and_write(self.stylizer, [g[1] for g in group], [it.name for it in items], outputs,
+                                         cfg, on_progress=callback, styles=styles, write=write,
+                                         on_warning=lambda name, line: warnings.setdefault(name, []).append(line))
         except Exception as e:   # the whole batch failed; the job goes on
             return [error_outcome(it, error_text(e), self.device, self.stylizer.backend_name)
                     for it in items if it.write]
         out = []
-        for (item, _, in_sha), result in zip(group, results):
+        for (item, _, in_sha), w in zip(group, written):
             if not item.write:
                 continue
+            result = w.result
             base = {"index": item.index, "input": item.input, "name": item.name, "output": item.output,
                     "input_sha256": in_sha,
                     "seconds": round(result.seconds, 3), "batch": len(items), "backend": result.backend,
@@ -253,26 +334,10 @@ class JobWorker:
                     "device": self.device, "host": self.host}
             if item.name in warnings:
                 base["warnings"] = warnings[item.name]
-            if result.status == "cancelled":   # stopped on request: recorded as such, nothing written
-                out.append({**base, "status": "cancelled", "error": f"{result.message}; nothing written"})
+            if w.status != "ok":   # cancelled on request (recorded as such), diverged, stalled, or not written
+                out.append({**base, "status": w.status, "error": w.error, **({"no_space": True} if w.no_space else {})})
                 continue
-            if result.status != "ok":   # diverged or stalled: the run says why; nothing is written
-                out.append({**base, "status": "error", "error": f"{result.message}; nothing written"})
-                continue
-            try:
-                if self.spec.ship_bytes:
-                    data = self._encode(result.image, item.output)
-                    extra = {"output_bytes": data, "output_sha256": hashlib.sha256(data).hexdigest()}
-                else:
-                    imgs.save_image(result.image, item.output)
-                    extra = {"output_sha256": file_sha256(item.output)}
-            except NoSpaceError as e:   # the disk, not the image: the driver stops the job
-                out.append({**base, "status": "error", "error": str(e), "no_space": True})
-                continue
-            except Exception as e:   # one image failing to write must not lose the others
-                out.append({**base, "status": "error", "error": error_text(e)})
-                continue
-            out.append({**base, **extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
+            out.append({**base, **w.extra, "status": "ok", "iters": cfg.iters, "scales": result.history[-1].scales,
                         "loss": result.final_loss,
                         "initial_loss": result.history[0].loss,
                         "last_scale_initial_loss": result.last_scale_initial_loss,

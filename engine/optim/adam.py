@@ -44,10 +44,6 @@ class Adam:
     def state_tensors(self) -> List[Tensor]:
         return [v for v in vars(self).values() if isinstance(v, Tensor) and v is not self.x]
 
-    def set_lr(self, lr: float) -> None:
-        """Change the learning rate in place (a captured graph picks it up)."""
-        self.lr.fill_(float(lr))
-
     def reset(self) -> None:
         self.exp_avg.zero_()
         self.exp_avg_sq.zero_()

@@ -334,7 +334,7 @@ def _store_upload(svc: Service, upload: UploadFile, dest: Path, field_name: str)
     try:
         try:
             with Image.open(dest) as im:    # header only: a decompression bomb is refused here
-                w, h = im.size
+                h, w = imgs.header_size(im)     # as the image will be loaded (EXIF rotation)
         except Image.DecompressionBombError:
             w = h = None
         except Exception:
@@ -607,7 +607,7 @@ def create_app(settings: ServiceSettings, *, start_workers: bool = True) -> Fast
             for row in registered:
                 names.append("styles/" + row["file"])
                 shas.append(row["sha256"])
-            h, w = imgs.scaled_size(ch, cw, config.size)
+            h, w = imgs.scaled_size(ch, cw, config.size, config.resize_filter)
             style_key = hashlib.sha256(dumps(shas).encode()).hexdigest()
             batch_key = hashlib.sha256(dumps([changes, [h, w], style_key]).encode()).hexdigest()
             request_hash = hashlib.sha256(dumps([changes, csha, shas]).encode()).hexdigest()

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, List, Optional
 
+from ..errors import error_text
 from ..fileio import atomic_write
 from ..jobs.ray_pool import RayPool, import_ray
 from ..jobs.work import Item, JobSpec, Task
@@ -78,7 +79,7 @@ class RayWorker(threading.Thread):
                         if svc.stopping.is_set():
                             svc.store.requeue(j["id"])
                         else:
-                            svc.store.finish(j["id"], "failed", error=f"Ray: {type(e).__name__}: {e}")
+                            svc.store.finish(j["id"], "failed", error=f"Ray: {error_text(e)}")
                 finally:
                     self.busy_seconds += time.time() - t0
                     for j in jobs:

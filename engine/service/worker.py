@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 
 from .. import images as imgs
 from .. import scales
-from ..errors import StyleGradError
+from ..errors import StyleGradError, error_text
 from ..stylizer import Progress, Stylizer
 
 if TYPE_CHECKING:   # pragma: no cover
@@ -59,7 +59,7 @@ class DeviceWorker(threading.Thread):
                 self.run_batch(jobs)
             except BaseException as e:   # never lose a job: say why it failed
                 for j in jobs:
-                    svc.store.finish(j["id"], "failed", error=f"internal error: {type(e).__name__}: {e}")
+                    svc.store.finish(j["id"], "failed", error=f"internal error: {error_text(e)}")
             finally:
                 self.current = []
                 self.busy_seconds += time.time() - t0

@@ -25,7 +25,7 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import VideoError
+from ..errors import VideoError, first_line
 from . import require
 
 # container formats by output extension, and the video codecs tried for each (first available)
@@ -82,8 +82,8 @@ def _open(path: str):
 
 
 def _why(e: Exception) -> str:
-    text = getattr(e, "strerror", None) or str(e)
-    return str(text).strip().splitlines()[0] if str(text).strip() else type(e).__name__
+    """FFmpeg's reason (its strerror, without the errno and path) as one line."""
+    return first_line(getattr(e, "strerror", None) or e) or type(e).__name__
 
 
 def _rotation(frame) -> int:

@@ -41,6 +41,7 @@ from ..errors import ConfigError, RunFailedError, StyleGradError
 from ..fileio import atomic_write, file_sha256
 from ..jobs.manifest import ManifestWriter, load_state, manifest_path, now
 from ..jobs.settings import differing, pixel_settings, settings_hash
+from ..progress import finite_or_null
 from . import flow as flowmod
 from . import io as vio
 from .temporal import TemporalTerm, warm_start
@@ -309,7 +310,7 @@ def run_video_job(stylizer, plan: VideoPlan, settings: VideoSettings, output: Pa
                    "temporal": last_p.pixel_term, "warping_error": werr, "flow_kept": kept,
                    "backend": stylizer.backend_name, "device": str(stylizer.device), "finished": now(),
                    "run": run_id}
-            rec = {k2: (None if isinstance(v, float) and not math.isfinite(v) else v) for k2, v in rec.items()}
+            rec = finite_or_null(rec)   # the record is also passed on (events, the summary): null there too
             manifest.append(rec)
             records.append(rec)
             if on_event:

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from stylegrad.fileio import atomic_path, cache_dir
+from stylegrad.memory import usable_cores
 
 from .. import loader
 from ..registry import SOURCES
@@ -228,7 +229,7 @@ def build_all(names: Optional[Sequence[str]] = None) -> Dict[str, Path]:
     from concurrent.futures import ThreadPoolExecutor
 
     names = list(SOURCES if names is None else names)
-    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), usable_cores()))) as pool:
         return dict(zip(names, pool.map(build, names)))
 
 
@@ -356,14 +357,6 @@ def _check(a: _Alloc, what: str) -> None:
             off = int(bad[0]) + 1 if side == "after" else a.pad - int(bad[-1])
             raise EmulatorError(f"{what} wrote {side} a buffer of {a.n} elements (canary overwritten "
                                 f"{off} elements {'past its end' if side == 'after' else 'before its start'})")
-
-
-def check_canaries() -> None:
-    """Check the canaries of every live emulator buffer."""
-    with _lock:
-        _prune()
-        for a in list(_allocs.values()):
-            _check(a, "a kernel")
 
 
 # ---------------------------------------------------------------------------------- launch

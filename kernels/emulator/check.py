@@ -4,10 +4,10 @@ through the unmodified launchers of ``cuda_ops``, against its float64 reference.
 Shapes are the awkward ones (C in {64, 100, 512}, M in {1, 37, 4109}, batch 2; fp32, bf16,
 fp16 where the kernel takes them; broadcast and per-image targets). Each case must:
 
-* stay within the acceptance rule of the GPU tests: max error against the float64 reference at
-  most 2x the max error of the plain PyTorch expression at the same precision on the same
-  inputs (here PyTorch on the CPU), plus a floor of 4 float32 roundings of the result's scale
-  (so that exact-on-both-sides cases, M = 1, do not compare 0 <= 2 x 0 on noise);
+* stay within the acceptance rule of the GPU tests (``kernels.reference.allowed_error``): max
+  error against the float64 reference at most 2x the max error of the plain PyTorch expression
+  at the same precision on the same inputs (here PyTorch on the CPU), plus a floor of 4 float32
+  roundings of the result's scale;
 * produce the same bits under two schedules (forward and reverse thread/block order): a
   difference is a race inside a block (or a nondeterministic reduction);
 * leave every canary intact, write every output element (outputs start as NaN), and pass only
@@ -24,10 +24,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from stylegrad.errors import error_text
+
 from .. import cuda_ops, reference
 from . import EmulatorError, build_all, empty, session
 
-EPS32 = 2.0**-24
 CS = (64, 100, 512)
 MS = (1, 37, 4109)
 BATCH = 2
@@ -53,16 +54,11 @@ def _dev(t: Tensor) -> Tensor:
     return empty(t.shape, t.dtype).copy_(t)
 
 
-def _err(x: Tensor, ref: Tensor) -> float:
-    return (x.double() - ref.double()).abs().max().item() if x.numel() else 0.0
-
-
 def _ratio(ours: Tensor, plain: Tensor, ref: Tensor) -> Tuple[float, str]:
     if torch.isnan(ours).any():
         return float("inf"), "NaN in output (an element never written, or a canary read)"
-    floor = 4 * EPS32 * max(ref.double().abs().max().item() if ref.numel() else 0.0, 1e-30)
-    allowed = 2 * _err(plain, ref) + floor
-    e = _err(ours, ref)
+    allowed = reference.allowed_error(plain, ref)
+    e = reference.max_error(ours, ref)
     return e / allowed, ("" if e <= allowed else f"error {e:.3g} > allowed {allowed:.3g} (2x torch's + floor)")
 
 
@@ -79,7 +75,7 @@ def _case(kernel: str, dtype: str, target: str, shape: str, run: Runner,
             with session(schedule=sched, seed=1, strict=True):
                 outs[sched] = list(run())  # fresh buffers from loader.empty on every launch
     except (EmulatorError, ValueError, TypeError) as exc:
-        return CaseResult(kernel, dtype, target, shape, float("inf"), False, f"{type(exc).__name__}: {exc}",
+        return CaseResult(kernel, dtype, target, shape, float("inf"), False, error_text(exc),
                           time.perf_counter() - t0)
     first = outs[schedules[0]]
     for sched in schedules[1:]:

@@ -1,6 +1,7 @@
 """Shared helpers for the kernels tests.
 
-Tolerance vocabulary used across these tests: EPS32 is float32's unit
+Tolerance vocabulary used across these tests (the rules live in
+``stylegrad.kernels.reference``, shared with the emulator check and bench/kernels): EPS32 is float32's unit
 roundoff (2^-24, half an ulp at 1.0). A sum of M products evaluated in
 float32 has error bounded by ~M*EPS32*sum|terms| in the worst case and, for
 rounding errors that behave like independent random signs, by
@@ -13,18 +14,11 @@ missing-term bug (an O(1) relative error) fails by orders of magnitude.
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 
-EPS32 = 2.0**-24
-
-
-def sum_tol(n_terms: int, magnitude: torch.Tensor, lam: float = 8.0) -> torch.Tensor:
-    """Probabilistic float32 error bound for sums of n_terms terms whose
-    absolute values add up to ``magnitude`` (elementwise, float64)."""
-    return lam * math.sqrt(max(n_terms, 1)) * EPS32 * magnitude + 1e-30
+from stylegrad.kernels.reference import EPS32, chain_tolerance as sum_tol  # noqa: F401 (the one rule)
 
 
 def assert_within(actual: torch.Tensor, expected: torch.Tensor, tol: torch.Tensor | float, what: str) -> None:

@@ -4,8 +4,7 @@ import torch
 
 from stylegrad import StyleConfig, Stylizer
 from stylegrad.jobs.work import Item, JobSpec, JobWorker, Task
-
-from ..helpers import write_image
+from tests.helpers import write_image
 
 CFG = dict(size=24, iters=30, weights="random", model="vgg16", style_layers="relu1_1,relu2_1",
            content_layers="relu2_1", optimizer="adam", lr=0.05)

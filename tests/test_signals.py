@@ -1,4 +1,4 @@
-"""SIGTERM during a job: the workers (processes or Ray actors) are stopped, no temporary or lock
+"""SIGTERM: an -o run exits 143 and leaves nothing partial. During a job: the workers (processes or Ray actors) are stopped, no temporary or lock
 file is left, the manifest stays whole JSON lines ending in an `interrupted` record, the CLI
 exits 143, and --resume finishes the job. Writes are slowed down in the job's processes
 (slow_writes/sitecustomize.py) so that the signal lands while a worker is inside a write."""
@@ -16,7 +16,7 @@ from stylegrad.cli import main
 from tests.helpers import write_image
 
 HOOKS = Path(__file__).resolve().parent / "slow_writes"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5", "--size", "16"]
 
 
@@ -113,3 +113,27 @@ def test_sigterm_stops_ray_actors_cleanly_and_resume_finishes(tmp_path):
     assert _wait_for_a_write(proc, out, 300), proc.communicate(timeout=60)[1][-2000:]
     time.sleep(0.1)
     _stop_and_check(proc, out, args, tmp_path, settle=60.0)
+
+
+REFERENCE_FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5"]
+
+def test_sigterm_exits_143_and_leaves_nothing_partial(tmp_path):
+    """-o (job folders: tests/test_jobs.py): SIGTERM mid-run, exit 143, nothing left behind."""
+    c = write_image(tmp_path / "c.png", 24, 24)
+    out = tmp_path / "out"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "stylegrad.cli", "stylize", str(c), "--style", str(c), "-o", str(out / "o.png"),
+           "--size", "24", "--iters", "100000", "--print-every", "1"] + REFERENCE_FAST
+    p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:                      # wait until it optimises
+            if "iter 1/" in line:
+                break
+        p.send_signal(signal.SIGTERM)
+        rest = p.stderr.read()
+        rc = p.wait(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert rc == 143 and "terminated (SIGTERM)" in rest and "Traceback" not in rest
+    assert os.listdir(out) == []                   # no output, no temporary, no lock file

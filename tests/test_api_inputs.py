@@ -1,15 +1,17 @@
-"""What the Python API accepts and refuses: inputs that are not images, seeds out of range, and
-one Stylizer shared between threads (README "Reliability")."""
+"""What the Python API accepts and refuses: inputs that are not images, seeds out of range,
+config values of the wrong type, errors typed by what went wrong, and one Stylizer shared
+between threads (README "Reliability")."""
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from stylegrad import StyleConfig, Stylizer, StyleGradError
-from stylegrad.errors import ConfigError
+from stylegrad import StyleConfig, StyleGradError, Stylizer, images as imgs
+from stylegrad.errors import ConfigError, ImageError
 from tests.helpers import EXAMPLES
 
 TINY = dict(weights="random", backend="torch", size=24, iters=6)
@@ -132,3 +134,41 @@ def test_a_stylizer_shared_by_two_threads_gives_each_its_own_painting():
             assert torch.equal(results[key].image, alone[key]), f"thread {key} got another painting's result"
     finally:
         s.close()
+
+
+SMALL = dict(weights="random", backend="reference", size=16, iters=10, lbfgs_history=5)
+
+
+def test_config_types_are_checked_at_construction():
+    for kw, needle in [(dict(style_weight="1e7"), "style_weight must be a number"),
+                       (dict(content_weight=None), "content_weight must be a number"),
+                       (dict(size=True), "size must be an integer"), (dict(iters=2.5), "iters must be an integer"),
+                       (dict(optimizer=1), "optimizer must be a string"),
+                       (dict(style_blend_weights="1,2"), "tuple of numbers"),
+                       (dict(lr=float("inf")), "--lr must be a finite"),
+                       (dict(style_scale=float("inf")), "--style-scale must be a finite")]:
+        with pytest.raises(ConfigError, match=needle):
+            StyleConfig(**kw)
+    c = StyleConfig(style_layers="relu1_1", content_layers=["relu3_1"], size=np.int64(64), style_weight=3)
+    assert c.style_layers == ("relu1_1",) and c.content_layers == ("relu3_1",)   # not split into letters
+    assert type(c.size) is int and type(c.style_weight) is float
+    assert StyleConfig(style_layers="relu1_1, relu2_1").style_layers == ("relu1_1", "relu2_1")
+
+
+def test_api_errors_are_typed():
+    st = Stylizer(StyleConfig(**SMALL))
+    st.set_styles([torch.rand(3, 8, 8)])
+    with pytest.raises(ImageError, match="no pixels"):
+        st.run(Image.new("RGB", (0, 0)))
+    with pytest.raises(ConfigError, match="at least one"):
+        st.run_batch([])
+    with pytest.raises(ConfigError, match="1 name.* for 2"):
+        st.run_batch([torch.rand(3, 8, 8), torch.rand(3, 8, 8)], names=["a"])
+    with pytest.raises(ImageError, match="same size"):
+        st.run_batch([torch.rand(3, 8, 8), torch.rand(3, 8, 6)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # numpy cast warnings must not leak
+        with pytest.raises(ImageError, match="expected"):
+            imgs.to_tensor(np.full((5, 6, 3), 1e300))
+        with pytest.raises(ImageError, match="NaN"):
+            imgs.to_tensor(np.full((5, 6, 3), np.nan, np.float16))

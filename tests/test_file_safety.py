@@ -1,8 +1,10 @@
 """Files the user did not name are never touched: snapshots obey the outputs' rule, lock files
 and manifests are never opened through links, written files get ordinary permissions, one
 output lock for -o runs and job workers, the stale-temporary sweep removes only its own regular
-files, and a refused run leaves no folder behind. Tiny images and random weights."""
+files, a refused run leaves no folder behind, an interrupted write leaves no temporary, and a
+FIFO or other non-regular input is refused without blocking. Tiny images and random weights."""
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -12,13 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from stylegrad import fileio
-from stylegrad import images as imgs
+import stylegrad
+from stylegrad import errors, fileio, images as imgs
 from stylegrad.cli import main
-from stylegrad import errors
-from stylegrad.errors import OutputLockedError
-from stylegrad.jobs import InlineExecutor, JobRequest, run_job
 from stylegrad.config import StyleConfig
+from stylegrad.errors import ImageError, OutputLockedError, WeightsError
+from stylegrad.jobs import InlineExecutor, JobRequest, run_job
 from tests.helpers import write_image
 
 FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5", "--size", "12", "--quiet"]
@@ -211,3 +212,70 @@ def test_a_refused_run_leaves_no_out_dir_behind(tmp_path, capsys):
     assert main(["stylize", str(c), "--style", str(c), "--out-dir", str(tmp_path / "file" / "sub"),
                  "--iters", "2"] + FAST) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_flock_nowait_is_the_one_lock_rule(tmp_path):
+    import os
+
+    from stylegrad.fileio import LOCK_BUSY, LOCK_HELD, flock_nowait
+
+    path = tmp_path / "lockme"
+    path.write_bytes(b"")
+    a, b = os.open(path, os.O_RDWR), os.open(path, os.O_RDWR)   # two open files: flock sees two owners
+    try:
+        assert flock_nowait(a) == LOCK_HELD
+        assert flock_nowait(b) == LOCK_BUSY
+        assert flock_nowait(b, shared=True) == LOCK_BUSY
+        os.close(a)
+        a = None
+        assert flock_nowait(b, shared=True) == LOCK_HELD
+    finally:
+        for fd in (a, b):
+            if fd is not None:
+                os.close(fd)
+
+
+REFERENCE_FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5"]
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_non_regular_inputs_are_refused_without_blocking(tmp_path, capsys):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    previous = signal.signal(signal.SIGALRM, lambda *a: (_ for _ in ()).throw(TimeoutError("blocked on a FIFO")))
+    signal.alarm(60)
+    try:
+        with pytest.raises(ImageError, match="FIFO"):
+            imgs.load_image(fifo)
+        c = write_image(tmp_path / "c.png", 8, 8)
+        assert main(["stylize", str(c), "--style", str(fifo), "-o", str(tmp_path / "o.png")] + REFERENCE_FAST) == 2
+        assert "FIFO" in capsys.readouterr().err
+        with pytest.raises(WeightsError, match="not a regular file"):
+            stylegrad.weights.load_vgg(str(fifo))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_an_interrupted_write_leaves_no_temporary(tmp_path):
+    from stylegrad.errors import Terminated
+
+    with pytest.raises(Terminated):
+        with fileio.atomic_path(tmp_path / "x.png") as tmp:
+            tmp.write_bytes(b"partial")
+            raise Terminated()
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_lock_is_exclusive_and_named(tmp_path, capsys):
+    out = tmp_path / "o.png"
+    with fileio.output_lock(out):
+        assert fileio.lock_path(out).exists()
+        with pytest.raises(OutputLockedError, match=f"pid {os.getpid()}"):
+            with fileio.output_lock(out):
+                pass
+        c = write_image(tmp_path / "c.png", 8, 8)
+        rc = main(["stylize", str(c), "--style", str(c), "-o", str(out), "--iters", "1", "--quiet"] + REFERENCE_FAST)
+        assert rc == 1 and "being written by another process" in capsys.readouterr().err and not out.exists()
+    assert not fileio.lock_path(out).exists()          # released and removed
+    with fileio.output_lock(out):                      # and free again
+        pass

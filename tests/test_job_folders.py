@@ -1,7 +1,7 @@
 """Job folders: a full disk is a clear error and the manifest stays whole (--resume finishes the
 job), a damaged or foreign manifest is named with its line, a rerun never silently redoes or
-clobbers work (--resume / --fresh), and `job status` tells a killed run from a running one.
-Tiny images and random weights."""
+clobbers work (--resume / --fresh), and `job status` tells a killed run from a running one and
+warns of unreadable manifest lines. Tiny images and random weights."""
 import errno
 import json
 import os
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from stylegrad import fileio
 from stylegrad.cli import main
 from stylegrad.jobs import manifest as manifest_mod
 from stylegrad.jobs.manifest import MANIFEST_NAME, ManifestWriter
-from stylegrad import fileio
 from tests.helpers import write_image
 
 FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5", "--size", "12", "--iters", "2",
@@ -195,3 +195,22 @@ def test_job_status_of_a_running_job_gives_rate_only_from_measured_images(tmp_pa
         assert main(["job", "status", str(out)]) == 0
         text = capsys.readouterr().out
         assert "about 36s left at 100.0 images/hour" in text, text
+
+
+REFERENCE_FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5"]
+
+def test_job_status_warns_of_unreadable_manifest_lines(tmp_path, capsys):
+    c = tmp_path / "in" / "c.png"
+    c.parent.mkdir()
+    write_image(c, 10, 10, 1)
+    s = write_image(tmp_path / "s.png", 10, 10, 3)
+    out = tmp_path / "out"
+    assert main(["stylize", str(c), "--style", str(s), "--out-dir", str(out), "--size", "10", "--iters", "2",
+                 "--quiet"] + REFERENCE_FAST) == 0
+    capsys.readouterr()
+    manifest = out / "stylegrad-job.jsonl"
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines[:1] + ["{torn"] + lines[1:]) + "\n")
+    assert main(["job", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1 of 1 done" in text and "warning: 1 unreadable manifest line(s) skipped (line 2)" in text

@@ -1,1 +1,0 @@
-"""Reliability tests grouped by what they protect (README "Reliability")."""
