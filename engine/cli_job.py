@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Sequence
 
 JOB_FLAGS = ("resume", "fresh", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
@@ -292,13 +292,28 @@ def _maybe_fetch_weights(config, executor, note) -> None:
         load_vgg(config.weights, config.model, config.pool, preprocess=config.preprocess)
 
 
+def plain_progress_wanted(args) -> bool:
+    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
+    return not args.quiet and not args.json and not sys.stderr.isatty()
+
+
+def progress_lines(args, config, names: Sequence[str], todo: Optional[int] = None):
+    """Plain lines (``progress.ProgressLines``) over the whole run: with several scales,
+    iterations count over all of them."""
+    from . import progress as prog
+    from . import scales
+    from .cli_config import given_options
+
+    every = config.print_every if "print_every" in given_options(args) else None
+    return prog.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
+
+
 def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> int:
     """``stylize --out-dir``: the inputs as a job in that folder."""
     from .jobs.runner import JobRequest, run_job
     from .weights import parse_weights
 
     from . import progress as prog
-    from .cli_stylize import plain_progress_wanted, progress_lines
 
     executor, threads = choose_executor(args, config)
     if args.resume and args.threads is None and executor.device_type == "cpu":

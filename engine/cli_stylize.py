@@ -25,9 +25,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from . import images as imgs
 from . import memory
 from . import progress as prog
-from .cli_config import config_from_args, given_options
+from .cli_config import config_from_args
 from . import scales
-from .cli_job import check_job_arguments, run_stylize_job
+from .cli_job import check_job_arguments, plain_progress_wanted, progress_lines, run_stylize_job
 from .config import StyleConfig
 from .errors import ConfigError, OutputLockedError, StyleGradError
 from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
@@ -175,17 +175,6 @@ def _json(obj: dict) -> str:
     """Strict JSON: a non-finite number (a diverged run) becomes null, never NaN."""
     clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in obj.items()}
     return json.dumps(clean, allow_nan=False)
-
-
-def plain_progress_wanted(args) -> bool:
-    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
-    return not args.quiet and not args.json and not sys.stderr.isatty()
-
-
-def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None) -> prog.ProgressLines:
-    """Plain lines over the whole run: with several scales, iterations count over all of them."""
-    every = config.print_every if "print_every" in given_options(args) else None
-    return prog.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
 
 
 def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None,
