@@ -16,15 +16,27 @@ report carries the non-finite loss); the caller decides what that means.
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Protocol
 
 import torch
 
-from .backends.base import Evaluation
 from .config import StyleConfig
 from .optim import make_optimizer, variable_scale
 
-EvaluateFn = Callable[[torch.Tensor], Evaluation]
+
+class Evaluated(Protocol):
+    """What the loop reads of an evaluation (a backend's ``Evaluation``): the per-image loss
+    (B,) and the gradient of its sum with respect to the image. Declared here so that the loop
+    does not import the backends that call it."""
+
+    @property
+    def total(self) -> torch.Tensor: ...
+
+    @property
+    def grad(self) -> torch.Tensor: ...
+
+
+EvaluateFn = Callable[[torch.Tensor], Evaluated]
 # (iteration k, evaluation of x_k, ms, x_k or None) -> stop. x_k is passed only where
 # ``keep_image(k)`` is true or k is the last iteration (a copy of the image costs memory
 # traffic on every iteration). A run that ``config.tol`` stops before ``iters`` reports its

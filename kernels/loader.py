@@ -37,29 +37,12 @@ from typing import Any, Sequence
 
 from stylegrad.fileio import CACHE_ENV, atomic_write, cache_dir as _cache_root  # noqa: F401 (CACHE_ENV: tests)
 
-from .registry import SOURCES
+from .errors import KernelCompileError, KernelUnavailableError
+from .registry import CSRC, SOURCES, read_source
 
-CSRC = Path(__file__).parent
 # Compile options, also part of the cache key. C++17 is NVRTC's default; we
 # state it so a future default change cannot silently alter cached binaries.
 _OPTIONS = {"std": "c++17"}
-
-
-class KernelUnavailableError(RuntimeError):
-    """A CUDA kernel was requested where it cannot run (no GPU or no cuda-python)."""
-
-
-class KernelCompileError(RuntimeError):
-    """NVRTC rejected a kernel source; the message carries the compiler log."""
-
-
-def read_source(name: str) -> str:
-    """Full NVRTC input for kernel source ``name``: common.cuh + ``<name>.cu``."""
-    if name not in SOURCES:
-        raise ValueError(f"unknown kernel source {name!r}; known: {sorted(SOURCES)}")
-    common = (CSRC / "common.cuh").read_text()
-    body = ((SOURCES[name].directory or CSRC) / f"{name}.cu").read_text()
-    return f'{common}\n#line 1 "{name}.cu"\n{body}'
 
 
 def _core():

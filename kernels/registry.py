@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DTYPE_SUFFIXES = ("f32", "bf16", "f16")
+CSRC = Path(__file__).parent  # the shipped sources: <name>.cu and common.cuh
 
 
 @dataclass(frozen=True)
@@ -81,3 +82,12 @@ def symbol(op: str, dtype_suffix: str, variant: str | None = None) -> tuple[str,
         raise ValueError(f"unknown {op} variant {choice!r}; known: {sorted(VARIANTS[op])}")
     source, prefix = VARIANTS[op][choice]
     return source, f"{prefix}_{dtype_suffix}"
+
+
+def read_source(name: str) -> str:
+    """Full NVRTC input for kernel source ``name``: common.cuh + ``<name>.cu``."""
+    if name not in SOURCES:
+        raise ValueError(f"unknown kernel source {name!r}; known: {sorted(SOURCES)}")
+    common = (CSRC / "common.cuh").read_text()
+    body = ((SOURCES[name].directory or CSRC) / f"{name}.cu").read_text()
+    return f'{common}\n#line 1 "{name}.cu"\n{body}'

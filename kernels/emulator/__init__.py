@@ -45,8 +45,8 @@ import torch
 from stylegrad.fileio import atomic_path, cache_dir
 from stylegrad.memory import usable_cores
 
-from .. import loader
-from ..registry import SOURCES
+from ..errors import KernelCompileError, KernelUnavailableError
+from ..registry import CSRC, SOURCES, read_source
 
 ENV = "STYLEGRAD_EMULATE"
 SM_COUNT = 132  # H100 SXM: the grids the launchers compute are those of that GPU
@@ -61,7 +61,7 @@ class EmulatorError(RuntimeError):
     reached by all threads, a write past a buffer (canary), or a pointer outside any buffer."""
 
 
-class EmulatorBuildError(loader.KernelCompileError):
+class EmulatorBuildError(KernelCompileError):
     """The host compiler rejected a kernel source; the message carries its log."""
 
 
@@ -144,7 +144,7 @@ def compiler() -> str:
     cxx = os.environ.get("CXX", "g++")
     path = shutil.which(cxx)
     if path is None:
-        raise loader.KernelUnavailableError(f"the emulator needs a C++ compiler; {cxx!r} is not on PATH (set CXX)")
+        raise KernelUnavailableError(f"the emulator needs a C++ compiler; {cxx!r} is not on PATH (set CXX)")
     return path
 
 
@@ -193,7 +193,7 @@ def _build_dir() -> Path:
 
 
 def source_text(name: str) -> str:
-    return _sources.get(name) or loader.read_source(name)
+    return _sources.get(name) or read_source(name)
 
 
 def build(name: str, entry_points: Optional[Sequence[str]] = None, text: Optional[str] = None,
@@ -269,7 +269,7 @@ class EmulatedKernel:
 
 def with_common(body: str, name: str = "test") -> str:
     """common.cuh + ``body``, as ``loader.read_source`` assembles a registered source."""
-    return f'{(loader.CSRC / "common.cuh").read_text()}\n#line 1 "{name}.cu"\n{body}'
+    return f'{(CSRC / "common.cuh").read_text()}\n#line 1 "{name}.cu"\n{body}'
 
 
 def kernel_from_text(name: str, text: str, symbol: str, entry_points: Optional[Sequence[str]] = None,
