@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.bench import _cpu_name, git_commit
-from stylegrad.images import tensor_to_pil
+from stylegrad.benchmark.backends import _cpu_name, git_commit
+from stylegrad.io.images import tensor_to_pil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gallery import SHARED, save_jpeg  # noqa: E402

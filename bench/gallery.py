@@ -36,8 +36,8 @@ from pathlib import Path
 from PIL import Image
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.bench import git_commit
-from stylegrad.images import load_image, resize_longest, tensor_to_pil
+from stylegrad.benchmark.backends import git_commit
+from stylegrad.io.images import load_image, resize_longest, tensor_to_pil
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "images"
 PHOTOS = ("tubingen", "golden_gate")

@@ -82,7 +82,7 @@ def step_backends(out: Path, deadline: float) -> dict:
 
 
 def _images():
-    from stylegrad.images import load_image
+    from stylegrad.io.images import load_image
 
     shared = REPO.parent / "shared" / "images"
     if shared.exists():
@@ -201,7 +201,7 @@ STEPS: Dict[str, Tuple[Callable[[Path, float], dict], str]] = {
 
 def run_step(name: str, out: Path) -> dict:
     """Run one step, guarded; write OUT/<name>.json when it ends (even on error)."""
-    from stylegrad.fileio import write_json_atomic
+    from stylegrad.io.fileio import write_json_atomic
 
     fn, what = STEPS[name]
     t0 = time.time()

@@ -63,13 +63,13 @@ def main() -> int:
 
     import httpx
 
-    from stylegrad.client import Client
+    from stylegrad.service.client import Client
 
     data = Path(tempfile.mkdtemp(prefix="stylegrad-load-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     n_jobs = args.clients * args.jobs_per_client
-    cmd = [sys.executable, "-m", "stylegrad.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "stylegrad.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data", str(data), "--weights", "random", "--model", "vgg16", "--max-batch", str(args.max_batch),
            "--rate", "1000", "--max-jobs-per-token", str(n_jobs)]
     server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -154,7 +154,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    from stylegrad.fileio import write_json_atomic
+    from stylegrad.io.fileio import write_json_atomic
 
     write_json_atomic(args.out, result)
     print(json.dumps(result, indent=2))

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from stylegrad.bench import git_commit
+from stylegrad.benchmark.backends import git_commit
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "images"
 SKY, SEA = (255, 255, 255), (0, 0, 0)

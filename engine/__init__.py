@@ -1,7 +1,7 @@
 """stylegrad: fast, dependable optimisation-based neural style transfer (Gatys et al.)."""
-from .config import StyleConfig
-from .errors import StyleGradError
-from .stylizer import Progress, StyleResult, Stylizer, stylize
+from stylegrad.config import StyleConfig
+from stylegrad.errors import StyleGradError
+from stylegrad.run.stylizer import Progress, StyleResult, Stylizer, stylize
 
 try:
     from importlib.metadata import version as _version

@@ -3,7 +3,7 @@
 Every option of a run is a field of :class:`StyleConfig`, declared once with everything known
 about it: type (the annotation), default, help text, choices, CLI flag and how the CLI text is
 parsed. The ``stylize`` command's options are built from these fields
-(``stylegrad.cli_config``), and :meth:`StyleConfig.validate` checks the same choices, so the
+(``stylegrad.cli.options``), and :meth:`StyleConfig.validate` checks the same choices, so the
 API, the CLI and its help can never disagree.
 
 Adding an option is one declaration in :class:`StyleConfig` (plus its use)::
@@ -36,8 +36,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Tuple, Union
 
-from .errors import ConfigError
-from .vgg import MODELS, layer_names
+from stylegrad.errors import ConfigError
+from stylegrad.model.vgg import MODELS, layer_names
 
 # Layer names follow the paper / Caffe naming (relu4_2 = ReLU after the 2nd conv of block 4).
 DEFAULT_CONTENT_LAYERS: Tuple[str, ...] = ("relu4_2",)
@@ -83,7 +83,7 @@ DEFAULT_STYLE_WEIGHT = {"caffe": 1.0e3, "torchvision": 1.0e3 * CAFFE_FEATURE_RAT
 
 def backend_choices() -> Tuple[str, ...]:
     """``auto`` and every backend of the registry (the registry owns the names)."""
-    from .backends.registry import backend_names   # local: the backends import this module
+    from stylegrad.backends.registry import backend_names   # local: the backends import this module
 
     return ("auto",) + backend_names()
 

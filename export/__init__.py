@@ -1,11 +1,11 @@
 """stylegrad.export: the VGG forward and hand-written backward as two ONNX graphs.
 
->>> from stylegrad.weights import random_vgg
+>>> from stylegrad.model.weights import random_vgg
 >>> manifest = export_onnx(random_vgg("vgg19"), "out", ["relu4_2"], ["relu1_1", "relu2_1"],
 ...                        weights_id="random:0")                     # doctest: +SKIP
 
 writes ``out/forward.onnx``, ``out/backward.onnx`` and ``out/manifest.json`` (each atomically,
-``stylegrad.fileio``; the manifest last, with the graphs' SHA-256, so a reader that finds a
+``stylegrad.io.fileio``; the manifest last, with the graphs' SHA-256, so a reader that finds a
 manifest whose hashes match has a complete export). See ``onnx_graphs`` for the
 graphs' inputs and outputs and ``manifest`` for the manifest's fields.
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, Union
 
-from stylegrad import backward as bw
 from stylegrad.errors import ConfigError, StyleGradError
-from stylegrad.vgg import VGG, layer_names
+from stylegrad.model.vgg import VGG, layer_names
+from stylegrad.terms import backward as bw
 
-from stylegrad.fileio import atomic_path, write_json_atomic
+from stylegrad.io.fileio import atomic_path, write_json_atomic
 
 from .manifest import FORMAT_VERSION, read_manifest, verify_files
 from .onnx_graphs import DEFAULT_OPSET, EXPORT_CONV_BACKWARD
@@ -58,7 +58,7 @@ def export_onnx(vgg: VGG, out_dir: Union[str, Path], content_layers: Sequence[st
     """Export forward/backward graphs for ``vgg`` (its model and pooling) and the loss layers
     ``content_layers`` + ``style_layers``; returns the manifest written to ``out_dir``.
 
-    ``weights_id`` is recorded as given (e.g. ``stylegrad.weights.weights_identity``); the
+    ``weights_id`` is recorded as given (e.g. ``stylegrad.model.weights.weights_identity``); the
     manifest also holds a SHA-256 of the weights themselves. ``conv_mode`` is how the backward
     graph undoes a convolution (``"conv2d"`` with flipped weights, the default, measured faster
     in ONNX Runtime, or ``"conv_transpose2d"``); both are exact.

@@ -6,7 +6,7 @@ An entry is the folder ``cache_root() / <model>-<pool>-<key>``: ``key`` hashes t
 format version, the stylegrad and torch versions, model, pooling, loss layers, opset,
 conv-backward mode and a SHA-256 of the weights. An entry is used when its manifest matches
 and the graph files match the manifest's hashes; otherwise it is exported again into a
-temporary folder that replaces it atomically (``stylegrad.fileio.atomic_directory``), so a
+temporary folder that replaces it atomically (``stylegrad.io.fileio.atomic_directory``), so a
 reader sees no entry or a complete one, and concurrent processes can share the cache.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from stylegrad import backward as bw
-from stylegrad.fileio import atomic_directory, cache_dir
-from stylegrad.vgg import VGG
+from stylegrad.io.fileio import atomic_directory, cache_dir
+from stylegrad.model.vgg import VGG
+from stylegrad.terms import backward as bw
 
 from .manifest import FORMAT_VERSION, read_manifest, stylegrad_version, verify_files, weights_digest
 from .onnx_graphs import DEFAULT_OPSET, EXPORT_CONV_BACKWARD, tensor_specs

@@ -8,9 +8,9 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
-from stylegrad import backward as bw
-from stylegrad.fileio import file_sha256
-from stylegrad.vgg import CAFFE_PIXEL_SCALE, VGG, preprocess_stats
+from stylegrad.io.fileio import file_sha256
+from stylegrad.model.vgg import CAFFE_PIXEL_SCALE, VGG, preprocess_stats
+from stylegrad.terms import backward as bw
 
 FORMAT = "stylegrad-onnx"
 FORMAT_VERSION = 2   # bump when the graphs' inputs, outputs or semantics change

@@ -1,4 +1,4 @@
-"""The two ONNX graphs: ``nn.Module`` wrappers of ``stylegrad.backward`` and their export.
+"""The two ONNX graphs: ``nn.Module`` wrappers of ``stylegrad.terms.backward`` and their export.
 
 ``forward.onnx``   image (N, 3, H, W) float32 in [0, 1] (normalised inside)
                    -> one output per loss layer, named by the layer (``relu4_2``), float32
@@ -10,7 +10,7 @@
 Batch, height and width are dynamic. The graphs are traced from the same functions the
 ``torch`` backend runs, so the two cannot drift apart. A graph is valid for images whose
 shorter side is at least ``min_side`` = 2**(pools before its deepest layer): a smaller image
-never reaches that layer (see ``stylegrad.vgg.forward``); callers export a graph for the layers
+never reaches that layer (see ``stylegrad.model.vgg.forward``); callers export a graph for the layers
 it does reach (the ``onnxruntime`` backend does so automatically).
 
 Only operators TensorRT's ONNX parser lists as supported (onnx-tensorrt docs/operators.md,
@@ -26,8 +26,8 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
-from stylegrad import backward as bw
-from stylegrad.vgg import VGG, ConvLayer, layer_channels
+from stylegrad.model.vgg import VGG, ConvLayer, layer_channels
+from stylegrad.terms import backward as bw
 
 # Operators the exported graphs may contain; each is in onnx-tensorrt's support matrix
 # (TensorRT 10.x) for the types we use (float32 unless noted).

@@ -8,9 +8,9 @@ time (NVRTC compiles in-process), and is what the TensorRT samples use.
 Flow: the source of ``kernels/<name>.cu`` (with ``common.cuh`` prepended as
 text, so NVRTC needs no include path) is compiled with NVRTC to a cubin for
 the running GPU's ``sm_XY``. Cubins are cached on disk in the ``kernels``
-folder of stylegrad's cache (``stylegrad.fileio.cache_dir``), keyed by the
+folder of stylegrad's cache (``stylegrad.io.fileio.cache_dir``), keyed by the
 source hash, compile options, architecture and NVRTC version, and written
-atomically (``stylegrad.fileio.atomic_write``) so concurrent processes never
+atomically (``stylegrad.io.fileio.atomic_write``) so concurrent processes never
 see a half-written file. Kernels are launched on PyTorch's current CUDA stream
 with raw data pointers, so they order with cuDNN/cuBLAS work and can be
 captured in a CUDA graph.
@@ -35,7 +35,7 @@ import threading
 from pathlib import Path
 from typing import Any, Sequence
 
-from stylegrad.fileio import CACHE_ENV, atomic_write, cache_dir as _cache_root  # noqa: F401 (CACHE_ENV: tests)
+from stylegrad.io.fileio import CACHE_ENV, atomic_write, cache_dir as _cache_root  # noqa: F401 (CACHE_ENV: tests)
 
 from .errors import KernelCompileError, KernelUnavailableError
 from .registry import CSRC, SOURCES, read_source

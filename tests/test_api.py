@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
-import stylegrad
 from stylegrad import Progress, StyleConfig, Stylizer, stylize
 from stylegrad.errors import ConfigError
+import stylegrad
 
 SMALL = dict(weights="random", backend="reference", size=24, iters=8)
 
@@ -106,8 +106,8 @@ def test_blend_weights_interpolate_targets():
 
 def test_style_scale_and_gram_rescaling(monkeypatch):
     """The painting is resized to content size * style scale; its Gram is rescaled by M / M_s."""
-    from stylegrad import losses
-    from stylegrad.targets import style_targets
+    from stylegrad.terms import losses
+    from stylegrad.terms.targets import style_targets
 
     seen = []
 
@@ -179,12 +179,12 @@ def test_per_image_style_targets():
 # ---------------------------------------------------------------------------------------------
 # run verdicts: a failed run is never a silent "ok" with the photo
 def _history(losses, every=1):
-    from stylegrad.stylizer import Progress
+    from stylegrad.run.stylizer import Progress
     return [Progress("x", i * every, (len(losses) - 1) * every, v, v, 0.0, 0.0, 1.0) for i, v in enumerate(losses)]
 
 
 def test_check_progress_verdicts():
-    from stylegrad.stylizer import check_progress
+    from stylegrad.run.stylizer import check_progress
     ok = _history([100.0, 40.0, 10.0], every=10)
     assert check_progress(ok, "content", moved=0.2) == ("ok", "")
     status, msg = check_progress(_history([100.0, float("nan"), float("nan")]), "content", 0.2)

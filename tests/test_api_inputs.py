@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegrad import StyleConfig, StyleGradError, Stylizer, images as imgs
+from stylegrad import StyleConfig, StyleGradError, Stylizer
 from stylegrad.errors import ConfigError, ImageError
+from stylegrad.io import images as imgs
 from tests.helpers import EXAMPLES
 
 TINY = dict(weights="random", backend="torch", size=24, iters=6)

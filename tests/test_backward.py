@@ -3,7 +3,7 @@
 Tolerance: relative error ||g - g_ref|| / ||g_ref|| <= 1e-5 in float32. Both backends run the
 same forward ops (same masks, same pooling), so the only differences are float32 rounding
 in a different order: autograd's conv backward vs our conv_transpose2d, and the loss gradients
-from ``stylegrad.kernels`` vs autograd through ``stylegrad.losses``. Each of the <= 16 convs on
+from ``stylegrad.kernels`` vs autograd through ``stylegrad.terms.losses``. Each of the <= 16 convs on
 the way down sums <= 4608 products; rounding of that order gives observed errors of ~1e-7 to
 ~5e-7 (unit roundoff 6e-8). 1e-5 leaves ~20x headroom, while any real mistake (a wrong mask,
 the dropped row/column of an odd side, a wrong tie in max pooling, a missing loss layer) moves
@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad import backward as bw
-from stylegrad import losses
-from stylegrad import vgg as vggmod
-from stylegrad.backends.torch_backend import TorchBackend
 from stylegrad.backends.reference import ReferenceBackend
+from stylegrad.backends.torch_backend import TorchBackend
 from stylegrad.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from stylegrad.targets import Targets
-from stylegrad.weights import random_vgg
+from stylegrad.model import vgg as vggmod
+from stylegrad.model.weights import random_vgg
+from stylegrad.terms import backward as bw
+from stylegrad.terms import losses
+from stylegrad.terms.targets import Targets
 from tests.helpers import rel_err
 
 TOL = 1e-5
@@ -141,7 +141,7 @@ def test_plan_saves_only_what_the_backward_needs():
 
 @pytest.mark.parametrize("pool,documented", [("avg", 160.0), ("max", 70.0)])
 def test_memory_per_pixel_matches_the_docstring(pool, documented):
-    """The numbers in stylegrad.backward's docstring: computed from the plan and measured on a
+    """The numbers in stylegrad.terms.backward's docstring: computed from the plan and measured on a
     real saved state (256x256, sides divisible by 16)."""
     vgg = vgg_for(pool)
     cfg = StyleConfig(weights="random", pool=pool)
@@ -223,7 +223,7 @@ def lockstep(backend, pool, check):
     """Run 20 L-BFGS iterations driven by the reference and call
     ``check(other_backend, x, targets, reference_evaluation)`` at every iterate."""
     from stylegrad.backends import create_backend
-    from stylegrad.optimize import optimize
+    from stylegrad.run.optimize import optimize
 
     content, style = _images()
     cfg = StyleConfig(weights="random", backend="reference", size=40, iters=20, pool=pool, tv_weight=1e-3)

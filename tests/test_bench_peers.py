@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from stylegrad import contest
-from stylegrad.cli import main
+from stylegrad.benchmark import contest
+from stylegrad.cli.main import main
 from stylegrad.errors import ConfigError
 
 needs_pt = pytest.mark.skipif(contest.peer_available("neural-style-pt") is not None,
@@ -131,7 +131,7 @@ def test_bench_peers_end_to_end(tmp_path):
     """Two contestants, two rotated repeats, each its own process; the results file says what
     ran where, with units, and the plot and trace are written."""
     out, plot, trace = tmp_path / "r.json", tmp_path / "p.png", tmp_path / "trace"
-    cmd = [sys.executable, "-m", "stylegrad.cli", "bench", "--peers", "neural-style-pt,pystiche", "--backends", "torch",
+    cmd = [sys.executable, "-m", "stylegrad.cli.main", "bench", "--peers", "neural-style-pt,pystiche", "--backends", "torch",
            "--weights", "random", "--model", "vgg16", "--size", "24", "--iters", "3", "--repeat", "2",
            "--to-loss", "neural-style-pt:2", "--out", str(out), "--trace", str(trace)]
     if contest.peer_available("neural-style-pt") is None:

@@ -7,7 +7,7 @@ import sys
 import pytest
 from PIL import Image
 
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from tests.helpers import EXAMPLES, write_image
 
 FAST = ["--weights", "random", "--backend", "reference", "--quiet"]
@@ -42,7 +42,7 @@ def test_console_script_example_and_no_traceback(tmp_path):
     """The README quickstart, through the installed console script."""
     out = tmp_path / "stylised.png"
     env = dict(os.environ)
-    cmd = [sys.executable, "-m", "stylegrad.cli", "stylize", str(EXAMPLES / "content.png"), "--style",
+    cmd = [sys.executable, "-m", "stylegrad.cli.main", "stylize", str(EXAMPLES / "content.png"), "--style",
            str(EXAMPLES / "style.png"), "-o", str(out), "--weights", "random", "--size", "48", "--iters", "5", "--json"]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -50,7 +50,7 @@ def test_console_script_example_and_no_traceback(tmp_path):
     assert lines[-2]["status"] == "ok" and lines[-1]["ok"] == 1 and out.exists()
     assert "random VGG weights" in r.stderr          # said once
     assert r.stderr.count("random VGG weights") == 1
-    bad = subprocess.run([sys.executable, "-m", "stylegrad.cli", "stylize", str(out), "--style", "nope.png",
+    bad = subprocess.run([sys.executable, "-m", "stylegrad.cli.main", "stylize", str(out), "--style", "nope.png",
                           "-o", str(tmp_path / "x.png")], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr

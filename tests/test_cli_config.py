@@ -4,10 +4,10 @@ import dataclasses
 import pytest
 
 from stylegrad.backends.registry import backend_names
-from stylegrad.cli import build_parser, main
-from stylegrad.cli_config import config_from_args
+from stylegrad.cli.main import build_parser, main
+from stylegrad.cli.options import config_from_args
 from stylegrad.config import StyleConfig, field_flag
-from stylegrad.vgg import MODELS
+from stylegrad.model.vgg import MODELS
 
 BASE = ["stylize", "c.png", "--style", "s.png", "-o", "o.png"]
 

@@ -14,9 +14,9 @@ from PIL import Image
 
 from stylegrad import StyleConfig, Stylizer
 from stylegrad import colors
-from stylegrad import images as imgs
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from stylegrad.errors import ConfigError
+from stylegrad.io import images as imgs
 from tests.helpers import write_image
 
 TOL = 1.0 / 255

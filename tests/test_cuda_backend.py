@@ -12,10 +12,10 @@ import torch
 
 from stylegrad import StyleConfig, Stylizer, kernels
 from stylegrad.backends.cuda_backend import CudaBackend
-from stylegrad.kernels import emulator
 from stylegrad.backends.reference import ReferenceBackend
 from stylegrad.errors import BackendUnavailableError, ConfigError
-from stylegrad.weights import random_vgg
+from stylegrad.kernels import emulator
+from stylegrad.model.weights import random_vgg
 from tests.helpers import rel_err
 
 TOL = 1e-5   # float32: the hand-written backward vs autograd through the same NCHW forward
@@ -253,7 +253,7 @@ def test_cli_cuda_backend_on_cpu_needs_the_emulator(tmp_path):
     from tests.helpers import write_image
 
     c, s = write_image(tmp_path / "c.png", 20, 16), write_image(tmp_path / "s.png", 18, 18, seed=1)
-    cmd = [sys.executable, "-m", "stylegrad.cli", "stylize", str(c), "--style", str(s), "--weights", "random",
+    cmd = [sys.executable, "-m", "stylegrad.cli.main", "stylize", str(c), "--style", str(s), "--weights", "random",
            "--size", "20", "--iters", "2", "--backend", "cuda", "--device", "cpu", "--out-dir", str(tmp_path / "o"),
            "--quiet"]
     env = {k: v for k, v in os.environ.items() if k != emulator.ENV}

@@ -67,7 +67,7 @@ def test_cuda_backend_loop_stops_at_the_first_non_finite_loss_and_reports_it():
     every DIVERGENCE_CHECK_EVERY iterations; the first non-finite iteration of each image is
     reported exactly, and the loop stops when every image has one, as the eager loop does."""
     from stylegrad.backends.cuda_backend import DIVERGENCE_CHECK_EVERY, CudaBackend
-    from stylegrad.optimize import optimize
+    from stylegrad.run.optimize import optimize
 
     cfg = StyleConfig(weights="random", size=14, iters=40, print_every=100, lbfgs_history=5)
     st = Stylizer(cfg.replace(backend="reference"))

@@ -13,13 +13,13 @@ import onnx
 import pytest
 import torch
 
-from stylegrad import backward as bw
-from stylegrad import vgg as vggmod
 from stylegrad.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from stylegrad.errors import ConfigError
 from stylegrad.export import ExportError, check_graph, export_onnx, graph_ops, read_manifest, verify_files
 from stylegrad.export.onnx_graphs import ALLOWED_OPS
-from stylegrad.weights import random_vgg
+from stylegrad.model import vgg as vggmod
+from stylegrad.model.weights import random_vgg
+from stylegrad.terms import backward as bw
 from tests.helpers import rel_err
 
 ort = pytest.importorskip("onnxruntime")

@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import stylegrad
-from stylegrad import errors, fileio, images as imgs
-from stylegrad.cli import main
+from stylegrad import errors
+from stylegrad.cli.main import main
 from stylegrad.config import StyleConfig
 from stylegrad.errors import ImageError, OutputLockedError, WeightsError
+from stylegrad.io import fileio
+from stylegrad.io import images as imgs
 from stylegrad.jobs import InlineExecutor, JobRequest, run_job
+import stylegrad
 from tests.helpers import write_image
 
 FAST = ["--weights", "random", "--backend", "reference", "--lbfgs-history", "5", "--size", "12", "--quiet"]
@@ -217,7 +219,7 @@ def test_a_refused_run_leaves_no_out_dir_behind(tmp_path, capsys):
 def test_flock_nowait_is_the_one_lock_rule(tmp_path):
     import os
 
-    from stylegrad.fileio import LOCK_BUSY, LOCK_HELD, flock_nowait
+    from stylegrad.io.fileio import LOCK_BUSY, LOCK_HELD, flock_nowait
 
     path = tmp_path / "lockme"
     path.write_bytes(b"")
@@ -250,7 +252,7 @@ def test_non_regular_inputs_are_refused_without_blocking(tmp_path, capsys):
         assert main(["stylize", str(c), "--style", str(fifo), "-o", str(tmp_path / "o.png")] + REFERENCE_FAST) == 2
         assert "FIFO" in capsys.readouterr().err
         with pytest.raises(WeightsError, match="not a regular file"):
-            stylegrad.weights.load_vgg(str(fifo))
+            stylegrad.model.weights.load_vgg(str(fifo))
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegrad import images as imgs
 from stylegrad.errors import ImageError
+from stylegrad.io import images as imgs
 
 
 def test_exif_orientation_is_honoured(tmp_path):
@@ -121,7 +121,7 @@ def _rotated_jpeg(path, w=40, h=20):
 
 def test_header_size_is_the_loaded_size_for_an_exif_rotated_photo(tmp_path):
     from PIL import Image
-    from stylegrad.images import header_size, image_size, load_image
+    from stylegrad.io.images import header_size, image_size, load_image
 
     p = _rotated_jpeg(tmp_path / "r.jpg")
     with Image.open(p) as im:
@@ -144,7 +144,7 @@ def test_job_batches_use_the_loaded_size_and_the_resize_filter(tmp_path):
 
 
 def test_style_side_rounds_or_truncates_like_the_content():
-    from stylegrad.images import style_side
+    from stylegrad.io.images import style_side
 
     assert style_side(100, 0.555) == 56 and style_side(100, 0.555, "bilinear") == 55
     assert style_side(3, 0.1) == 1

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from stylegrad import fileio
-from stylegrad.cli import main
+from stylegrad.cli.main import main
+from stylegrad.io import fileio
 from stylegrad.jobs import manifest as manifest_mod
 from stylegrad.jobs.manifest import MANIFEST_NAME, ManifestWriter
 from tests.helpers import write_image
@@ -148,7 +148,7 @@ def test_a_rerun_without_resume_is_refused_saying_what_is_there(tmp_path, capsys
     assert main(argv + ["--fresh"]) == 0
     assert [r["kind"] for r in _lines(out)] == ["run", "image", "image", "end"]   # started over
     assert (out / "c0.png").stat().st_mtime_ns != before[0]
-    from stylegrad.cli import build_parser
+    from stylegrad.cli.main import build_parser
     assert "--fresh" in build_parser()._subparsers._group_actions[0].choices["stylize"].format_help()
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from stylegrad import StyleConfig
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from stylegrad.jobs import JobFolderBusy, JobListener, JobRequest, run_job
 from stylegrad.jobs.local_pool import LocalPool
 from stylegrad.jobs.manifest import MANIFEST_NAME, ManifestWriter, is_locked, load_state, read_records
@@ -76,7 +76,7 @@ def test_settings_hash_files_given_by_path(tmp_path):
 
 
 def test_a_weights_file_is_hashed_whatever_its_name(tmp_path):
-    from stylegrad.weights import random_vgg, write_state_dict
+    from stylegrad.model.weights import random_vgg, write_state_dict
 
     f = tmp_path / "random_vgg.pth"                 # a file, though its name starts like "random"
     write_state_dict(random_vgg("vgg16", 0), f)
@@ -189,7 +189,7 @@ def test_job_writes_snapshots_and_stops_cleanly_on_sigterm(tmp_path):
     _images(tmp_path / "in", [(12, 12)] * 8)
     s = write_image(tmp_path / "s.png", 12, 12, seed=9)
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "stylegrad.cli", "stylize", str(tmp_path / "in"), "--style", str(s), "--size", "12",
+    args = [sys.executable, "-m", "stylegrad.cli.main", "stylize", str(tmp_path / "in"), "--style", str(s), "--size", "12",
             "--iters", "30", "--save-every", "10", "--out-dir", str(out)] + FAST
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
@@ -299,7 +299,7 @@ def test_killed_driver_leaves_no_workers_and_resume_redoes_only_the_rest(tmp_pat
     s = write_image(tmp_path / "s.png", 16, 16, seed=9)
     out = tmp_path / "out"
     args = ["stylize", str(tmp_path / "in"), "--style", str(s), "--size", "16", "--iters", "40"] + FAST
-    proc = subprocess.Popen([sys.executable, "-m", "stylegrad.cli"] + args + ["--out-dir", str(out), "--devices", "cpu",
+    proc = subprocess.Popen([sys.executable, "-m", "stylegrad.cli.main"] + args + ["--out-dir", str(out), "--devices", "cpu",
                             "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     workers = set()
@@ -356,7 +356,7 @@ def test_bench_job_reports_images_per_hour_and_scaling(capsys):
 def test_usable_cores_follows_the_affinity_mask(monkeypatch):
     import os
 
-    from stylegrad.memory import usable_cores
+    from stylegrad.run.memory import usable_cores
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     assert usable_cores() == 3
@@ -369,7 +369,7 @@ def test_snapshots_follow_one_rule_for_o_runs_and_jobs(tmp_path):
     """``write_snapshot`` (both paths call it): every --save-every iterate but the output itself,
     which is the last scale's last iterate or where --tol stopped it; a failed write is a warning."""
     from stylegrad.jobs.work import is_output_iterate, write_snapshot
-    from stylegrad.stylizer import Progress
+    from stylegrad.run.stylizer import Progress
 
     import torch
 

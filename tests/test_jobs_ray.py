@@ -11,7 +11,7 @@ import pytest
 import ray
 
 from stylegrad import StyleConfig
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from stylegrad.jobs import JobListener, JobRequest, run_job
 from stylegrad.jobs.manifest import ManifestWriter, load_state
 from stylegrad.jobs.ray_pool import RayPool

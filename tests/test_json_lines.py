@@ -1,8 +1,8 @@
-"""``--json`` output is strict JSON: one home for the rule (``stylegrad.progress.json_line``)."""
+"""``--json`` output is strict JSON: one home for the rule (``stylegrad.run.progress.json_line``)."""
 import json
 import math
 
-from stylegrad.progress import finite_or_null, json_line
+from stylegrad.run.progress import finite_or_null, json_line
 
 
 def test_non_finite_numbers_become_null_at_any_depth():

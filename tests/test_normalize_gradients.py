@@ -1,7 +1,7 @@
 """``--normalize-gradients`` (neural-style's -normalize_gradients) in every backend, against an
 autograd reference that normalises each term's feature gradient by hand.
 
-The normalised direction is not the gradient of any loss (``stylegrad.gradnorm``), so the
+The normalised direction is not the gradient of any loss (``stylegrad.terms.gradnorm``), so the
 reference is built from its definition: in float64, ask autograd for each loss term's gradient
 at its layer separately, divide it by its L1 norm per image and multiply by the term's
 weight, sum per layer, and back-propagate those to the image through the same forward.
@@ -17,14 +17,14 @@ import pytest
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad import losses
-from stylegrad import vgg as vggmod
 from stylegrad.backends.cuda_backend import CudaBackend
 from stylegrad.backends.reference import ReferenceBackend
 from stylegrad.backends.torch_backend import TorchBackend
-from stylegrad.gradnorm import NORM_FLOOR
-from stylegrad.targets import Targets
-from stylegrad.weights import random_vgg
+from stylegrad.model import vgg as vggmod
+from stylegrad.model.weights import random_vgg
+from stylegrad.terms import losses
+from stylegrad.terms.gradnorm import NORM_FLOOR
+from stylegrad.terms.targets import Targets
 from tests.helpers import rel_err
 
 TOL = 1e-5
@@ -138,7 +138,7 @@ def test_each_term_enters_its_layer_with_l1_norm_equal_to_its_weight():
     """What the normalisation means, on one term alone: the feature gradient's L1 norm per
     image is the weight, whatever the loss's scale (neural-style's +1e-8 in the denominator
     would make the 1e-3 case depend on the loss's normalisation; ours does not)."""
-    from stylegrad.objective import feature_losses_and_grads
+    from stylegrad.terms.objective import feature_losses_and_grads
 
     x, targets = _case(2, 29, 40, seed=2)
     for sw in (1e-6, 1e-3, 1e9):

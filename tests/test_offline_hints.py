@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from stylegrad import neural_style as ns
-from stylegrad.cli import main
+from stylegrad.cli import neural_style_flags as ns
+from stylegrad.cli.main import main
 from tests.helpers import EXAMPLES
 
 C, S = str(EXAMPLES / "content.png"), str(EXAMPLES / "style.png")

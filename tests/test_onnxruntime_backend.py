@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad import backward as bw
-from stylegrad import losses
-from stylegrad import vgg as vggmod
-from stylegrad.backends.onnxruntime_backend import OnnxRuntimeBackend
 from stylegrad.backends.base import Evaluation
+from stylegrad.backends.onnxruntime_backend import OnnxRuntimeBackend
 from stylegrad.backends.reference import ReferenceBackend
 from stylegrad.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from stylegrad.targets import Targets
-from stylegrad.weights import random_vgg
+from stylegrad.model import vgg as vggmod
+from stylegrad.model.weights import random_vgg
+from stylegrad.terms import backward as bw
+from stylegrad.terms import losses
+from stylegrad.terms.targets import Targets
 from tests.helpers import rel_err
 from tests.test_backward import free_run, lockstep
 
@@ -66,7 +66,7 @@ def discrete_flips(ob, x):
 def own_forward_gradient(ob, x, targets):
     """The torch losses + hand-written backward applied to ONNX Runtime's own forward state:
     what the backward graph must reproduce whatever side of a discontinuity the forward took."""
-    from stylegrad.objective import feature_losses_and_grads, tv_loss_and_grad
+    from stylegrad.terms.objective import feature_losses_and_grads, tv_loss_and_grad
 
     _, feats, saved = discrete_flips(ob, x)
     _, _, grads = feature_losses_and_grads(feats, targets, ob.config)
@@ -224,7 +224,7 @@ def test_full_run_onnxruntime_trajectory():
 def test_caffe_convention_through_the_exported_graphs(cache):
     # --preprocess caffe is baked into forward.onnx (and recorded in the manifest); the backend's
     # gradient equals the reference's under that convention, and differs from the torchvision one
-    from stylegrad.weights import with_preprocess
+    from stylegrad.model.weights import with_preprocess
 
     vgg = with_preprocess(random_vgg("vgg19", 2, "avg"), "caffe")
     cfg = _config("avg", ("relu2_2",), ("relu1_1", "relu2_1"))

@@ -36,9 +36,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import stylegrad
 from stylegrad import StyleConfig
 from stylegrad.optim import TORCH_COMPATIBLE, Adam, LBFGS, make_optimizer
+import stylegrad
 from tests.helpers import bit_exact_needs_fixed_reductions
 
 F64 = torch.float64
@@ -52,7 +52,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def torch_lbfgs(x0, grad_fn, iters, history, lr=1.0):
-    """Iterates x_1..x_iters of torch.optim.LBFGS configured as engine/optimize.py does.
+    """Iterates x_1..x_iters of torch.optim.LBFGS configured as engine/run/optimize.py does.
 
     grad_fn(x, k) -> (loss, grad) at iteration k."""
     x = x0.clone().requires_grad_(True)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from stylegrad import progress as prog
-from stylegrad.cli import main
+from stylegrad.cli.main import main
+from stylegrad.run import progress as prog
 from tests.helpers import write_image
 
 

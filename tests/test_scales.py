@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from stylegrad import StyleConfig, Stylizer
-from stylegrad import scales
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from stylegrad.errors import ConfigError
+from stylegrad.run import scales
 from tests.helpers import write_image
 
 SMALL = dict(weights="random", model="vgg16", backend="torch")
@@ -131,7 +131,7 @@ def test_job_folder_rows_and_snapshots_name_the_scale(tmp_path, capsys):
 def test_plain_progress_lines_count_over_all_scales(tmp_path, capsys):
     """Without a terminal, plain lines say which scale and count iterations over the whole run
     (so the ETA covers every scale, and --iters-last above --iters still has its lines)."""
-    from stylegrad.cli import main
+    from stylegrad.cli.main import main
 
     c = tmp_path / "c.png"
     write_image(c, 40, 30, 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from tests.helpers import write_image
 
 HOOKS = Path(__file__).resolve().parent / "slow_writes"
@@ -32,7 +32,7 @@ def _start(tmp_path, extra, n=4):
             "--save-every", "1"] + FAST
     env = dict(os.environ, STYLEGRAD_TEST_SLOW_WRITES="0.4", OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(HOOKS), str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.Popen([sys.executable, "-m", "stylegrad.cli"] + args + extra, env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "stylegrad.cli.main"] + args + extra, env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     return proc, out, args
 
@@ -122,7 +122,7 @@ def test_sigterm_exits_143_and_leaves_nothing_partial(tmp_path):
     c = write_image(tmp_path / "c.png", 24, 24)
     out = tmp_path / "out"
     out.mkdir()
-    cmd = [sys.executable, "-m", "stylegrad.cli", "stylize", str(c), "--style", str(c), "-o", str(out / "o.png"),
+    cmd = [sys.executable, "-m", "stylegrad.cli.main", "stylize", str(c), "--style", str(c), "-o", str(out / "o.png"),
            "--size", "24", "--iters", "100000", "--print-every", "1"] + REFERENCE_FAST
     p = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     try:

@@ -5,8 +5,8 @@ import torch
 
 from stylegrad.config import StyleConfig
 from stylegrad.errors import ConfigError, StyleGradError
-from stylegrad.optimize import converged
-from stylegrad.stylizer import Stylizer
+from stylegrad.run.optimize import converged
+from stylegrad.run.stylizer import Stylizer
 
 
 def test_the_rule():

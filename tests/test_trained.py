@@ -19,7 +19,7 @@ import torch
 
 from stylegrad import StyleConfig, Stylizer
 from stylegrad.config import CAFFE_FEATURE_RATIO
-from stylegrad.weights import load_vgg, packaged_path, rebase_convention
+from stylegrad.model.weights import load_vgg, packaged_path, rebase_convention
 
 from tests.helpers import EXAMPLES
 
@@ -59,7 +59,7 @@ def test_rebased_convention_computes_the_same_features(trained):
     # interior features equal the Caffe network's times 1/57.6 (border: zero padding differs by
     # < 0.5 grey levels). 1e-4 relative: float32 through 13 convolutions (measured 3e-7 at
     # relu1_1, 1.4e-4 at relu3_1 within 2 px of the border)
-    from stylegrad.vgg import forward
+    from stylegrad.model.vgg import forward
 
     x = torch.rand(1, 3, 37, 42, generator=torch.Generator().manual_seed(0))
     a = forward(trained["caffe"], x, ["relu2_1"])["relu2_1"]

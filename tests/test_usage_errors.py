@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-import stylegrad
-from stylegrad import StyleConfig, Stylizer, fileio
-from stylegrad.cli import build_parser, main
+from stylegrad import StyleConfig, Stylizer
+from stylegrad.cli.main import build_parser, main
 from stylegrad.errors import ConfigError, StalledError
-from stylegrad.stylizer import Progress, check_progress
+from stylegrad.io import fileio
+from stylegrad.run.stylizer import Progress, check_progress
+import stylegrad
 from tests.helpers import EXAMPLES, write_image
 
 FAST = ["--weights", "random", "--backend", "torch", "--quiet", "--size", "16", "--iters", "3"]

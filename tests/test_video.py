@@ -199,7 +199,7 @@ def test_pixel_term_joins_the_objective(backend):
     """The optimiser sees value and gradient of objective + temporal term: compared with the
     reference's autograd of the sum, on random weights at an odd size."""
     from stylegrad import StyleConfig, Stylizer
-    from stylegrad.objective import add_pixel_term
+    from stylegrad.terms.objective import add_pixel_term
 
     cfg = StyleConfig(size=23, weights="random", backend=backend, iters=2, style_weight=10.0)
     s = Stylizer(cfg)
@@ -241,7 +241,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from stylegrad.cli import main  # noqa: E402
+from stylegrad.cli.main import main  # noqa: E402
 
 STYLE = str(Path(__file__).resolve().parents[1] / "engine" / "examples" / "style.png")
 FAST = ["--weights", "random", "--size", "32", "--iters", "3", "--first-iters", "4"]
@@ -314,7 +314,7 @@ def test_cli_video_resume_after_kill9(tmp_path, capsys):
     before are not redone, and the video equals an uninterrupted run's."""
     src = write_clip(tmp_path / "in.mp4", panned_frames(6, 48, 32, dx=2), fps=10)
     job = tmp_path / "job"
-    argv = [sys.executable, "-m", "stylegrad.cli", "video", str(src), "--style", STYLE, "-o", str(tmp_path / "o.mp4"),
+    argv = [sys.executable, "-m", "stylegrad.cli.main", "video", str(src), "--style", STYLE, "-o", str(tmp_path / "o.mp4"),
             "--job-dir", str(job), "--weights", "random", "--size", "32", "--iters", "15", "--first-iters", "15",
             "--quiet"]
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from stylegrad import weights as W
 from stylegrad.errors import WeightsError
-from stylegrad.vgg import layer_specs
+from stylegrad.model import weights as W
+from stylegrad.model.vgg import layer_specs
 
 
 def test_random_weights_are_deterministic_kaiming():
@@ -245,7 +245,7 @@ def test_packaged_weights_need_their_model():
 
 def test_preprocess_constants_match_the_conventions():
     # caffe: (x - mean_rgb/255) / (1/255) = 255 x - mean_rgb, the Caffe mean pixel in RGB order
-    from stylegrad.vgg import normalize
+    from stylegrad.model.vgg import normalize
     x = torch.rand(1, 3, 4, 5, dtype=torch.float64)
     want = 255 * x - torch.tensor([123.68, 116.779, 103.939], dtype=torch.float64).view(1, 3, 1, 1)
     torch.testing.assert_close(normalize(x, "caffe"), want, rtol=0, atol=1e-10)

@@ -9,8 +9,8 @@
 ``registry`` maps these names to classes and is the only place that decides which backend runs
 which precision on which device (``resolve_backend``).
 """
-from .base import Backend, Evaluation, PhaseTimer
-from .registry import (available_backends, backend_names, backend_status, create_backend, resolve_backend,
+from stylegrad.backends.base import Backend, Evaluation, PhaseTimer
+from stylegrad.backends.registry import (available_backends, backend_names, backend_status, create_backend, resolve_backend,
                        resolve_backend_and_precision, resolve_precision)
 
 __all__ = ["Backend", "Evaluation", "PhaseTimer", "available_backends", "backend_names", "backend_status",

@@ -9,9 +9,9 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import torch
 
-from ..config import StyleConfig
-from ..targets import Targets
-from ..vgg import VGG
+from stylegrad.config import StyleConfig
+from stylegrad.model.vgg import VGG
+from stylegrad.terms.targets import Targets
 
 
 @dataclass
@@ -97,15 +97,15 @@ class Backend(ABC):
                  iters: Optional[int] = None, pixel_term: Optional[PixelTerm] = None) -> torch.Tensor:
         """The whole optimisation loop, ``iters`` iterations (default ``config.iters``; a
         coarse-to-fine run passes each scale's). Default: PyTorch's optimisers around
-        :meth:`evaluate` (see ``stylegrad.optimize``). A backend may run the loop its own way
+        :meth:`evaluate` (see ``stylegrad.run.optimize``). A backend may run the loop its own way
         (the CUDA backend replays one CUDA graph per iteration) as long as it reports the same
         iterations.
 
         ``pixel_term``: ``x -> (value (B,), d value / d x)``, a weighted term on the pixels
-        added to every evaluation (``stylegrad.objective.add_pixel_term``; the video temporal
+        added to every evaluation (``stylegrad.terms.objective.add_pixel_term``; the video temporal
         loss). Eager on every backend."""
-        from ..objective import add_pixel_term
-        from ..optimize import optimize
+        from stylegrad.run.optimize import optimize
+        from stylegrad.terms.objective import add_pixel_term
 
         def evaluate(img: torch.Tensor) -> Evaluation:
             ev = self.evaluate(img, targets)
@@ -117,7 +117,7 @@ class Backend(ABC):
     def terms(self):
         """The objective: this config's loss terms (``stylegrad.terms.build``), built once."""
         if getattr(self, "_terms", None) is None:
-            from .. import terms
+            from stylegrad import terms
 
             self._terms = terms.build(self.config)
         return self._terms
@@ -142,7 +142,7 @@ class SplitBackend(Backend):
         """Gradient w.r.t. the image (N, 3, H, W) given d loss / d features per layer."""
 
     def evaluate(self, image: torch.Tensor, targets: Targets) -> Evaluation:
-        from ..objective import feature_losses_and_grads
+        from stylegrad.terms.objective import feature_losses_and_grads
 
         ops = self.ops
         if ops is None:

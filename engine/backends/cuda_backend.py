@@ -22,7 +22,7 @@ Batches: B images of one size are optimised together, each with its own L-BFGS h
 
 Memory per pixel (per image of the batch; VGG19, default layers, bf16, avg pooling; computed,
 not yet measured on a GPU): L-BFGS history 2 x 100 x 3 x 4 B = 2400 B (it dominates: Adam
-needs 3 x 3 x 4 B); backward masks 160 B (``stylegrad.backward``); loss-layer features in bf16
+needs 3 x 3 x 4 B); backward masks 160 B (``stylegrad.terms.backward``); loss-layer features in bf16
 ~260 B; transient forward/backward activations at full resolution (64 channels, a few live at
 once) ~3 x 128 B (bf16) plus the fp32 image, gradient and L-BFGS direction vectors ~100 B:
 about 3.3 KB per pixel, so a 3840x2160 image (8.3 Mpx) needs about 28 GB plus cuDNN workspace.
@@ -49,11 +49,11 @@ import torch
 
 from stylegrad import kernels
 
-from ..errors import ConfigError, error_text
-from ..optim import make_optimizer
-from ..targets import Targets
-from .base import Evaluation
-from .torch_backend import TorchBackend
+from stylegrad.backends.base import Evaluation
+from stylegrad.backends.torch_backend import TorchBackend
+from stylegrad.errors import ConfigError, error_text
+from stylegrad.optim import make_optimizer
+from stylegrad.terms.targets import Targets
 
 WARMUP_ITERS = 2
 # The host looks at the losses (one synchronisation) at every report and at least every this

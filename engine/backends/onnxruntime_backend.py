@@ -25,10 +25,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import backward as bw
-from .. import vgg as vggmod
-from ..errors import BackendUnavailableError
-from .base import SplitBackend
+from stylegrad.backends.base import SplitBackend
+from stylegrad.errors import BackendUnavailableError
+from stylegrad.model import vgg as vggmod
+from stylegrad.terms import backward as bw
 
 _NP_DTYPES = {"float32": "float32", "bool": "bool_", "uint8": "uint8"}
 _TORCH_DTYPES = {"float32": torch.float32, "bool": torch.bool, "uint8": torch.uint8}

@@ -1,7 +1,7 @@
 """Backend ``reference``: PyTorch autograd end to end.
 
 The oracle of every parity test and the rival of every benchmark; never the fast path. It uses
-``stylegrad.losses`` (plain differentiable torch), not ``stylegrad.kernels``, so the two
+``stylegrad.terms.losses`` (plain differentiable torch), not ``stylegrad.kernels``, so the two
 implementations check each other.
 """
 from __future__ import annotations
@@ -10,10 +10,11 @@ from typing import Dict, Sequence
 
 import torch
 
-from .. import losses, vgg as vggmod
-from ..gradnorm import NormalizeGradient
-from ..targets import Targets
-from .base import Backend, Evaluation
+from stylegrad.backends.base import Backend, Evaluation
+from stylegrad.model import vgg as vggmod
+from stylegrad.terms import losses
+from stylegrad.terms.gradnorm import NormalizeGradient
+from stylegrad.terms.targets import Targets
 
 
 class ReferenceBackend(Backend):
@@ -41,7 +42,7 @@ class ReferenceBackend(Backend):
 
                 def feature(layer: str, weight: float):
                     # --normalize-gradients: the term's gradient at its layer is normalised
-                    # (stylegrad.gradnorm); the forward value is the feature itself
+                    # (stylegrad.terms.gradnorm); the forward value is the feature itself
                     f = feats[layer]
                     return NormalizeGradient.apply(f, weight) if cfg.normalize_gradients else f
 

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 
-from ..errors import BackendUnavailableError, ConfigError
+from stylegrad.errors import BackendUnavailableError, ConfigError
 
 # name -> (module, class). Imported lazily so a missing optional dependency only matters
 # when that backend is asked for.

@@ -1,6 +1,6 @@
-"""Backend ``torch``: forward in torch, hand-written backward (``stylegrad.backward``), no autograd.
+"""Backend ``torch``: forward in torch, hand-written backward (``stylegrad.terms.backward``), no autograd.
 
-The forward keeps only ReLU masks and max-pool winner codes (see ``stylegrad.backward`` for
+The forward keeps only ReLU masks and max-pool winner codes (see ``stylegrad.terms.backward`` for
 what and how many bytes per pixel); losses and their feature gradients come from
 ``stylegrad.kernels`` via :class:`SplitBackend`. Runs wherever torch does (CPU, CUDA).
 """
@@ -11,9 +11,9 @@ from typing import Dict, Sequence, Tuple
 
 import torch
 
-from .. import backward as bw
-from .. import vgg as vggmod
-from .base import SplitBackend
+from stylegrad.backends.base import SplitBackend
+from stylegrad.model import vgg as vggmod
+from stylegrad.terms import backward as bw
 
 
 @dataclass

@@ -8,9 +8,9 @@ host, and Ray clusters. See README "Large jobs".
 - :mod:`.local_pool`: worker processes; :mod:`.ray_pool`: Ray actors (imports Ray on use)
 - :mod:`.stats`: images/hour and per-image percentiles
 """
-from .manifest import MANIFEST_NAME, JobFolderBusy
-from .runner import InlineExecutor, JobListener, JobRequest, JobSettingsChanged, JobSummary, job_status, run_job
-from .work import JobSpec
+from stylegrad.jobs.manifest import MANIFEST_NAME, JobFolderBusy
+from stylegrad.jobs.runner import InlineExecutor, JobListener, JobRequest, JobSettingsChanged, JobSummary, job_status, run_job
+from stylegrad.jobs.work import JobSpec
 
 __all__ = ["MANIFEST_NAME", "JobFolderBusy", "InlineExecutor", "JobListener", "JobRequest", "JobSettingsChanged",
            "JobSummary", "JobSpec", "job_status", "run_job"]

@@ -22,13 +22,13 @@ from typing import Optional
 
 import torch
 
-from .. import images as imgs
-from ..config import StyleConfig
-from ..errors import ConfigError
-from ..memory import usable_cores
-from ..stylizer import parse_device
-from .local_pool import LocalPool
-from .runner import InlineExecutor, JobRequest, run_job
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError
+from stylegrad.io import images as imgs
+from stylegrad.jobs.local_pool import LocalPool
+from stylegrad.jobs.runner import InlineExecutor, JobRequest, run_job
+from stylegrad.run.memory import usable_cores
+from stylegrad.run.stylizer import parse_device
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

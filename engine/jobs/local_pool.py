@@ -19,8 +19,8 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Callable, Dict, List, Optional, Sequence
 
-from ..errors import StyleGradError, error_text
-from .work import JobSpec, JobWorker, Task, error_outcome
+from stylegrad.errors import StyleGradError, error_text
+from stylegrad.jobs.work import JobSpec, JobWorker, Task, error_outcome
 
 
 class WorkerError(StyleGradError):

@@ -20,7 +20,7 @@ reading). One process writes a job folder at a time: the manifest is locked (``f
 the duration of a run; a second run on the same folder is refused. (On network filesystems
 without working ``flock`` the lock is not taken: do not run two drivers on one folder there.)
 The manifest is never opened through a symbolic link, nor when it is a folder or has other
-hard links (:func:`stylegrad.fileio.open_own_file`).
+hard links (:func:`stylegrad.io.fileio.open_own_file`).
 
 A line that is not a record of this job (not JSON, an unknown kind, an ``image`` or ``end``
 record of a run the file does not start, a ``run`` record without its fields) is listed with
@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ..errors import StyleGradError
-from ..fileio import LOCK_BUSY, flock_nowait, is_no_space, no_space_error, open_own_file
-from ..progress import finite_or_null
+from stylegrad.errors import StyleGradError
+from stylegrad.io.fileio import LOCK_BUSY, flock_nowait, is_no_space, no_space_error, open_own_file
+from stylegrad.run.progress import finite_or_null
 
 MANIFEST_NAME = "stylegrad-job.jsonl"
 

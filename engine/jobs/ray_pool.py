@@ -25,9 +25,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import StyleGradError, error_text
-from .local_pool import WorkerError
-from .work import JobSpec, JobWorker, Task, error_outcome
+from stylegrad.errors import StyleGradError, error_text
+from stylegrad.jobs.local_pool import WorkerError
+from stylegrad.jobs.work import JobSpec, JobWorker, Task, error_outcome
 
 
 def import_ray():
@@ -213,9 +213,9 @@ class RayPool:
 
 def _wait_gone(pids, timeout: float = 10.0) -> None:
     """Wait (a while) for killed actors of this host to be gone, so that the job can clear what
-    they left (``stylegrad.fileio.remove_debris`` removes only a dead process's files)."""
+    they left (``stylegrad.io.fileio.remove_debris`` removes only a dead process's files)."""
     import time
-    from ..fileio import process_alive
+    from stylegrad.io.fileio import process_alive
 
     deadline = time.time() + timeout
     for pid in pids:
@@ -228,7 +228,7 @@ def _signals_through():
     """Ctrl-C or SIGTERM (the driver's handler raises) arriving inside Ray's compiled calls comes
     out as ``SystemError: ... returned a result with an exception set``: give back the signal's
     own exception, so that the job stops as it does elsewhere (exit 130 / 143)."""
-    from ..errors import Terminated
+    from stylegrad.errors import Terminated
     try:
         yield
     except SystemError as e:

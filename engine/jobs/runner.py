@@ -20,16 +20,16 @@ from typing import Callable, Dict, Iterator, List, Optional, Protocol, Sequence,
 
 import torch
 
-from .. import __version__
-from .. import images as imgs
-from ..config import StyleConfig
-from ..errors import ConfigError, ImageError, NoSpaceError, StyleGradError
-from ..memory import usable_cores
-from ..fileio import atomic_write, file_sha256, make_folders, remove_created_folders, remove_debris
-from . import stats
-from .manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
-from .settings import differing, pixel_settings, settings_hash, styles_digest
-from .work import Item, JobSpec, JobWorker, Task, error_outcome
+from stylegrad import __version__
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError, ImageError, NoSpaceError, StyleGradError
+from stylegrad.io import images as imgs
+from stylegrad.io.fileio import atomic_write, file_sha256, make_folders, remove_created_folders, remove_debris
+from stylegrad.jobs import stats
+from stylegrad.jobs.manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
+from stylegrad.jobs.settings import differing, pixel_settings, settings_hash, styles_digest
+from stylegrad.jobs.work import Item, JobSpec, JobWorker, Task, error_outcome
+from stylegrad.run.memory import usable_cores
 
 
 class JobSettingsChanged(ConfigError):
@@ -325,8 +325,8 @@ def _done_inputs(req, state, inputs, outputs, out_names, item_styles, chash, lis
 def _write_shipped_output(o: dict) -> dict:
     """Bytes mode: the driver writes the output the actor sent back (atomically, under the
     output's lock, as every output is written)."""
-    from ..errors import OutputLockedError
-    from ..fileio import output_lock
+    from stylegrad.errors import OutputLockedError
+    from stylegrad.io.fileio import output_lock
 
     data = o.pop("output_bytes", None)
     if data is None or o.get("status") != "ok":

@@ -26,9 +26,9 @@ import math
 import os
 from typing import Any, Dict, List, Optional
 
-from ..config import StyleConfig
-from ..fileio import file_sha256
-from ..weights import weights_file
+from stylegrad.config import StyleConfig
+from stylegrad.io.fileio import file_sha256
+from stylegrad.model.weights import weights_file
 
 # Fields that never change an output's bytes: where the run happens (the device index; the
 # device *type* is kept as ``device_type``), what is reported or written besides the output,

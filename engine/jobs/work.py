@@ -23,11 +23,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .. import images as imgs
-from ..config import StyleConfig
-from ..errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError, error_text
-from ..fileio import file_sha256, output_lock
-from ..stylizer import Progress, Stylizer
+from stylegrad.config import StyleConfig
+from stylegrad.errors import NoSpaceError, OutputLockedError, StyleGradError, UnsafeFileError, error_text
+from stylegrad.io import images as imgs
+from stylegrad.io.fileio import file_sha256, output_lock
+from stylegrad.run.stylizer import Progress, Stylizer
 
 ProgressSink = Callable[[dict], None]
 
@@ -164,7 +164,7 @@ def planned_snapshots(out: Path, config: StyleConfig) -> List[Path]:
     output itself (the last scale's last iterate)."""
     if config.save_every <= 0:
         return []
-    from .. import scales
+    from stylegrad.run import scales
 
     plan = scales.plan(config)
     out_paths = []
@@ -224,7 +224,7 @@ class JobWorker:
             self._tmp = None
 
     # -- bytes without a shared filesystem: through a private temporary file, so that reading
-    # and writing keep the one set of rules of stylegrad.images --------------------------------
+    # and writing keep the one set of rules of stylegrad.io.images --------------------------------
     def _decode(self, data: bytes, name: str) -> torch.Tensor:
         tmp = Path(self._tmp.name) / Path(name).name
         tmp.write_bytes(data)
@@ -246,7 +246,7 @@ class JobWorker:
     # -- the work ------------------------------------------------------------------------------
     def run_task(self, task: Task, on_progress: Optional[ProgressSink] = None) -> List[dict]:
         """Compute a task; one outcome per item with ``write`` set. Never raises for an image.
-        Each output is written under its advisory lock (``stylegrad.fileio.output_lock``, the
+        Each output is written under its advisory lock (``stylegrad.io.fileio.output_lock``, the
         rule ``-o`` follows too), held from before its input is read until it is written; an
         output another process holds is an error outcome, and its image is still computed for
         its batch partners. Shipped outputs are locked by the driver, which writes them."""

@@ -11,9 +11,9 @@ from typing import Optional
 
 from torch import Tensor
 
-from ..config import StyleConfig
-from .adam import Adam
-from .lbfgs import DIRECTIONS, LBFGS, TORCH_COMPATIBLE
+from stylegrad.config import StyleConfig
+from stylegrad.optim.adam import Adam
+from stylegrad.optim.lbfgs import DIRECTIONS, LBFGS, TORCH_COMPATIBLE
 
 __all__ = ["Adam", "DIRECTIONS", "LBFGS", "TORCH_COMPATIBLE", "make_optimizer", "variable_scale"]
 

@@ -7,7 +7,7 @@ from typing import List
 import torch
 from torch import Tensor
 
-from ._batched import check_param
+from stylegrad.optim._batched import check_param
 
 __all__ = ["Adam"]
 

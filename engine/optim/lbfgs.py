@@ -80,7 +80,7 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from ._batched import check_param, grad_view, rowaxpy_, rowdot
+from stylegrad.optim._batched import check_param, grad_view, rowaxpy_, rowdot
 
 __all__ = ["LBFGS", "TORCH_COMPATIBLE", "DIRECTIONS"]
 

@@ -9,7 +9,7 @@ __all__ = ["Limits", "ServiceSettings", "check_bind", "create_app", "is_loopback
 
 def __getattr__(name):
     if name in __all__:
-        from . import app
+        from stylegrad.service import app
 
         return getattr(app, name)
     raise AttributeError(name)

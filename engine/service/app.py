@@ -27,13 +27,13 @@ from PIL import Image
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import images as imgs
-from ..config import StyleConfig
-from ..errors import ConfigError
-from ..fileio import atomic_write
-from .metrics import ServiceMetrics
-from .options import CLIENT_FIELDS, JobOptions, apply_options, option_changes
-from .store import FINAL, JobStore, dumps, new_id
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError
+from stylegrad.io import images as imgs
+from stylegrad.io.fileio import atomic_write
+from stylegrad.service.metrics import ServiceMetrics
+from stylegrad.service.options import CLIENT_FIELDS, JobOptions, apply_options, option_changes
+from stylegrad.service.store import FINAL, JobStore, dumps, new_id
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -246,13 +246,13 @@ class Service:
         return self.style_path(name) if name.startswith("styles/") else self.input_path(name)
 
     def start(self) -> None:
-        from ..weights import load_vgg
-        from .worker import DeviceWorker
+        from stylegrad.model.weights import load_vgg
+        from stylegrad.service.worker import DeviceWorker
 
         cfg = self.settings.config
         self.vgg = load_vgg(cfg.weights, cfg.model, cfg.pool, None, cfg.preprocess)
         if self.settings.ray:
-            from .ray_worker import RayWorker
+            from stylegrad.service.ray_worker import RayWorker
 
             kind = "cuda" if self.settings.devices[0].startswith("cuda") else "cpu"
             w = RayWorker(self, self.settings.ray, kind)

@@ -1,4 +1,4 @@
-"""``stylegrad serve`` and ``stylegrad submit`` (registered in ``stylegrad.cli``).
+"""``stylegrad serve`` and ``stylegrad submit`` (registered in ``stylegrad.cli.main``).
 
 The parsers are built without importing FastAPI (``--help`` works without the ``serve``
 extra); running either command without it is a one-line error naming the extra.
@@ -10,9 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from ..cli_config import add_config_options, config_from_args, given_options
-from ..config import parse_list
-from ..errors import ConfigError
+from stylegrad.cli.options import add_config_options, config_from_args, given_options
+from stylegrad.config import parse_list
+from stylegrad.errors import ConfigError
 
 SERVER_FIELDS = ("model", "weights", "pool", "preprocess", "backend", "precision", "max_memory")
 # the options a job may set: stylegrad.service.options.CLIENT_FIELDS (kept equal by a test)
@@ -71,9 +71,9 @@ def cmd_serve(args) -> int:
     _need_extra()
     import uvicorn
 
-    from ..config import parse_bytes
-    from ..stylizer import parse_device
-    from .app import Limits, ServiceSettings, check_bind, create_app, read_tokens
+    from stylegrad.config import parse_bytes
+    from stylegrad.run.stylizer import parse_device
+    from stylegrad.service.app import Limits, ServiceSettings, check_bind, create_app, read_tokens
 
     tokens = read_tokens(args.tokens) if args.tokens else None
     check_bind(args.host, tokens)
@@ -85,7 +85,7 @@ def cmd_serve(args) -> int:
     if args.ray:
         if devices not in (["cpu"], ["cuda"]):
             raise ConfigError(f"with --ray, --devices is the actors' device type, cpu or cuda; got {args.devices!r}")
-        from ..jobs.ray_pool import import_ray
+        from stylegrad.jobs.ray_pool import import_ray
         import_ray()
     else:
         for d in devices:
@@ -148,8 +148,8 @@ def _options_from_args(args) -> dict:
 
 def cmd_submit(args) -> int:
     _need_extra()
-    from .. import images as imgs
-    from ..client import Client, JobFailedError
+    from stylegrad.io import images as imgs
+    from stylegrad.service.client import Client, JobFailedError
 
     out = imgs.check_output_path(args.output)
     for inp in [args.content, *args.style]:

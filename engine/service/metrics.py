@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 if TYPE_CHECKING:   # pragma: no cover
-    from .app import Service
+    from stylegrad.service.app import Service
 
 
 class ServiceMetrics:

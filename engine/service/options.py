@@ -15,7 +15,7 @@ from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..config import StyleConfig, field_choices, parse_layers
+from stylegrad.config import StyleConfig, field_choices, parse_layers
 
 # The StyleConfig fields a request may set (all others are the server's).
 CLIENT_FIELDS: Tuple[str, ...] = (

@@ -20,13 +20,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, List, Optional
 
-from ..errors import error_text
-from ..fileio import atomic_write
-from ..jobs.ray_pool import RayPool, import_ray
-from ..jobs.work import Item, JobSpec, Task
+from stylegrad.errors import error_text
+from stylegrad.io.fileio import atomic_write
+from stylegrad.jobs.ray_pool import RayPool, import_ray
+from stylegrad.jobs.work import Item, JobSpec, Task
 
 if TYPE_CHECKING:   # pragma: no cover
-    from .app import Service
+    from stylegrad.service.app import Service
 
 
 class RayWorker(threading.Thread):
@@ -45,7 +45,7 @@ class RayWorker(threading.Thread):
 
     def connect(self) -> None:
         """Join (or start, for ``local``) the Ray cluster; raises StyleGradError."""
-        from ..errors import StyleGradError
+        from stylegrad.errors import StyleGradError
 
         ray = import_ray()
         if not ray.is_initialized():

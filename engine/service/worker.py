@@ -19,13 +19,13 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Dict, List, Optional
 
-from .. import images as imgs
-from .. import scales
-from ..errors import StyleGradError, error_text
-from ..stylizer import Progress, Stylizer
+from stylegrad.errors import StyleGradError, error_text
+from stylegrad.io import images as imgs
+from stylegrad.run import scales
+from stylegrad.run.stylizer import Progress, Stylizer
 
 if TYPE_CHECKING:   # pragma: no cover
-    from .app import Service
+    from stylegrad.service.app import Service
 
 STYLIZERS_KEPT = 4          # Stylizers (settings) kept per device
 PROGRESS_WRITE_SECONDS = 1.0    # the store's iteration/loss are updated at most this often per job

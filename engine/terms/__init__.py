@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import List
 
-from .base import Term
-from .content import ContentTerm
-from .masked_style import MaskedStyleTerm
-from .style import StyleTerm
-from .tv import TVTerm
+from stylegrad.terms.base import Term
+from stylegrad.terms.content import ContentTerm
+from stylegrad.terms.masked_style import MaskedStyleTerm
+from stylegrad.terms.style import StyleTerm
+from stylegrad.terms.tv import TVTerm
 
 TERM_CLASSES = (ContentTerm, StyleTerm, TVTerm, MaskedStyleTerm)
 

@@ -2,7 +2,7 @@
 
 A term names itself and the :class:`~stylegrad.config.StyleConfig` fields it reads, the layers it
 reads (feature terms) or that it reads the pixels (pixel terms), how it prepares its targets from
-the inputs (once per output size, cached by ``stylegrad.targets.TargetBuilder``), its weighted
+the inputs (once per output size, cached by ``stylegrad.terms.targets.TargetBuilder``), its weighted
 value and gradient, a plain differentiable torch form for the autograd ``reference`` backend, and
 its FLOPs per iteration. Every backend, the hand-written backward, the CUDA loop, progress lines
 and the bench iterate over the list :func:`stylegrad.terms.build` makes from a config.
@@ -17,7 +17,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from ..config import StyleConfig
+from stylegrad.config import StyleConfig
 
 # (B, C, H, W) feature of a layer, possibly wrapped for --normalize-gradients: reference backend
 FeatureOf = Callable[[str, float], torch.Tensor]
@@ -81,7 +81,7 @@ class Term:
     # -- the autograd reference --------------------------------------------------------------
     def reference_value(self, feature: FeatureOf, feats: Dict[str, torch.Tensor], image: torch.Tensor,
                         targets) -> Optional[torch.Tensor]:
-        """Weighted value (B,) in plain differentiable torch (``stylegrad.losses``), or None
+        """Weighted value (B,) in plain differentiable torch (``stylegrad.terms.losses``), or None
         when it adds nothing. ``feature(layer, weight)`` is the layer's feature (wrapped for
         --normalize-gradients)."""
         raise NotImplementedError(f"term {self.name} has no reference form")
@@ -89,7 +89,7 @@ class Term:
     # -- cost ----------------------------------------------------------------------------------
     def flops(self, layer_shapes: Dict[str, Tuple[int, int]], batch: int = 1, gram_symmetric: bool = False) -> float:
         """FLOPs per iteration beyond the network (multiply-add = 2), from ``layer_shapes``:
-        layer -> (channels N, positions M). Elementwise work counts 0 (stylegrad.flops)."""
+        layer -> (channels N, positions M). Elementwise work counts 0 (stylegrad.terms.flops)."""
         return 0.0
 
     @classmethod

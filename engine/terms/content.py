@@ -1,14 +1,14 @@
 """The content term: 1/2 sum (F - P)^2 per content layer (Gatys et al. 2016, eq. 1), times
 ``content_weight`` and the layer's weight. d/dF = F - P. P: the photo's features
-(``Targets.content``, made by ``stylegrad.targets``)."""
+(``Targets.content``, made by ``stylegrad.terms.targets``)."""
 from __future__ import annotations
 
 from typing import Dict, Tuple
 
 import torch
 
-from .. import losses
-from .base import Term
+from stylegrad.terms import losses
+from stylegrad.terms.base import Term
 
 
 class ContentTerm(Term):
@@ -21,7 +21,7 @@ class ContentTerm(Term):
         return self.config.active_content_layers()
 
     def value_and_grad(self, feats, targets, ops) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        from ..gradnorm import l1_normalized
+        from stylegrad.terms.gradnorm import l1_normalized
 
         cfg = self.config
         any_f = next(iter(feats.values()))

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import torch.nn.functional as tnf
 
-from .. import images as imgs
-from .. import losses
-from ..errors import ConfigError, ImageError
-from .base import Term
-from .style import as_bcm, as_nchw_like, gram_flops
+from stylegrad.errors import ConfigError, ImageError
+from stylegrad.io import images as imgs
+from stylegrad.terms import losses
+from stylegrad.terms.base import Term
+from stylegrad.terms.style import as_bcm, as_nchw_like, gram_flops
 
 # A colour is a region when it covers at least this share of its mask; rarer colours are
 # snapped to the nearest region colour (anti-aliased edges), with a warning.
@@ -95,7 +95,7 @@ def _source_key(source, what: str) -> Optional[tuple]:
 
 
 def read_mask(source, what: str) -> RegionMask:
-    """A mask from a path, PIL image, numpy array or tensor (anything ``stylegrad.images``
+    """A mask from a path, PIL image, numpy array or tensor (anything ``stylegrad.io.images``
     reads): its region colours and labels. Unreadable input: ImageError naming ``what``.
     The last few masks read are kept, so a mask is decoded (and warned about) once."""
     key = _source_key(source, what)
@@ -287,7 +287,7 @@ class MaskedStyleTerm(Term):
 
     # -- value and gradient ------------------------------------------------------------------
     def value_and_grad(self, feats, targets, ops):
-        from ..gradnorm import l1_normalized
+        from stylegrad.terms.gradnorm import l1_normalized
 
         cfg = self.config
         regions = targets.terms[self.name]
@@ -334,7 +334,7 @@ class MaskedStyleTerm(Term):
                 if layer not in r.targets or r.areas[layer] <= 0:
                     continue
                 G = losses.gram(fv * r.masks[layer].to(fv.dtype))
-                # as stylegrad.losses.style_layer_loss, times the region's M / M_r (1 for one region)
+                # as stylegrad.terms.losses.style_layer_loss, times the region's M / M_r (1 for one region)
                 v = sw * ((G - r.targets[layer]).pow(2).flatten(1).sum(1) / (4.0 * N * N * M * M) * (M / r.areas[layer]))
                 total = v if total is None else total + v
         return total

@@ -1,6 +1,6 @@
 """The style term: sum (G - A)^2 / (4 N^2 M^2) per style layer (Gatys et al. 2016, eq. 4), times
 ``style_weight`` and the layer's weight, G = F F^T of the image's features F (N x M), A the
-paintings' blended Gram matrix (``Targets.style``, made by ``stylegrad.targets``).
+paintings' blended Gram matrix (``Targets.style``, made by ``stylegrad.terms.targets``).
 d/dF = (G - A) F / (N^2 M^2) (G, A symmetric)."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Dict, Tuple
 
 import torch
 
-from .. import losses
-from .base import Term
+from stylegrad.terms import losses
+from stylegrad.terms.base import Term
 
 
 def as_bcm(f: torch.Tensor) -> torch.Tensor:
@@ -51,7 +51,7 @@ class StyleTerm(Term):
         return self.config.active_style_layers()
 
     def value_and_grad(self, feats, targets, ops) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        from ..gradnorm import l1_normalized
+        from stylegrad.terms.gradnorm import l1_normalized
 
         cfg = self.config
         any_f = next(iter(feats.values()))

@@ -6,8 +6,8 @@ from typing import Optional, Tuple
 
 import torch
 
-from .. import losses
-from .base import Term
+from stylegrad.terms import losses
+from stylegrad.terms.base import Term
 
 
 class TVTerm(Term):

@@ -5,7 +5,7 @@ forward-backward consistency check (:mod:`.flow`, OpenCV), the temporal loss
 
 Needs the ``video`` extra (``pip install stylegrad[video]``: ``av``, ``opencv-python-headless``).
 """
-from ..errors import ConfigError
+from stylegrad.errors import ConfigError
 
 
 def require(module: str):

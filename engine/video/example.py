@@ -18,7 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from . import require
+from stylegrad.video import require
 
 EXAMPLE_STILL = Path(__file__).resolve().parents[1] / "examples" / "content.png"
 
@@ -46,8 +46,8 @@ def write_clip(path, frames: Sequence[np.ndarray], fps: int = 10, audio: bool = 
     440 Hz AAC tone as long as the clip, ``rotation`` a display rotation, ``pts`` the frames'
     time stamps in milliseconds (default: evenly spaced at ``fps``)."""
     av = require("av")
-    from ..fileio import atomic_path
-    from .io import container_format
+    from stylegrad.io.fileio import atomic_path
+    from stylegrad.video.io import container_format
 
     path = Path(path)
     fmt = container_format(path)
@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     import argparse
     import sys
 
-    from ..errors import StyleGradError
+    from stylegrad.errors import StyleGradError
 
     ap = argparse.ArgumentParser(prog="python -m stylegrad.video.example",
                                  description="Write a short clip panning over a still (lossless H.264).")

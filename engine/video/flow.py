@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import require
+from stylegrad.video import require
 
 FLOW_METHODS = ("dis", "farneback")
 

@@ -12,7 +12,7 @@ Writing (:func:`write_video`): H.264 (``libx264``) when the wheel has that encod
 part 2 (the codec used is returned so the caller can say it); VP9 for ``.webm``. 4:2:0 chroma,
 so frame sides are even (:func:`work_size`). The audio streams of the source are copied
 unchanged (packets remuxed, no re-encoding), cut to the frames' time span. The file is written
-to a temporary name and renamed (``stylegrad.fileio.atomic_path``): nothing partial is ever seen
+to a temporary name and renamed (``stylegrad.io.fileio.atomic_path``): nothing partial is ever seen
 at the output path.
 """
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..errors import VideoError, first_line
-from . import require
+from stylegrad.errors import VideoError, first_line
+from stylegrad.video import require
 
 # container formats by output extension, and the video codecs tried for each (first available)
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
@@ -225,7 +225,7 @@ def write_video(path, frames: Iterable[np.ndarray], fps: Fraction, size_hw: Tupl
     atomically, with ``audio_from``'s audio streams copied for the time span ``audio_span``
     (seconds in the source, default all). Returns the video codec used."""
     av = require("av")
-    from ..fileio import atomic_path
+    from stylegrad.io.fileio import atomic_path
 
     fmt = container_format(path)
     codec = choose_codec(fmt)

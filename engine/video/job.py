@@ -33,18 +33,18 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .. import __version__
-from .. import images as imgs
-from .. import memory
-from ..config import CAFFE_FEATURE_RATIO, StyleConfig
-from ..errors import ConfigError, RunFailedError, StyleGradError
-from ..fileio import atomic_write, file_sha256
-from ..jobs.manifest import ManifestWriter, load_state, manifest_path, now
-from ..jobs.settings import differing, pixel_settings, settings_hash
-from ..progress import finite_or_null
-from . import flow as flowmod
-from . import io as vio
-from .temporal import TemporalTerm, warm_start
+from stylegrad import __version__
+from stylegrad.config import CAFFE_FEATURE_RATIO, StyleConfig
+from stylegrad.errors import ConfigError, RunFailedError, StyleGradError
+from stylegrad.io import images as imgs
+from stylegrad.io.fileio import atomic_write, file_sha256
+from stylegrad.jobs.manifest import ManifestWriter, load_state, manifest_path, now
+from stylegrad.jobs.settings import differing, pixel_settings, settings_hash
+from stylegrad.run import memory
+from stylegrad.run.progress import finite_or_null
+from stylegrad.video import flow as flowmod
+from stylegrad.video import io as vio
+from stylegrad.video.temporal import TemporalTerm, warm_start
 
 FRAMES_DIR = "frames"
 
@@ -131,7 +131,7 @@ def plan_video(info: vio.VideoInfo, config: StyleConfig, settings: VideoSettings
 
 
 def estimate_memory(plan: VideoPlan, config: StyleConfig, style_hw, backend: str) -> memory.MemoryEstimate:
-    """Peak memory of one frame's optimisation (``stylegrad.memory``) plus what the video job
+    """Peak memory of one frame's optimisation (``stylegrad.run.memory``) plus what the video job
     keeps: the decoded source frame and, at the working size, the previous content and
     stylised frames, the warp, the flows and the weight."""
     h, w = plan.size_hw

@@ -8,7 +8,7 @@ reliability weight (0/1 per pixel, ``stylegrad.video.flow.consistency_weight``):
 
 (per image of a batch, (B,)). It acts on the pixels, so it needs no backward through the
 network: :class:`TemporalTerm` is a pixel :class:`~stylegrad.terms.base.Term`, the ``pixel_term``
-a backend's ``optimize`` adds to every evaluation (``stylegrad.objective.add_pixel_term``); it is
+a backend's ``optimize`` adds to every evaluation (``stylegrad.terms.objective.add_pixel_term``); it is
 reported in the ``pixel`` column. Tested against autograd in float64.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Tuple
 
 import torch
 
-from ..terms.base import Term
+from stylegrad.terms.base import Term
 
 
 def temporal_loss_and_grad(x: torch.Tensor, warped: torch.Tensor, weight: torch.Tensor,

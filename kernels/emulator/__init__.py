@@ -42,8 +42,8 @@ from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from stylegrad.fileio import atomic_path, cache_dir
-from stylegrad.memory import usable_cores
+from stylegrad.io.fileio import atomic_path, cache_dir
+from stylegrad.run.memory import usable_cores
 
 from ..errors import KernelCompileError, KernelUnavailableError
 from ..registry import CSRC, SOURCES, read_source

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from stylegrad.kernels import cuda_ops, emulator, registry
 from stylegrad.kernels.emulator import check
 

@@ -74,7 +74,7 @@ def start_process(data, *extra, env=None) -> subprocess.Popen:
     import httpx
 
     port = free_port()
-    cmd = [sys.executable, "-m", "stylegrad.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+    cmd = [sys.executable, "-m", "stylegrad.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data", str(data), "--weights", "random", "--model", "vgg16", *extra]
     e = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e, text=True)

@@ -13,8 +13,8 @@ import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from stylegrad import StyleConfig  # noqa: E402
-from stylegrad.client import AuthError, Client, InvalidRequestError, LimitError, NotFoundError  # noqa: E402
 from stylegrad.service import Limits, ServiceSettings, check_bind, is_loopback, read_tokens  # noqa: E402
+from stylegrad.service.client import AuthError, Client, InvalidRequestError, LimitError, NotFoundError  # noqa: E402
 from stylegrad.service.options import CLIENT_FIELDS, JobOptions  # noqa: E402
 
 from .helpers import ENGINE, LiveServer, png_bytes, write_png  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installed")
 from PIL import Image  # noqa: E402
 
-from stylegrad.client import Client  # noqa: E402
+from stylegrad.service.client import Client  # noqa: E402
 
 from .helpers import start_process, stop_process, write_png  # noqa: E402
 
@@ -99,7 +99,7 @@ def test_submit_command_end_to_end(tmp_path):
     proc = start_process(data, "--tokens", str(tokens))
     try:
         out = tmp_path / "out.jpg"
-        cmd = [sys.executable, "-m", "stylegrad.cli", "submit", str(c), "--style", str(s), "-o", str(out),
+        cmd = [sys.executable, "-m", "stylegrad.cli.main", "submit", str(c), "--style", str(s), "-o", str(out),
                "--server", proc.url, "--token-file", str(token_file), "--size", "32", "--iters", "10",
                "--style-layers", "relu1_1:0.5,relu2_1:0.5"]
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -116,6 +116,6 @@ def test_submit_command_end_to_end(tmp_path):
 
 
 def test_serve_refuses_network_without_tokens():
-    r = subprocess.run([sys.executable, "-m", "stylegrad.cli", "serve", "--host", "0.0.0.0", "--weights", "random"],
+    r = subprocess.run([sys.executable, "-m", "stylegrad.cli.main", "serve", "--host", "0.0.0.0", "--weights", "random"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "without --tokens" in r.stderr and "Traceback" not in r.stderr

@@ -12,8 +12,8 @@ pytest.importorskip("fastapi", reason="the serve extra (fastapi) is not installe
 ray = pytest.importorskip("ray", reason="ray is not installed (test extra)")
 
 from stylegrad import StyleConfig  # noqa: E402
-from stylegrad.client import Client  # noqa: E402
 from stylegrad.service import Limits, ServiceSettings  # noqa: E402
+from stylegrad.service.client import Client  # noqa: E402
 
 from .helpers import ENGINE, LiveServer, write_png  # noqa: E402
 

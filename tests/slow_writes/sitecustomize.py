@@ -12,7 +12,7 @@ if os.environ.get("STYLEGRAD_TEST_SLOW_WRITES"):
 
     class _SlowWrites(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name != "stylegrad.fileio":
+            if name != "stylegrad.io.fileio":
                 return None
             sys.meta_path.remove(self)
             spec = importlib.util.find_spec(name)

@@ -16,11 +16,11 @@ from stylegrad import StyleConfig, Stylizer
 from stylegrad import terms
 from stylegrad.backends.reference import ReferenceBackend
 from stylegrad.backends.torch_backend import TorchBackend
-from stylegrad.cli import main
+from stylegrad.cli.main import main
 from stylegrad.errors import ConfigError, ImageError
-from stylegrad.targets import TargetBuilder
+from stylegrad.model.weights import random_vgg
 from stylegrad.terms.masked_style import MaskWarning, MaskedStyleTerm, read_mask
-from stylegrad.weights import random_vgg
+from stylegrad.terms.targets import TargetBuilder
 from tests.helpers import EXAMPLES, rel_err
 
 LEFT, RIGHT = (0, 255, 0), (255, 0, 255)
@@ -98,8 +98,8 @@ def test_masked_gradient_matches_autograd(normalize):
 def test_masked_value_matches_its_definition_in_float64():
     """The term's value (float32 run) against the module's formula computed here from scratch in
     float64 on one layer whose grid the masks fall on exactly (0/1 weights)."""
-    from stylegrad import losses
-    from stylegrad import vgg as vggmod
+    from stylegrad.model import vgg as vggmod
+    from stylegrad.terms import losses
 
     photo, p1, _ = _images(2)
     photo = photo[:, :32, :32]

@@ -20,8 +20,8 @@ from typing import Callable, List, Optional, Protocol
 
 import torch
 
-from .config import StyleConfig
-from .optim import make_optimizer, variable_scale
+from stylegrad.config import StyleConfig
+from stylegrad.optim import make_optimizer, variable_scale
 
 
 class Evaluated(Protocol):

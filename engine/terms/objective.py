@@ -10,7 +10,7 @@ Gradients (F of shape (N, M) at one layer, G = F F^T, A the target):
     d/dF [sum (G-A)^2 / (4 N^2 M^2)]       = (G - A) F / (N^2 M^2)     (G, A symmetric)
 
 With ``normalize_gradients`` each term's feature gradient is then L1-normalised and scaled by
-the term's weight (``stylegrad.gradnorm``: a heuristic, not the gradient of the loss).
+the term's weight (``stylegrad.terms.gradnorm``: a heuristic, not the gradient of the loss).
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .config import StyleConfig
-from .targets import Targets
+from stylegrad.config import StyleConfig
+from stylegrad.terms.targets import Targets
 
 
 # kept for callers of the old names: the layout helpers live with the style term
-from .terms.style import as_bcm as _as_bcm, as_nchw_like as _as_nchw_like  # noqa: E402,F401
+from stylegrad.terms.style import as_bcm as _as_bcm, as_nchw_like as _as_nchw_like  # noqa: E402,F401
 
 
 def feature_losses_and_grads(
@@ -40,7 +40,7 @@ def feature_losses_and_grads(
     if kernels is None:
         from stylegrad import kernels
     if terms is None:
-        from . import terms as terms_mod
+        from stylegrad import terms as terms_mod
 
         terms = terms_mod.build(config)
     any_f = next(iter(feats.values()))
@@ -63,7 +63,7 @@ def tv_loss_and_grad(image: torch.Tensor, config: StyleConfig, ops=None) -> Tupl
     kernels = ops
     if kernels is None:
         from stylegrad import kernels
-    from .terms.tv import TVTerm
+    from stylegrad.terms.tv import TVTerm
 
     return TVTerm(config).value_and_grad_pixels(image, kernels)
 

@@ -31,7 +31,7 @@ never through a symbolic link, never a folder or a file with other hard links.
 Cache: :func:`cache_dir` is the one cache location, ``$STYLEGRAD_CACHE`` when set, else
 ``$XDG_CACHE_HOME/stylegrad``, else ``~/.cache/stylegrad``; each cache is a subfolder of it
 (``kernels/`` compiled CUDA kernels, ``onnx/`` exported graphs). ImageNet weights are not
-in it: they live in torch's hub cache (``stylegrad.weights``), shared with torchvision.
+in it: they live in torch's hub cache (``stylegrad.model.weights``), shared with torchvision.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
-from .errors import ConfigError, NoSpaceError, OutputLockedError, UnsafeFileError
+from stylegrad.errors import ConfigError, NoSpaceError, OutputLockedError, UnsafeFileError
 
 try:
     import fcntl

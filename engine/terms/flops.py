@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional, Sequence, Tuple
 
-from .vgg import deepest, layer_specs
+from stylegrad.model.vgg import deepest, layer_specs
 
 
 def iteration_cost(model: str, content_layers: Sequence[str], style_layers: Sequence[str], height: int,
@@ -40,7 +40,7 @@ def iteration_cost(model: str, content_layers: Sequence[str], style_layers: Sequ
         if s.name == last:
             break
     if terms is None:        # G = F F^T and D F per style layer
-        from .terms.style import gram_flops
+        from stylegrad.terms.style import gram_flops
 
         style_f = gram_flops(shapes, style_layers, 1, gram_symmetric)
     else:

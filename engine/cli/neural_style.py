@@ -1,4 +1,4 @@
-"""``stylegrad neural-style``: jcjohnson/neural-style's flags (``stylegrad.neural_style``), run by
+"""``stylegrad neural-style``: jcjohnson/neural-style's flags (``stylegrad.cli.neural_style_flags``), run by
 ``stylegrad stylize``'s machinery, with one printed note of where the meaning differs."""
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from typing import Sequence
 
 import torch
 
-from . import images as imgs
-from . import neural_style as ns
-from .cli_config import namespace_for
-from .cli_job import add_job_arguments
-from .cli_stylize import cmd_stylize, expand_contents
-from .errors import StyleGradError
-from .weights import load_vgg
+from stylegrad.cli import neural_style_flags as ns
+from stylegrad.cli.job import add_job_arguments
+from stylegrad.cli.options import namespace_for
+from stylegrad.cli.stylize import cmd_stylize, expand_contents
+from stylegrad.errors import StyleGradError
+from stylegrad.io import images as imgs
+from stylegrad.model.weights import load_vgg
 
 USAGE = """usage: stylegrad neural-style -content_image C -style_image S1[,S2...] [-output_image out.png] [flags]
 

@@ -6,10 +6,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from .fileio import check_writable_folder, write_json_atomic
+from stylegrad.io.fileio import check_writable_folder, write_json_atomic
 
-from . import images as imgs
-from .errors import ConfigError, error_text
+from stylegrad.errors import ConfigError, error_text
+from stylegrad.io import images as imgs
 
 
 def prepare_folder(folder, flag: str) -> None:
@@ -27,9 +27,9 @@ def prepare_folder(folder, flag: str) -> None:
 
 
 def cmd_export(args) -> int:
-    from .cli_config import config_from_args
-    from .weights import load_vgg, weights_identity
+    from stylegrad.cli.options import config_from_args
     from stylegrad.export import export_onnx
+    from stylegrad.model.weights import load_vgg, weights_identity
 
     cfg = config_from_args(args)   # validates the model, pooling and layer names
     out = Path(args.out)
@@ -50,15 +50,15 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     if args.job:
-        from .cli_job import cmd_bench_job
+        from stylegrad.cli.job import cmd_bench_job
         return cmd_bench_job(args)
     if args.peers is not None:
         return cmd_bench_peers(args)
     for flag in ("to_loss", "plot", "trace"):
         if getattr(args, flag):
             raise ConfigError(f"--{flag.replace('_', '-')} goes with --peers")
-    from .bench import format_table, run_bench
-    from .cli_config import config_from_args
+    from stylegrad.benchmark.backends import format_table, run_bench
+    from stylegrad.cli.options import config_from_args
 
     cfg = config_from_args(args)
 
@@ -94,8 +94,8 @@ def cmd_bench(args) -> int:
 
 
 def cmd_bench_peers(args) -> int:
-    from . import contest
-    from .cli_config import config_from_args
+    from stylegrad.benchmark import contest
+    from stylegrad.cli.options import config_from_args
 
     cfg = config_from_args(args)
     peers = contest.parse_peers(args.peers)
@@ -121,8 +121,8 @@ def cmd_bench_peers(args) -> int:
         raise ConfigError(f"--out {args.out} is a folder; it must be a file (use --out-dir for a folder)")
     out_dir = Path(args.out_dir) if args.out_dir else Path("bench") / "results"
     prepare_folder(Path(args.out).parent if args.out else out_dir, "the results folder")
-    content = Path(args.content) if args.content else Path(__file__).parent / "examples" / "content.png"
-    style = Path(args.style) if args.style else Path(__file__).parent / "examples" / "style.png"
+    content = Path(args.content) if args.content else Path(__file__).parent.parent / "examples" / "content.png"
+    style = Path(args.style) if args.style else Path(__file__).parent.parent / "examples" / "style.png"
     for p in (content, style):
         imgs.image_size(p)         # unreadable: one line, exit 2, before any run
     command = "stylegrad " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -158,7 +158,7 @@ def cmd_bench_peers(args) -> int:
 
 
 def cmd_bench_compare(argv) -> int:
-    from . import contest
+    from stylegrad.benchmark import contest
 
     if len(argv) != 2 or any(a.startswith("-") for a in argv):
         raise ConfigError("usage: stylegrad bench compare A.json B.json")

@@ -7,7 +7,7 @@
                 backend's copy in its layout and precision, oneDNN's reordered copy), plus the
                 backend's fixed overhead (``FIXED_BYTES``: allocator and ONNX Runtime arenas).
 ``evaluation``  per pixel per image, what one forward + backward holds at its peak: the
-                loss-layer features, what the backward needs (``stylegrad.backward``'s masks,
+                loss-layer features, what the backward needs (``stylegrad.terms.backward``'s masks,
                 160 B/px with the default layers and average pooling, 70 B/px with max; for
                 ``reference`` autograd's saved tensors, 1292 / 1532 B/px), and the transient
                 full-resolution activations (``TRANSIENT``: a count of 64-channel activations
@@ -37,11 +37,11 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import backward as bw
-from . import images as imgs
-from .config import StyleConfig
-from .errors import MemoryLimitError
-from .vgg import layer_channels, layer_specs
+from stylegrad.config import StyleConfig
+from stylegrad.errors import MemoryLimitError
+from stylegrad.io import images as imgs
+from stylegrad.model.vgg import layer_channels, layer_specs
+from stylegrad.terms import backward as bw
 
 WEIGHT_COPIES = 2.5
 # measured (bench/memory_check.py): what a backend holds whatever the image size
@@ -88,7 +88,7 @@ def feature_bytes_per_pixel(model: str, layers: Sequence[str], elem: int = 4) ->
 def autograd_bytes_per_pixel(model: str, pool: str, layers: Sequence[str]) -> float:
     """What autograd saves for one forward up to the deepest of ``layers``: every ReLU output
     and every pool output in float32, the normalised input, and int64 indices per max-pool
-    output (this reproduces the measured 1292 / 1532 B/px of ``stylegrad.backward``'s doc)."""
+    output (this reproduces the measured 1292 / 1532 B/px of ``stylegrad.terms.backward``'s doc)."""
     if not layers:
         return 0.0
     plan = bw.make_plan(model, pool, layers)

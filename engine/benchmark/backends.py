@@ -21,27 +21,27 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from . import images as imgs
-from . import terms
-from .backends.base import PhaseTimer
-from .backends.registry import resolve_backend
-from .config import StyleConfig
-from .errors import ConfigError
-from .flops import iteration_cost
-from .optimize import optimize
-from .stylizer import Stylizer, parse_device
-from .weights import load_vgg
+from stylegrad import terms
+from stylegrad.backends.base import PhaseTimer
+from stylegrad.backends.registry import resolve_backend
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError
+from stylegrad.io import images as imgs
+from stylegrad.model.weights import load_vgg
+from stylegrad.run.optimize import optimize
+from stylegrad.run.stylizer import Stylizer, parse_device
+from stylegrad.terms.flops import iteration_cost
 
-EXAMPLES = Path(__file__).parent / "examples"
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
+                             cwd=Path(__file__).resolve().parent.parent, timeout=5)
         if out.returncode == 0:
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+                                   text=True, cwd=Path(__file__).resolve().parent.parent, timeout=5).stdout.strip()
             return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         pass

@@ -13,17 +13,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, scales
-from . import images as imgs
-from . import memory
-from . import terms
-from .backends import create_backend, resolve_backend_and_precision
-from .backends.base import Backend, Evaluation
-from .config import StyleConfig
-from .errors import ConfigError, DivergedError, ImageError, StalledError
-from .targets import TargetBuilder, Targets
-from .vgg import VGG
-from .weights import DownloadProgress, load_vgg, parse_weights
+from stylegrad import colors
+from stylegrad import terms
+from stylegrad.backends import create_backend, resolve_backend_and_precision
+from stylegrad.backends.base import Backend, Evaluation
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError, DivergedError, ImageError, StalledError
+from stylegrad.io import images as imgs
+from stylegrad.model.vgg import VGG
+from stylegrad.model.weights import DownloadProgress, load_vgg, parse_weights
+from stylegrad.run import memory
+from stylegrad.run import scales
+from stylegrad.terms.targets import TargetBuilder, Targets
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,7 @@ class Stylizer:
     def estimate_memory(self, size_hw: Tuple[int, int], batch: int = 1,
                         style_source_hw: Optional[Sequence[Tuple[int, int]]] = None) -> memory.MemoryEstimate:
         """Estimated peak memory of optimising ``batch`` images of ``size_hw`` (output size)
-        with this Stylizer's weights already loaded (``stylegrad.memory``)."""
+        with this Stylizer's weights already loaded (``stylegrad.run.memory``)."""
         if style_source_hw is None:
             style_source_hw = self.targets.style_sizes()
         return memory.estimate_run(self.config, size_hw, batch, style_source_hw, backend=self.backend.name,
@@ -295,7 +296,7 @@ class Stylizer:
         over the available memory (or ``max_memory``) raises
         :class:`~stylegrad.errors.MemoryLimitError`.
 
-        Coarse-to-fine (``min_size``, ``stylegrad.scales``): one optimisation per scale, each
+        Coarse-to-fine (``min_size``, ``stylegrad.run.scales``): one optimisation per scale, each
         started from the previous result upsampled, with targets for its size; the history
         holds every scale's reports (``Progress.scale``), so ``initial_loss`` is the first
         scale's and ``final_loss`` the last's. ``original_colors``: see ``stylegrad.colors``.

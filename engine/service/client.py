@@ -1,6 +1,6 @@
 """A Python client of ``stylegrad serve`` (needs the ``serve`` extra: httpx).
 
->>> from stylegrad.client import Client
+>>> from stylegrad.service.client import Client
 >>> c = Client("http://127.0.0.1:8000", token=None)                  # doctest: +SKIP
 >>> image = c.stylize("photo.jpg", "painting.jpg", size=256, iters=100)   # PIL image  # doctest: +SKIP
 >>> job = c.submit("photo.jpg", ["a.jpg", "b.jpg"], iters=300)          # doctest: +SKIP
@@ -24,7 +24,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from PIL import Image
 
-from .errors import StyleGradError
+from stylegrad.errors import StyleGradError
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -99,7 +99,7 @@ def _encode(image: ImageInput, what: str):
         except OSError as e:
             raise StyleGradError(f"cannot read {what} {p}: {e.strerror or e}") from None
     if not isinstance(image, Image.Image):
-        from . import images as imgs
+        from stylegrad.io import images as imgs
 
         image = imgs.tensor_to_pil(imgs.to_tensor(image))
     buf = io.BytesIO()

@@ -4,7 +4,7 @@ consistency (``stylegrad.video``; README "Video").
 Everything that can be refused is refused before anything is written (exit 2): options, the
 video (``stylegrad.video.io.probe``: not a video, no video stream, zero frames, variable frame
 rate, a codec the wheel cannot decode), the style images, the output (extension, folder, not
-an input), the memory of one frame (estimated, ``stylegrad.memory``; a huge resolution is
+an input), the memory of one frame (estimated, ``stylegrad.run.memory``; a huge resolution is
 refused with the estimate). Then the job folder runs (``stylegrad.video.job``): a manifest line
 per finished frame; ``--resume`` continues after a kill from the last finished frame.
 """
@@ -15,9 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-from . import progress as prog
-from .cli_config import add_config_options, config_from_args
-from .config import StyleConfig
+from stylegrad.cli.options import add_config_options, config_from_args
+from stylegrad.config import StyleConfig
+from stylegrad.run import progress as prog
 
 # StyleConfig fields that do not apply to a video (one scale, one frame at a time, no snapshots)
 NOT_FOR_VIDEO = ("min_size", "iters_last", "batch_size", "save_every")
@@ -61,7 +61,7 @@ def add_video_command(sub) -> None:
 
 
 def _settings(args):
-    from .video.job import VideoSettings, parse_frames
+    from stylegrad.video.job import VideoSettings, parse_frames
 
     s = VideoSettings(temporal_weight=args.temporal_weight, flow=args.flow, first_iters=args.first_iters,
                       warm_start=args.warm_start, frames=parse_frames(args.frames) if args.frames else None,
@@ -71,14 +71,14 @@ def _settings(args):
 
 
 def cmd_video(args) -> int:
-    from . import images as imgs
-    from . import memory
-    from .backends.registry import resolve_backend_and_precision
-    from .errors import ConfigError
-    from .fileio import check_writable_folder, output_lock
-    from .stylizer import Stylizer, parse_device
-    from .video import io as vio
-    from .video.job import estimate_memory, plan_video, prepare_job_dir, run_video_job
+    from stylegrad.backends.registry import resolve_backend_and_precision
+    from stylegrad.errors import ConfigError
+    from stylegrad.io import images as imgs
+    from stylegrad.io.fileio import check_writable_folder, output_lock
+    from stylegrad.run import memory
+    from stylegrad.run.stylizer import Stylizer, parse_device
+    from stylegrad.video import io as vio
+    from stylegrad.video.job import estimate_memory, plan_video, prepare_job_dir, run_video_job
 
     config = config_from_args(args)
     if config.original_colors == "luminance":

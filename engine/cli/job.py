@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from . import progress as prog
+from stylegrad.run import progress as prog
 
 JOB_FLAGS = ("resume", "fresh", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
@@ -107,7 +107,7 @@ def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_job_arguments(args, config) -> None:
     """Job options without --out-dir, or that do not go together: a usage error before any work."""
-    from .errors import ConfigError
+    from stylegrad.errors import ConfigError
 
     used = [f for f in JOB_FLAGS if getattr(args, f, None) not in (None, False)]
     if used and not args.out_dir:
@@ -128,15 +128,15 @@ def choose_executor(args, config):
     plain run does); CPU worker processes share the cores (cores // workers, at least 1)."""
     import torch
 
-    from .errors import ConfigError
-    from .jobs.local_pool import LocalPool
-    from .jobs.runner import InlineExecutor
-    from .memory import usable_cores
-    from .stylizer import parse_device
+    from stylegrad.errors import ConfigError
+    from stylegrad.jobs.local_pool import LocalPool
+    from stylegrad.jobs.runner import InlineExecutor
+    from stylegrad.run.memory import usable_cores
+    from stylegrad.run.stylizer import parse_device
 
     threads = args.threads or 1
     if args.ray:
-        from .jobs.ray_pool import RayPool
+        from stylegrad.jobs.ray_pool import RayPool
         try:    # the GPUs may be on other hosts: check the name only, not this machine
             dtype = torch.device(config.device).type
         except (RuntimeError, ValueError):
@@ -176,7 +176,7 @@ class _CliListener:
         self.outputs = outputs
         self.show_bar = show_bar
         self.bar = None
-        self.lines = lines          # stylegrad.progress.ProgressLines: plain lines without a terminal
+        self.lines = lines          # stylegrad.run.progress.ProgressLines: plain lines without a terminal
         self.failed: List[str] = []
 
     def _err(self, text: str) -> None:
@@ -248,8 +248,8 @@ class _CliListener:
 
 def _maybe_fetch_weights(config, executor, note) -> None:
     """Several workers would each download missing ImageNet weights: fetch them once here."""
-    from .jobs.runner import InlineExecutor
-    from .weights import hub_checkpoint_path, load_vgg, parse_weights
+    from stylegrad.jobs.runner import InlineExecutor
+    from stylegrad.model.weights import hub_checkpoint_path, load_vgg, parse_weights
 
     if isinstance(executor, InlineExecutor) or parse_weights(config.weights).kind != "imagenet":
         return
@@ -260,15 +260,15 @@ def _maybe_fetch_weights(config, executor, note) -> None:
 
 def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> int:
     """``stylize --out-dir``: the inputs as a job in that folder."""
-    from .jobs.runner import JobRequest, run_job
-    from .weights import parse_weights
+    from stylegrad.jobs.runner import JobRequest, run_job
+    from stylegrad.model.weights import parse_weights
 
-    from .cli_config import plain_progress_wanted, progress_lines
+    from stylegrad.cli.options import plain_progress_wanted, progress_lines
 
     executor, threads = choose_executor(args, config)
     if args.resume and args.threads is None and executor.device_type == "cpu":
         # --resume without --threads keeps the job's own thread count (it is a pixel setting)
-        from .jobs.manifest import load_state
+        from stylegrad.jobs.manifest import load_state
 
         last = load_state(Path(args.out_dir)).last_run if Path(args.out_dir).is_dir() else None
         threads = ((last or {}).get("settings") or {}).get("cpu_threads") or threads
@@ -283,7 +283,7 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
                      resume=args.resume, force=args.force, fresh=args.fresh, ship_bytes=args.ray_bytes,
                      relay_progress=(args.json or show_bar or lines is not None) and not args.ray,
                      command=["stylegrad"] + list(args.argv) if getattr(args, "argv", None) else None)
-    try:     # SIGTERM raises Terminated here (the command's handler, stylegrad.cli): workers stop
+    try:     # SIGTERM raises Terminated here (the command's handler, stylegrad.cli.main): workers stop
         summary = run_job(req, executor, listener)
     finally:
         listener.close()
@@ -305,9 +305,9 @@ def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> 
 
 
 def cmd_job(args) -> int:
-    from .errors import ConfigError
-    from .jobs.runner import job_status
-    from .progress import format_duration
+    from stylegrad.errors import ConfigError
+    from stylegrad.jobs.runner import job_status
+    from stylegrad.run.progress import format_duration
 
     if args.job_command != "status":
         raise ConfigError("usage: stylegrad job status DIR [--verify] [--json]")
@@ -348,9 +348,9 @@ def cmd_job(args) -> int:
 
 
 def cmd_bench_job(args) -> int:
-    from .cli_config import config_from_args
-    from .errors import ConfigError
-    from .jobs.bench_job import bench_job, format_bench_job
+    from stylegrad.cli.options import config_from_args
+    from stylegrad.errors import ConfigError
+    from stylegrad.jobs.bench_job import bench_job, format_bench_job
 
     cfg = config_from_args(args)
     try:
@@ -362,7 +362,7 @@ def cmd_bench_job(args) -> int:
                        content=args.content, style=args.style)
     print(json.dumps(report) if args.json else format_bench_job(report), flush=True)
     if args.out:
-        from .fileio import write_json_atomic
+        from stylegrad.io.fileio import write_json_atomic
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(Path(args.out), report)
     return 0

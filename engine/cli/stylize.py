@@ -1,11 +1,11 @@
-"""``stylegrad stylize``: one image (``-o``) or a job folder (``--out-dir``, ``engine/cli_job.py``).
+"""``stylegrad stylize``: one image (``-o``) or a job folder (``--out-dir``, ``engine/cli/job.py``).
 
 The order of the work, so that whatever can be refused is refused before any compute:
 
 1. options -> StyleConfig, job options; content paths and folders; output paths (exit 2);
 2. style and ``--init`` images read (exit 2); every output folder exists and takes a file
    (``--out-dir`` can be created; the job creates it) (exit 2);
-3. the run's peak memory estimated from the images' headers (``stylegrad.memory``): when no
+3. the run's peak memory estimated from the images' headers (``stylegrad.run.memory``): when no
    batch fits the limit the run is refused (exit 2); with ``--out-dir`` a batch over it fails
    alone when it is reached (``Stylizer.run_batch`` checks again);
 4. ``--out-dir``: the job machinery runs it (manifest, resume, workers). ``-o``: the output's
@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import images as imgs
-from . import memory
-from . import progress as prog
-from .cli_config import config_from_args, plain_progress_wanted, progress_lines
-from . import scales
-from .cli_job import check_job_arguments, run_stylize_job
-from .config import StyleConfig
-from .errors import ConfigError, OutputLockedError, StyleGradError, error_text
-from .fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
-from .jobs.work import optimise_and_write, planned_snapshots
-from .stylizer import Progress, Stylizer
+from stylegrad.cli.job import check_job_arguments, run_stylize_job
+from stylegrad.cli.options import config_from_args, plain_progress_wanted, progress_lines
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError, OutputLockedError, StyleGradError, error_text
+from stylegrad.io import images as imgs
+from stylegrad.io.fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
+from stylegrad.jobs.work import optimise_and_write, planned_snapshots
+from stylegrad.run import memory
+from stylegrad.run import progress as prog
+from stylegrad.run import scales
+from stylegrad.run.stylizer import Progress, Stylizer
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 
@@ -76,7 +76,7 @@ def plan_outputs(args, config: StyleConfig, contents: List[Path]) -> List[Path]:
 def check_planned_writes(outputs: List[Path], inputs: List[Path], config: StyleConfig, overwrite: bool,
                          remedy: str) -> None:
     """Every file the run will write, checked before any compute by the one rule of
-    ``stylegrad.fileio.check_write_target``: the outputs (named by the user: an existing one is
+    ``stylegrad.io.fileio.check_write_target``: the outputs (named by the user: an existing one is
     replaced) and the ``--save-every`` snapshots (not named: an existing one only with
     --overwrite); none an input, no two the same file."""
     seen: Dict[str, Path] = {}
@@ -115,10 +115,10 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
     """Estimate every batch's peak memory from the images' headers (batches as the job plans
     them: one output size, ``batch_size`` at most) and refuse the run (MemoryLimitError, exit
     2) when none fits. Unreadable headers are left to fail with their image."""
-    from .backends.registry import resolve_backend_and_precision
-    from .stylizer import parse_device
+    from stylegrad.backends.registry import resolve_backend_and_precision
+    from stylegrad.run.stylizer import parse_device
 
-    from .jobs.runner import plan_batches
+    from stylegrad.jobs.runner import plan_batches
 
     device = parse_device(config.device)
     backend, precision = resolve_backend_and_precision(config.backend, device, config.precision, config.size)
@@ -160,7 +160,7 @@ def check_masks(args, config: StyleConfig, contents: List[Path], style_hw, budge
     a mask's warning (snapped anti-aliased pixels) is one line on stderr."""
     import warnings
 
-    from . import terms
+    from stylegrad import terms
 
     if config.content_mask is None and not config.style_masks:
         return
@@ -197,7 +197,7 @@ def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]
     prepare_output_folders(args, outputs)
     check_memory_up_front(config, contents, style_hw, args.pair_styles)
     if args.out_dir:
-        return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli_job.py
+        return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli/job.py
     return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg, on_progress)
 
 

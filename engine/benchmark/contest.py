@@ -1,11 +1,11 @@
 """``stylegrad bench --peers``: stylegrad and its peers on one objective, each run in its own process.
 
-The objective is neural-style-pt's (``stylegrad.neural_style``): the same content and style
+The objective is neural-style-pt's (``stylegrad.cli.neural_style_flags``): the same content and style
 images, size, Caffe-convention weights (written once as a ``.pth`` that neural-style-pt reads),
 weights of the terms, init from the content image and iteration count. Each contestant -- a
 stylegrad (backend, precision) or a peer -- runs ``repeat`` times as ``python -m
-stylegrad.cli_peer ...`` with the same thread count, in an order rotated by one each repeat, and
-reports the loss after every iteration with its time (``stylegrad.cli_peer``).
+stylegrad.benchmark.peer ...`` with the same thread count, in an order rotated by one each repeat, and
+reports the loss after every iteration with its time (``stylegrad.benchmark.peer``).
 
 Per contestant: ms/iteration = (time of the last loss - time of the first) / iterations, from
 each run's own clock (median, min, max over the repeats; ``spread`` = (max - min) / median,
@@ -17,9 +17,9 @@ when it includes 1. For stylegrad contestants the phases (forward, losses, backw
 iteration and ``other`` (the rest of the measured ms/iteration: optimiser, reporting), so the
 phases add up to it. ``gemm_gflops``: a float32 matrix product measured in this process with
 the same threads, next to each contestant's achieved GFLOP/s (FLOPs counted by
-``stylegrad.flops``).
+``stylegrad.terms.flops``).
 
-Nothing here prints; ``stylegrad.cli_tools`` does.
+Nothing here prints; ``stylegrad.cli.tools`` does.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .errors import ConfigError, StyleGradError, error_text
+from stylegrad.errors import ConfigError, StyleGradError, error_text
 
 SPREAD_WARN = 0.10
 PEER_NAMES = ("neural-style-pt", "pystiche")
@@ -72,7 +72,7 @@ def option_value(name: str, text: str):
     """A StyleConfig field's value from its text (int, float, str; 'none' for an optional one)."""
     import typing
 
-    from .config import StyleConfig, _field_types
+    from stylegrad.config import StyleConfig, _field_types
 
     types = _field_types()
     if name not in types or name in OBJECTIVE_FIELDS:
@@ -150,7 +150,7 @@ def peer_available(peer: str) -> Optional[str]:
             return f"pystiche cannot be imported here (no module {e.name!r}): it needs torchvision"
         except Exception as e:
             return f"pystiche cannot be imported here ({error_text(e)})"
-        return ("pystiche imports here, but no runner for it is written yet (stylegrad.cli_peer runs "
+        return ("pystiche imports here, but no runner for it is written yet (stylegrad.benchmark.peer runs "
                 "neural-style-pt and stylegrad)")
     return f"unknown peer {peer!r}; known: {', '.join(PEER_NAMES)}"
 
@@ -169,7 +169,7 @@ def stylegrad_contestants(backends: Sequence[str], precisions: Sequence[str], si
     (backend or precision) is resolved to see what would run: a combination that runs the same
     as an earlier one (``--backends auto,torch --precision auto,bf16`` on a bf16 CPU) is run once,
     under its first name."""
-    from .backends.registry import resolve_backend_and_precision
+    from stylegrad.backends.registry import resolve_backend_and_precision
 
     out, seen = [], set()
     for spec in backends:
@@ -196,7 +196,7 @@ def their_flags(content: Path, style: Path, size: int, pth: Path, iterations: in
 
 
 def _child_command(c: Contestant, record: Path, threads: int, flags: Sequence[str], lbfgs_rules: str) -> List[str]:
-    cmd = [sys.executable, "-m", "stylegrad.cli_peer", c.kind, "--out", str(record), "--threads", str(threads)]
+    cmd = [sys.executable, "-m", "stylegrad.benchmark.peer", c.kind, "--out", str(record), "--threads", str(threads)]
     if c.kind == "stylegrad":
         cmd += ["--backend", c.backend, "--precision", c.precision, "--lbfgs-rules", lbfgs_rules]
         for k, v in c.options:
@@ -393,10 +393,10 @@ class ContestSpec:
 
 def run_contest(spec: ContestSpec, progress=None) -> dict:
     """Every contestant ``repeat`` times in its own process (rotated order); the report."""
-    from .bench import git_commit
-    from .flops import iteration_cost
-    from .images import image_size, scaled_size
-    from .weights import load_vgg, write_state_dict
+    from stylegrad.benchmark.backends import git_commit
+    from stylegrad.io.images import image_size, scaled_size
+    from stylegrad.model.weights import load_vgg, write_state_dict
+    from stylegrad.terms.flops import iteration_cost
 
     if spec.iters < 1 or spec.repeat < 1 or spec.size < 1 or spec.threads < 1:
         raise ConfigError("bench needs --iters, --repeat, --size and --threads >= 1")
@@ -431,7 +431,7 @@ def run_contest(spec: ContestSpec, progress=None) -> dict:
                 runs[c.name].append(run_child(c, flags, spec.threads, work, f"{r}-{len(runs[c.name])}-"
                                               f"{c.name.replace(' ', '_')}", spec.lbfgs_rules, spec.timeout_s))
     h, w = scaled_size(*image_size(spec.content), spec.size, "bilinear")
-    from .config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+    from stylegrad.config import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
     cost = iteration_cost(spec.model, DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, h, w)
     gemm = measured_gemm_gflops(spec.threads)
     rows, target_loss, warnings = summarise(contestants, runs, spec.target, cost["total_flops"], gemm)
@@ -524,7 +524,7 @@ def plot(report: dict, path: Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install 'stylegrad[bench]'") from None
-    from .fileio import atomic_path
+    from stylegrad.io.fileio import atomic_path
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in report["results"]:
@@ -553,10 +553,10 @@ def write_trace(folder: Path, spec: ContestSpec, iters: int = 3) -> List[Path]:
     precision, in this process, on the contest's objective."""
     from torch.profiler import ProfilerActivity, profile
 
-    from . import images as imgs
-    from .config import StyleConfig
-    from .stylizer import Stylizer
-    from .weights import load_vgg
+    from stylegrad.config import StyleConfig
+    from stylegrad.io import images as imgs
+    from stylegrad.model.weights import load_vgg
+    from stylegrad.run.stylizer import Stylizer
 
     folder.mkdir(parents=True, exist_ok=True)
     vgg = load_vgg(spec.weights, spec.model, "max", preprocess="caffe")

@@ -17,8 +17,8 @@ from typing import Tuple
 
 import torch
 
-from . import images as imgs
-from .config import StyleConfig
+from stylegrad.config import StyleConfig
+from stylegrad.io import images as imgs
 
 SCALE_FACTOR = math.sqrt(2.0)
 

@@ -8,9 +8,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from . import images as imgs
-from .config import StyleConfig
-from .errors import ConfigError, ImageError
+from stylegrad.config import StyleConfig
+from stylegrad.errors import ConfigError, ImageError
+from stylegrad.io import images as imgs
 
 FeatureFn = Callable[[torch.Tensor, Sequence[str]], Dict[str, torch.Tensor]]
 
@@ -60,7 +60,7 @@ class TargetBuilder:
     :meth:`set_styles` are cached per output size; per-image styles are not cached."""
 
     def __init__(self, backend, config: StyleConfig, device: torch.device):
-        from . import terms
+        from stylegrad import terms
 
         self.backend = backend       # its features() and gram() make the targets
         self.config = config

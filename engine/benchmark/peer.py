@@ -1,9 +1,9 @@
 """Run one contestant of ``stylegrad bench --peers`` in this process and record what it did.
 
-``python -m stylegrad.cli_peer neural-style-pt --out RECORD.json -- -content_image ... -print_iter 1``
+``python -m stylegrad.benchmark.peer neural-style-pt --out RECORD.json -- -content_image ... -print_iter 1``
 runs PyPI ``neural-style`` (neural-style-pt 0.5.7) with exactly the flags after ``--``;
-``python -m stylegrad.cli_peer stylegrad --backend torch --precision fp32 -- <the same flags>``
-runs stylegrad on the objective those flags define (``stylegrad.neural_style``), with its own
+``python -m stylegrad.benchmark.peer stylegrad --backend torch --precision fp32 -- <the same flags>``
+runs stylegrad on the objective those flags define (``stylegrad.cli.neural_style_flags``), with its own
 optimiser (``--lbfgs-rules``, default safeguarded). Either writes one JSON record: the loss at
 every iteration with the wall time since its first loss (the initial image's), the seconds
 before that first loss, this process's peak RSS, versions, and the threads torch used;
@@ -184,12 +184,12 @@ def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rule
     during the measured run (on the CPU it only reads the clock around each phase)."""
     import torch
 
-    from . import images as imgs
-    from . import neural_style as ns
-    from .backends.base import PhaseTimer
-    from .errors import StyleGradError
-    from .stylizer import Stylizer
-    from .weights import load_vgg
+    from stylegrad.backends.base import PhaseTimer
+    from stylegrad.cli import neural_style_flags as ns
+    from stylegrad.errors import StyleGradError
+    from stylegrad.io import images as imgs
+    from stylegrad.model.weights import load_vgg
+    from stylegrad.run.stylizer import Stylizer
 
     t_start = time.perf_counter()
     args = ns.parse(list(flags))
@@ -198,7 +198,7 @@ def run_stylegrad(flags: Sequence[str], backend: str, precision: str, lbfgs_rule
     vgg = load_vgg(weights, model, str(args.pooling), preprocess=preprocess)
     tr = ns.translate(args, vgg.preprocess, tuple(content.shape[-2:]), torch.cuda.is_available())
     iters = int(args.num_iterations) - 1    # their N evaluations = our N - 1 updates (+ the initial image)
-    from .contest import option_value
+    from stylegrad.benchmark.contest import option_value
     extra = {}
     for item in options:                    # FIELD=VALUE: options that leave the objective alone
         k, _, v = item.partition("=")
@@ -253,7 +253,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, flags = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(prog="python -m stylegrad.cli_peer", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m stylegrad.benchmark.peer", description=__doc__.split("\n\n")[0])
     p.add_argument("peer", choices=PEERS)
     p.add_argument("--out", help="write the record here (JSON); default stdout")
     p.add_argument("--threads", type=int, help="torch.set_num_threads before the peer starts")
@@ -276,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         if args.peer == "stylegrad":
-            from .errors import StyleGradError
+            from stylegrad.errors import StyleGradError
             try:
                 record = run_stylegrad(flags, args.backend, args.precision, args.lbfgs_rules, args.set)
             except StyleGradError as e:
@@ -289,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     text = json.dumps(record)
     if args.out:
-        from .fileio import atomic_write
+        from stylegrad.io.fileio import atomic_write
         atomic_write(Path(args.out), lambda f: f.write(text.encode()))
     else:
         print(text)

@@ -3,7 +3,7 @@
 ``stylegrad neural-style -content_image c.jpg -style_image a.jpg,b.jpg -output_image out.png ...``
 takes their flags as scripts write them. :func:`parse` reads them (their defaults where a flag
 is absent), :func:`translate` maps them to a :class:`~stylegrad.config.StyleConfig` and returns
-notes saying where the meaning differs. Nothing here prints; ``stylegrad.cli_neural_style``
+notes saying where the meaning differs. Nothing here prints; ``stylegrad.cli.neural_style``
 does.
 
 The weights. Their losses (both implementations; F the features at a layer with N channels
@@ -36,7 +36,7 @@ ours with ``tv_norm="l1"`` sum |dx| + |dy| on the [0, 1] image: tv_weight * 256.
 neural-style's TV is squared; the front end follows neural-style-pt.)
 
 With -normalize_gradients each content/style term's gradient is L1-normalised and scaled by its
-weight (``stylegrad.gradnorm``), which removes every term's scale: the weights map one to one
+weight (``stylegrad.terms.gradnorm``), which removes every term's scale: the weights map one to one
 (content_weight = alpha, style_weight = beta, every layer weight 1) and only the TV weight,
 whose gradient is not normalised, is rescaled: 255^2 / 2 / r.
 """
@@ -48,11 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .config import CAFFE_FEATURE_RATIO, StyleConfig, parse_floats, parse_list
-from .errors import ConfigError
-from .images import scaled_size
-from .vgg import layer_channels, layer_specs
-from .weights import PACKAGED, parse_weights, state_dict_model
+from stylegrad.config import CAFFE_FEATURE_RATIO, StyleConfig, parse_floats, parse_list
+from stylegrad.errors import ConfigError
+from stylegrad.io.images import scaled_size
+from stylegrad.model.vgg import layer_channels, layer_specs
+from stylegrad.model.weights import PACKAGED, parse_weights, state_dict_model
 
 PIXEL_SCALE = 256.0   # neural-style's and neural-style-pt's: [0, 1] x 256 - mean pixel (ours 255)
 
@@ -311,7 +311,7 @@ def weights_for(args: NeuralStyleArgs, model: str, content_layers: Tuple[str, ..
 def translate(args: NeuralStyleArgs, preprocess: str, content_size: Tuple[int, int],
               cuda_available: bool = False) -> Translation:
     """Our config for their flags. ``preprocess``: the input convention of the weights the run
-    uses (``stylegrad.weights.load_vgg(...).preprocess``); ``content_size``: (height, width) of
+    uses (``stylegrad.model.weights.load_vgg(...).preprocess``); ``content_size``: (height, width) of
     the content image (the weights depend on the output size, see the module docstring)."""
     g = args.given
     notes: List[str] = []

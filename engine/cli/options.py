@@ -11,8 +11,8 @@ import dataclasses
 import typing
 from typing import Iterable, Optional, Sequence
 
-from .config import StyleConfig, field_choices, field_flag
-from .errors import ConfigError
+from stylegrad.config import StyleConfig, field_choices, field_flag
+from stylegrad.errors import ConfigError
 
 _BASE = "_config_base"      # namespace attributes: the StyleConfig the given options change,
 _NAMES = "_config_fields"   # and the fields this parser has options for
@@ -127,7 +127,8 @@ def plain_progress_wanted(args) -> bool:
 def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None):
     """Plain lines (``progress.ProgressLines``) over the whole run: with several scales,
     iterations count over all of them; every ``--print-every`` only when it was given."""
-    from . import progress, scales
+    from stylegrad.run import progress
+    from stylegrad.run import scales
 
     every = config.print_every if "print_every" in given_options(args) else None
     return progress.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)

@@ -9,8 +9,8 @@ import torch
 
 
 def gather_info() -> dict:
-    from .backends.registry import backend_names, backend_status
-    from .weights import IMAGENET_URLS, hub_checkpoint_path
+    from stylegrad.backends.registry import backend_names, backend_status
+    from stylegrad.model.weights import IMAGENET_URLS, hub_checkpoint_path
 
     info = {
         "python": platform.python_version(),
@@ -55,13 +55,13 @@ def gather_info() -> dict:
 
 def term_paths() -> dict:
     """Per loss term (``stylegrad.terms``): what runs it on the cuda backend, and elsewhere."""
-    from .terms import TERM_CLASSES
-    from .video.temporal import TemporalTerm
+    from stylegrad.terms import TERM_CLASSES
+    from stylegrad.video.temporal import TemporalTerm
 
     out = {}
     for cls in TERM_CLASSES + (TemporalTerm,):
         out[cls.name] = {"cuda": cls.describe_path(True), "torch/onnxruntime": cls.describe_path(False),
-                         "reference": "autograd (stylegrad.losses)"}
+                         "reference": "autograd (stylegrad.terms.losses)"}
     return out
 
 

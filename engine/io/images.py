@@ -20,10 +20,10 @@
   tall) and is refused: pass a PIL image or a tensor.
 - Only regular files are read (a FIFO or a device would block or never end).
 - Pillow's decompression-bomb guard stays on, with its limit set to the pixels the memory
-  available now can decode (``stylegrad.memory``); over it is a one-line ImageError.
+  available now can decode (``stylegrad.run.memory``); over it is a one-line ImageError.
 - ``--size`` is the longest side; an image whose longest side already equals it is used as is
   (no resampling).
-- Outputs are written atomically (``stylegrad.fileio``).
+- Outputs are written atomically (``stylegrad.io.fileio``).
 """
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import fileio
-from .fileio import atomic_write
-from .errors import ImageError
+from stylegrad.errors import ImageError
+from stylegrad.io import fileio
+from stylegrad.io.fileio import atomic_write
 
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
 
@@ -144,9 +144,9 @@ def _check_regular(p: Path) -> None:
 
 def decode_pixel_limit(max_bytes: Optional[int] = None) -> Optional[int]:
     """The most pixels an image may have to be decoded: what ``max_bytes`` (default: the
-    memory available now) holds at ``stylegrad.memory``'s bytes per decoded pixel. None when
+    memory available now) holds at ``stylegrad.run.memory``'s bytes per decoded pixel. None when
     the available memory is unknown (Pillow's own limit then applies)."""
-    from .memory import DECODE_BYTES, DECODE_EXTRA, available_bytes
+    from stylegrad.run.memory import DECODE_BYTES, DECODE_EXTRA, available_bytes
 
     budget = max_bytes if max_bytes is not None else available_bytes()
     return None if budget is None else max(1, int(budget // (DECODE_BYTES + DECODE_EXTRA)))

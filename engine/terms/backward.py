@@ -58,7 +58,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .vgg import VGG, input_stats, LayerSpec, layer_names, normalize, pool2x2, pool_fits
+from stylegrad.model.vgg import VGG, input_stats, LayerSpec, layer_names, normalize, pool2x2, pool_fits
 
 # Eager torch on CPU: conv_transpose2d and conv2d with flipped weights measured within
 # run-to-run noise of each other (VGG19 backward at 256x256, 2 cores, torch 2.13);
@@ -107,7 +107,7 @@ class BackwardPlan:
 
 
 def make_plan(model: str, pool: str, loss_layers: Sequence[str]) -> BackwardPlan:
-    from .vgg import layer_specs
+    from stylegrad.model.vgg import layer_specs
 
     order = {n: i for i, n in enumerate(layer_names(model))}
     unknown = [l for l in loss_layers if l not in order]
@@ -153,7 +153,7 @@ def forward_saving(vgg: VGG, plan: BackwardPlan, image: torch.Tensor
                    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
     """Features at the plan's loss layers and the tensors :func:`backward` needs.
 
-    Like :func:`stylegrad.vgg.forward`, an image too small for a pool stops there: deeper loss
+    Like :func:`stylegrad.model.vgg.forward`, an image too small for a pool stops there: deeper loss
     layers are absent from the features, and nothing past the pool is saved.
     """
     feats: Dict[str, torch.Tensor] = {}
@@ -295,7 +295,7 @@ def backward(vgg: VGG, plan: BackwardPlan, feats: Dict[str, torch.Tensor],
 
 def pools_before(model: str, layer: str) -> int:
     """How many 2x2 pools lie on the way to ``layer`` (the layer itself included)."""
-    from .vgg import layer_specs
+    from stylegrad.model.vgg import layer_specs
 
     n = 0
     for s in layer_specs(model):
@@ -307,7 +307,7 @@ def pools_before(model: str, layer: str) -> int:
 
 def reachable_layers(model: str, layers: Sequence[str], height: int, width: int) -> Tuple[str, ...]:
     """The layers an image of height x width reaches: after k pools its sides are
-    floor(side / 2**k), and a pool needs both sides >= 2 (see ``stylegrad.vgg.forward``)."""
+    floor(side / 2**k), and a pool needs both sides >= 2 (see ``stylegrad.model.vgg.forward``)."""
     side = min(height, width)
     return tuple(l for l in layers if side >= 2 ** pools_before(model, l))
 
@@ -320,7 +320,7 @@ def saved_bytes(saved: Dict[str, torch.Tensor]) -> int:
 def planned_bytes_per_pixel(plan: BackwardPlan) -> float:
     """Bytes per input pixel the plan saves, from the rules in the module doc, for an image
     whose sides are divisible by every pool (other sizes: slightly less, floor mode)."""
-    from .vgg import layer_channels
+    from stylegrad.model.vgg import layer_channels
 
     ch = layer_channels(plan.model)
     total, area = 0.0, 1.0

@@ -20,8 +20,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .errors import WeightsError
-from .vgg import layer_specs
+from stylegrad.errors import WeightsError
+from stylegrad.model.vgg import layer_specs
 
 _POOLS = ("MaxPool", "AveragePool")
 # tf2onnx / keras2onnx: Keras' VGG16/VGG19 ImageNet weights are ported from Caffe and take BGR,
