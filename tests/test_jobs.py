@@ -356,7 +356,7 @@ def test_bench_job_reports_images_per_hour_and_scaling(capsys):
 def test_usable_cores_follows_the_affinity_mask(monkeypatch):
     import os
 
-    from stylegrad.run.memory import usable_cores
+    from stylegrad.system import usable_cores
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
     assert usable_cores() == 3

@@ -131,7 +131,7 @@ def choose_executor(args, config):
     from stylegrad.errors import ConfigError
     from stylegrad.jobs.local_pool import LocalPool
     from stylegrad.jobs.runner import InlineExecutor
-    from stylegrad.run.memory import usable_cores
+    from stylegrad.system import usable_cores
     from stylegrad.run.stylizer import parse_device
 
     threads = args.threads or 1

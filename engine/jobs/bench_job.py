@@ -27,7 +27,7 @@ from stylegrad.errors import ConfigError
 from stylegrad.io import images as imgs
 from stylegrad.jobs.local_pool import LocalPool
 from stylegrad.jobs.runner import InlineExecutor, JobRequest, run_job
-from stylegrad.run.memory import usable_cores
+from stylegrad.system import usable_cores
 from stylegrad.run.stylizer import parse_device
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -29,7 +29,7 @@ from stylegrad.jobs import stats
 from stylegrad.jobs.manifest import JobManifestError, ManifestWriter, is_locked, load_state, manifest_path, now
 from stylegrad.jobs.settings import differing, pixel_settings, settings_hash, styles_digest
 from stylegrad.jobs.work import Item, JobSpec, JobWorker, Task, error_outcome
-from stylegrad.run.memory import usable_cores
+from stylegrad.system import usable_cores
 
 
 class JobSettingsChanged(ConfigError):

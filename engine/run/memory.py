@@ -40,7 +40,9 @@ import torch
 from stylegrad.config import StyleConfig
 from stylegrad.errors import MemoryLimitError
 from stylegrad.io import images as imgs
+from stylegrad.io.images import DECODE_BYTES, DECODE_EXTRA
 from stylegrad.model.vgg import layer_channels, layer_specs
+from stylegrad.system import available_bytes, usable_cores  # noqa: F401  (re-exported: they lived here)
 from stylegrad.terms import backward as bw
 
 WEIGHT_COPIES = 2.5
@@ -53,8 +55,7 @@ TRANSIENT_BF16 = 11.0      # torch in bf16 (measured at 512 px): some transients
 # transient full-resolution activations of a forward without backward (target building)
 TARGET_TRANSIENT = 3.0
 IMAGE_VECTORS = 5          # x, x0, content, gradient, snapshot (float32 RGB each)
-DECODE_BYTES = 12          # a decoded image: float32 RGB
-DECODE_EXTRA = 12          # while decoding (measured 23.3 B/px peak in all): Pillow's buffer, the uint8 array
+# DECODE_BYTES, DECODE_EXTRA: bytes per pixel of a decoded image and while decoding (stylegrad.io.images)
 RGB32 = 12                 # bytes per pixel of a float32 RGB image
 
 
@@ -170,59 +171,6 @@ def estimate_run(config: StyleConfig, size_hw: Tuple[int, int], batch: int = 1,
 
 
 # -- what there is ----------------------------------------------------------------------------
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, so a container's or
-    ``taskset``'s limit counts), else every core; at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):      # no affinity call here (macOS, Windows)
-        return os.cpu_count() or 1
-
-
-def _meminfo_available() -> Optional[int]:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def _cgroup_available() -> Optional[int]:
-    """Room left under a cgroup v2 memory limit (containers), or None without one."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            path = next((l.strip().split(":", 2)[2] for l in f if l.startswith("0::")), None)
-        if path is None:
-            return None
-        base = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
-        with open(os.path.join(base, "memory.max")) as f:
-            limit = f.read().strip()
-        if limit == "max":
-            return None
-        with open(os.path.join(base, "memory.current")) as f:
-            return max(0, int(limit) - int(f.read().strip()))
-    except (OSError, ValueError, StopIteration):
-        return None
-
-
-def available_bytes(device: Optional[torch.device] = None) -> Optional[int]:
-    """Memory a run on ``device`` can use now: free GPU memory (plus what torch's caching
-    allocator holds unused) for CUDA; for the CPU the kernel's MemAvailable, or the room left
-    under a cgroup limit when that is smaller. None when it cannot be told."""
-    device = torch.device(device or "cpu")
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
-    values = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
-    return min(values) if values else None
-
 
 def memory_limit(config: StyleConfig, device: Optional[torch.device] = None) -> Tuple[Optional[int], str]:
     """(bytes a run may use, where that number comes from): ``--max-memory`` when given,

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from stylegrad.io.fileio import atomic_path, cache_dir
-from stylegrad.run.memory import usable_cores
+from stylegrad.system import usable_cores
 
 from ..errors import KernelCompileError, KernelUnavailableError
 from ..registry import CSRC, SOURCES, read_source
