@@ -248,7 +248,7 @@ class StyleConfig:
     device: str = option("cpu", "cpu | cuda[:N]")
     backend: str = option("auto", "implementation (stylegrad info lists what runs here)", choices=backend_choices)
     precision: str = option("auto", "arithmetic precision (auto: bf16 where the hardware has native bf16, the "
-                             "backend runs it and --size is 128 or more, else fp32; fp32 to opt out)", choices=PRECISIONS)
+                             "backend runs it and --size is 256 or more, else fp32; fp32 to opt out)", choices=PRECISIONS)
     seed: int = option(0, "seed of --init noise")
     save_every: int = option(0, "also write OUT_stem.iterNNNN.ext every N iterations (0: only the final image)",
                              metavar="N")

@@ -33,7 +33,9 @@ def make_optimizer(x: Tensor, config: StyleConfig, per_image: bool = True, direc
         rules = TORCH_COMPATIBLE if config.lbfgs_rules == "torch" else {}
         direction = direction or config.lbfgs_direction
         if direction == "auto":     # config.LBFGS_DIRECTIONS says why
-            direction = "compact" if x.device.type == "cpu" else "two_loop"
+            # torch's rules mean torch's iterates: its own two-loop recursion, whose rounding
+            # they amplify (tests/test_neural_style_pt.py follows neural-style-pt's run)
+            direction = "compact" if x.device.type == "cpu" and config.lbfgs_rules != "torch" else "two_loop"
         return LBFGS(x, history=config.lbfgs_history, lr=config.effective_lr, per_image=per_image,
                      direction=direction, **rules)
     return Adam(x, lr=config.effective_lr, per_image=per_image)
