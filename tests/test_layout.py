@@ -188,3 +188,58 @@ def test_public_api_unchanged():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr.strip().splitlines()[-1:]
     assert set(ast.literal_eval(out.stdout.strip())) == PUBLIC_API
+
+
+# the programs of their own (``python -m ...``) outside the command line package: each reads its
+# own argv and is run in its own process
+OWN_PROGRAMS = {"stylegrad.benchmark.peer", "stylegrad.video.example"}
+
+
+def _reads_a_namespace(fn: ast.AST) -> bool:
+    """A parameter named ``args`` read by attribute (``args.size``): a namespace. A kernel's or a
+    query's positional ``args`` (a tuple) is not one."""
+    params = fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs
+    if not any(a.arg == "args" for a in params):
+        return False
+    return any(isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "args"
+               for n in ast.walk(fn)) or any(
+        isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id in ("getattr", "vars")
+        and n.args and isinstance(n.args[0], ast.Name) and n.args[0].id == "args" for n in ast.walk(fn))
+
+
+def test_namespace_detector_tells_a_namespace_from_positional_args():
+    ns = ast.parse("def f(args):\n    return args.size\n").body[0]
+    tup = ast.parse("def g(kernel, args):\n    return kernel(*args)\n").body[0]
+    assert _reads_a_namespace(ns) and not _reads_a_namespace(tup)
+
+
+def test_argparse_namespaces_stop_at_the_command_line():
+    """Issue 20 part 3: the command line's namespace becomes a config and a plan at the door
+    (``stylegrad.cli.plan``); below ``stylegrad.cli`` nothing imports argparse or takes an
+    ``args`` namespace parameter, except the programs of their own listed above."""
+    offenders = []
+    for name, path in _modules().items():
+        if name == "stylegrad.cli" or name.startswith("stylegrad.cli.") or name in OWN_PROGRAMS:
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import) and any(a.name == "argparse" for a in node.names):
+                offenders.append(f"{name}: imports argparse")
+            elif isinstance(node, ast.ImportFrom) and node.module == "argparse":
+                offenders.append(f"{name}: imports from argparse")
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _reads_a_namespace(node):
+                offenders.append(f"{name}.{node.name}: reads an args namespace")
+    assert not offenders, offenders
+    for name in OWN_PROGRAMS:
+        assert 'if __name__ == "__main__":' in _modules()[name].read_text(), name
+
+
+def test_stylize_reads_its_namespace_in_one_place():
+    """Within the command line, stylize's namespace is read by the door only: the modules that
+    run a plan take the plan."""
+    for mod in ("stylize", "job", "report"):
+        tree = ast.parse((ROOT / "engine" / "cli" / f"{mod}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in ("cmd_stylize", "cmd_job",
+                                                                                              "cmd_bench_job"):
+                assert not _reads_a_namespace(node), f"stylegrad.cli.{mod}.{node.name} reads an args namespace"

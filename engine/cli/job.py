@@ -11,11 +11,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 from stylegrad.run import progress as prog
 
-JOB_FLAGS = ("resume", "fresh", "force", "devices", "workers", "threads", "ray", "ray_bytes")
 
 
 def _positive(text: str) -> int:
@@ -105,24 +103,7 @@ def add_bench_job_arguments(parser: argparse.ArgumentParser) -> None:
                         "contestant (default 1)")
 
 
-def check_job_arguments(args, config) -> None:
-    """Job options without --out-dir, or that do not go together: a usage error before any work."""
-    from stylegrad.errors import ConfigError
-
-    used = [f for f in JOB_FLAGS if getattr(args, f, None) not in (None, False)]
-    if used and not args.out_dir:
-        raise ConfigError(f"--{used[0].replace('_', '-')} works with --out-dir DIR (a job folder)")
-    if args.resume and args.fresh:
-        raise ConfigError("--resume continues the folder's job, --fresh starts it over: give one")
-    if args.ray_bytes and not args.ray:
-        raise ConfigError("--ray-bytes needs --ray")
-    if args.ray and args.devices:
-        raise ConfigError("--ray places its actors itself: give --device cuda (one actor per GPU) or cpu, not --devices")
-    if args.ray_bytes and (config.save_every or config.init not in ("content", "noise")):
-        raise ConfigError("--ray-bytes ships inputs and outputs only: --save-every and --init PATH need a shared filesystem")
-
-
-def choose_executor(args, config):
+def choose_executor(job, config):
     """(executor, torch threads per image on the CPU) for the options given (the executor knows
     its device type). Threads, when --threads is not given: one process uses every core (as a
     plain run does); CPU worker processes share the cores (cores // workers, at least 1)."""
@@ -134,8 +115,8 @@ def choose_executor(args, config):
     from stylegrad.system import usable_cores
     from stylegrad.run.stylizer import parse_device
 
-    threads = args.threads or 1
-    if args.ray:
+    threads = job.threads or 1
+    if job.ray:
         from stylegrad.jobs.ray_pool import RayPool
         try:    # the GPUs may be on other hosts: check the name only, not this machine
             dtype = torch.device(config.device).type
@@ -143,9 +124,9 @@ def choose_executor(args, config):
             dtype = ""
         if dtype not in ("cpu", "cuda"):
             raise ConfigError(f"--device must be cpu or cuda, got {config.device!r}")
-        return RayPool(args.ray, dtype, max_actors=args.workers, ship_bytes=args.ray_bytes), threads
-    if args.devices:
-        devices = args.devices            # parsed by parse_device_list: "all", ["cpu"] or distinct cuda:N
+        return RayPool(job.ray, dtype, max_actors=job.workers, ship_bytes=job.ray_bytes), threads
+    if job.devices:
+        devices = job.devices            # parsed by parse_device_list: "all", ["cpu"] or distinct cuda:N
         if devices == "all":
             n = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if n == 0:
@@ -156,94 +137,17 @@ def choose_executor(args, config):
                 parse_device(d)           # present on this machine
         dtype = torch.device(devices[0]).type
         if dtype == "cpu":
-            n = args.workers or max(1, usable_cores() // threads)
-            return LocalPool(["cpu"] * n), args.threads or max(1, usable_cores() // n)
-        if args.workers:
+            n = job.workers or max(1, usable_cores() // threads)
+            return LocalPool(["cpu"] * n), job.threads or max(1, usable_cores() // n)
+        if job.workers:
             raise ConfigError("--workers is for CPU jobs; a GPU job runs one worker per device in --devices")
         return LocalPool(devices, max(1, usable_cores() // len(devices))), threads
     dtype = parse_device(config.device).type
-    if args.workers:
+    if job.workers:
         if dtype != "cpu":
             raise ConfigError("--workers is for CPU jobs; for GPUs use --devices cuda:0,cuda:1 or all")
-        return LocalPool(["cpu"] * args.workers), args.threads or max(1, usable_cores() // args.workers)
-    return InlineExecutor(config.device), args.threads or torch.get_num_threads()
-
-
-class _CliListener:
-    def __init__(self, args, outputs: List[Path], show_bar: bool, random_weights: bool = False, lines=None):
-        self.args = args
-        self.random_weights = random_weights
-        self.outputs = outputs
-        self.show_bar = show_bar
-        self.bar = None
-        self.lines = lines          # stylegrad.run.progress.ProgressLines: plain lines without a terminal
-        self.failed: List[str] = []
-
-    def _err(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr)
-
-    def note(self, message: str) -> None:
-        if not self.args.quiet:
-            self._err(f"stylegrad: {message}")
-
-    def planned(self, total: int, todo: int, skipped: int) -> None:
-        if self.random_weights and todo:
-            self.note("using random VGG weights (--weights random): results show the machinery, not "
-                      "ImageNet-quality style")
-        if skipped:
-            self.note(f"resume: {skipped} of {total} image(s) already done; {todo} to do")
-        if self.lines is not None:
-            self.lines.clock.images = todo
-        if self.show_bar and todo:
-            from tqdm import tqdm
-            self.bar = tqdm(total=todo, unit="img", desc="images", file=sys.stderr)
-
-    def progress(self, ev: dict) -> None:
-        if self.args.json:
-            keys = ("image", "scale", "scales", "width", "height", "iter", "loss", "content", "style", "tv", "ms")
-            print(prog.json_line({k: ev[k] for k in keys}), flush=True)
-        if self.bar is not None and ev["iter"] > 0:
-            scale = f" scale {ev['scale']}/{ev['scales']}" if ev["scales"] > 1 else ""
-            self.bar.set_postfix_str(f"{Path(ev['image']).name}{scale} {ev['iter']}/{ev['iters']} loss {ev['loss']:.4g}")
-        if self.lines is not None:
-            line = self.lines.progress(ev["image"], ev["iter"], ev["loss"], ev["scale"])
-            if line:
-                self._err(f"stylegrad: {line}")
-
-    def record(self, rec: dict, o: dict) -> None:
-        name = o.get("name", rec["input"])
-        if self.bar is not None:
-            self.bar.update(1)
-        if self.lines is not None:
-            self.lines.finished(name)
-        for w in o.get("warnings", []):
-            self._err(f"stylegrad: warning: {name}: {w}")
-        if rec["status"] != "ok":
-            self.failed.append(name)
-            self._err(f"stylegrad: error: {name}: {rec.get('error', '')}")
-            if self.args.json:
-                print(prog.json_line({"image": name, "status": "error", "error": rec.get("error", "")}), flush=True)
-            return
-        out = str(self.outputs[o["index"]])
-        if self.args.json:
-            print(prog.json_line({"image": name, "status": "ok", "output": out, "iters": o["iters"], "scales": o["scales"],
-                         "loss": o["loss"],
-                         "initial_loss": o["initial_loss"], "width": o["width"], "height": o["height"],
-                         "seconds": o["seconds"], "backend": o["backend"], "precision": o.get("precision"),
-                         "device": o.get("device")}), flush=True)
-        elif not self.args.quiet and self.bar is None:
-
-            print(prog.result_line(out, o["initial_loss"], o["loss"], o["scales"],
-                                   o.get("last_scale_initial_loss", o["initial_loss"]), o["seconds"],
-                                   f"{o['backend']} {o.get('precision', '')}, {o.get('device')}"), file=sys.stderr)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        return LocalPool(["cpu"] * job.workers), job.threads or max(1, usable_cores() // job.workers)
+    return InlineExecutor(config.device), job.threads or torch.get_num_threads()
 
 
 def _maybe_fetch_weights(config, executor, note) -> None:
@@ -258,42 +162,42 @@ def _maybe_fetch_weights(config, executor, note) -> None:
         load_vgg(config.weights, config.model, config.pool, preprocess=config.preprocess)
 
 
-def run_stylize_job(args, config, contents: List[Path], outputs: List[Path]) -> int:
-    """``stylize --out-dir``: the inputs as a job in that folder."""
+def run_stylize_job(plan) -> int:
+    """``stylize --out-dir``: the plan's inputs as a job in that folder (``plan``: a
+    ``stylegrad.cli.plan.StylizePlan`` with its ``job`` options)."""
+    from stylegrad.cli.report import CliReporter
     from stylegrad.jobs.runner import JobRequest, run_job
     from stylegrad.model.weights import parse_weights
 
-    from stylegrad.cli.options import plain_progress_wanted, progress_lines
-
-    executor, threads = choose_executor(args, config)
-    if args.resume and args.threads is None and executor.device_type == "cpu":
+    job, config, report = plan.job, plan.config, plan.report
+    executor, threads = choose_executor(job, config)
+    if job.resume and job.threads is None and executor.device_type == "cpu":
         # --resume without --threads keeps the job's own thread count (it is a pixel setting)
         from stylegrad.jobs.manifest import load_state
 
-        last = load_state(Path(args.out_dir)).last_run if Path(args.out_dir).is_dir() else None
+        last = load_state(job.out_dir).last_run if job.out_dir.is_dir() else None
         threads = ((last or {}).get("settings") or {}).get("cpu_threads") or threads
-    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
-    lines = progress_lines(args, config, [str(c) for c in contents]) if plain_progress_wanted(args) else None
-    listener = _CliListener(args, outputs, show_bar, parse_weights(config.weights).is_random, lines)
-    if args.ray and args.json:
+    listener = CliReporter(report, config, plan.outputs, [str(c) for c in plan.contents],
+                           parse_weights(config.weights).is_random)
+    if job.ray and report.json:
         listener.note("per-iteration progress is not reported from Ray actors; one line per image")
     _maybe_fetch_weights(config, executor, listener.note)
-    req = JobRequest(Path(args.out_dir), list(contents), list(outputs), config, [str(s) for s in args.style],
-                     cpu_threads=threads, pair_styles=args.pair_styles,
-                     resume=args.resume, force=args.force, fresh=args.fresh, ship_bytes=args.ray_bytes,
-                     relay_progress=(args.json or show_bar or lines is not None) and not args.ray,
-                     command=["stylegrad"] + list(args.argv) if getattr(args, "argv", None) else None)
+    req = JobRequest(job.out_dir, list(plan.contents), list(plan.outputs), config, list(plan.styles),
+                     cpu_threads=threads, pair_styles=plan.pair_styles,
+                     resume=job.resume, force=job.force, fresh=job.fresh, ship_bytes=job.ray_bytes,
+                     relay_progress=(report.json or report.bar or listener.lines is not None) and not job.ray,
+                     command=list(report.command) if report.command else None)
     try:     # SIGTERM raises Terminated here (the command's handler, stylegrad.cli.main): workers stop
         summary = run_job(req, executor, listener)
     finally:
         listener.close()
     s = summary.as_dict()
     rc = 1 if summary.failed else 0
-    if args.json:
+    if report.json:
         extra = {k: v for k, v in s.items() if k not in ("ok", "failed")}
-        print(prog.json_line(prog.summary_object("job", summary.ok, listener.failed, str(args.out_dir), summary.wall_seconds,
-                                        rc, **extra)), flush=True)
-    elif not args.quiet:
+        print(prog.json_line(prog.summary_object("job", summary.ok, listener.failed, str(job.out_dir),
+                                                 summary.wall_seconds, rc, **extra)), flush=True)
+    elif not report.quiet:
         p = summary.seconds_per_image
         per = (f"; per image p50 {p['p50']:.2f} s, p90 {p['p90']:.2f} s, max {p['max']:.2f} s"
                if p.get("p50") is not None else "")

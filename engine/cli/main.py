@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "other options per contestant: --backends torch,torch+lbfgs_direction=compact")
 
     add_job_command(sub)
-    from stylegrad.service.cli import add_commands as add_service_commands   # serve, submit (no FastAPI import)
+    from stylegrad.cli.serve import add_commands as add_service_commands   # serve, submit (no FastAPI import)
     add_service_commands(sub)
 
     from stylegrad.cli.video import add_video_command
@@ -308,7 +308,7 @@ def _dispatch(args) -> int:
         from stylegrad.cli.tools import cmd_bench
         return cmd_bench(args)
     if args.command in ("serve", "submit"):
-        from stylegrad.service import cli as service_cli
+        from stylegrad.cli import serve as service_cli
         return service_cli.cmd_serve(args) if args.command == "serve" else service_cli.cmd_submit(args)
     if args.command == "kernels":
         if args.kernels_command != "check":

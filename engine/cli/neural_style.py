@@ -1,17 +1,15 @@
 """``stylegrad neural-style``: jcjohnson/neural-style's flags (``stylegrad.cli.neural_style_flags``), run by
-``stylegrad stylize``'s machinery, with one printed note of where the meaning differs."""
+``stylegrad stylize``'s machinery (a plan of one image, ``stylegrad.cli.plan``), with one printed note of where the meaning differs."""
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
 import torch
 
 from stylegrad.cli import neural_style_flags as ns
-from stylegrad.cli.job import add_job_arguments
-from stylegrad.cli.options import namespace_for
-from stylegrad.cli.stylize import cmd_stylize, expand_contents
+from stylegrad.cli.plan import expand_contents, single_image_plan
+from stylegrad.cli.stylize import run_plan
 from stylegrad.errors import StyleGradError
 from stylegrad.io import images as imgs
 from stylegrad.model.weights import load_vgg
@@ -67,15 +65,11 @@ def _neural_style(argv) -> int:
     for note in tr.notes:
         print(f"  {note}", file=sys.stderr)
     styles = [str(p) for p in expand_contents([str(s) for s in tr.styles])]
-    jobs = argparse.ArgumentParser(add_help=False)
-    add_job_arguments(jobs)                # stylize's job options, all at their defaults (unused with -o)
     # -print_iter also paces the plain progress lines, as --print-every does when given
-    given = ("print_every",) if "print_iter" in args.given else ()
-    run = namespace_for(tr.config, given, content=[str(tr.content)], style=styles, output=str(tr.output), out_dir=None,
-                        ext="png", pair_styles=False, json=False, quiet=False, overwrite=False,
-                        overwrite_remedy="remove it, or give -save_iter 0 for no snapshots", hints=ns.in_their_flags,
-                        **vars(jobs.parse_args([])))
-    return cmd_stylize(run, vgg=vgg, on_progress=iteration_printer(int(args.print_iter), int(args.num_iterations)))
+    plan = single_image_plan(tr.config, tr.content, styles, tr.output, print_every_given="print_iter" in args.given,
+                             hints=ns.in_their_flags,
+                             overwrite_remedy="remove it, or give -save_iter 0 for no snapshots")
+    return run_plan(plan, vgg=vgg, on_iteration=iteration_printer(int(args.print_iter), int(args.num_iterations)))
 
 
 def iteration_printer(print_iter: int, iterations: int):

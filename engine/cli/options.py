@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 from stylegrad.config import StyleConfig, field_choices, field_flag
 from stylegrad.errors import ConfigError
@@ -86,15 +86,6 @@ def add_config_options(parser: argparse.ArgumentParser, names: Optional[Iterable
         parser.add_argument(field_flag(f), **kw)
 
 
-def namespace_for(config: StyleConfig, given: Sequence[str] = (), **other) -> argparse.Namespace:
-    """A namespace that :func:`config_from_args` reads back as ``config`` exactly (for commands
-    that build their config another way and reuse ``stylize``'s machinery), plus ``other``.
-    ``given``: fields to count as given on the command line (:func:`given_options`), with
-    ``config``'s values."""
-    return argparse.Namespace(**{_BASE: config, _NAMES: tuple(given)}, **{n: getattr(config, n) for n in given},
-                              **other)
-
-
 def config_from_args(args: argparse.Namespace) -> StyleConfig:
     """The base config of the parser, changed by the options given on the command line."""
     changes = {}
@@ -115,21 +106,3 @@ def given_options(args: argparse.Namespace) -> set:
     """The StyleConfig fields whose options were given on the command line (the others keep
     the config's defaults)."""
     return {name for name in getattr(args, _NAMES, ()) if hasattr(args, name)}
-
-
-def plain_progress_wanted(args) -> bool:
-    """Plain progress lines: not --quiet, not --json, and stderr is not a terminal (logs)."""
-    import sys
-
-    return not args.quiet and not args.json and not sys.stderr.isatty()
-
-
-def progress_lines(args, config: StyleConfig, names: Sequence[str], todo: Optional[int] = None):
-    """Plain lines (``progress.ProgressLines``) over the whole run: with several scales,
-    iterations count over all of them; every ``--print-every`` only when it was given."""
-    from stylegrad.run import progress
-    from stylegrad.run import scales
-
-    every = config.print_every if "print_every" in given_options(args) else None
-    return progress.ProgressLines(names, [sc.iters for sc in scales.plan(config)], every, todo)
-

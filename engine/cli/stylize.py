@@ -1,16 +1,21 @@
 """``stylegrad stylize``: one image (``-o``) or a job folder (``--out-dir``, ``engine/cli/job.py``).
 
-The order of the work, so that whatever can be refused is refused before any compute:
+The command line becomes a :class:`~stylegrad.cli.plan.StylizePlan` once, at the door
+(``stylegrad.cli.plan``); everything here works from the plan. The order of the work, so that
+whatever can be refused is refused before any compute:
 
-1. options -> StyleConfig, job options; content paths and folders; output paths (exit 2);
+1. options -> plan: StyleConfig, job options; content paths and folders; output paths (exit 2);
 2. style and ``--init`` images read (exit 2); every output folder exists and takes a file
    (``--out-dir`` can be created; the job creates it) (exit 2);
 3. the run's peak memory estimated from the images' headers (``stylegrad.run.memory``): when no
    batch fits the limit the run is refused (exit 2); with ``--out-dir`` a batch over it fails
    alone when it is reached (``Stylizer.run_batch`` checks again);
-4. ``--out-dir``: the job machinery runs it (manifest, resume, workers). ``-o``: the output's
-   advisory lock taken, the image read, optimised, written atomically, the lock released;
-5. a tally line on stderr and, with ``--json``, a summary object on stdout.
+4. the work, by the job worker (``stylegrad.jobs.work.JobWorker``) either way: ``--out-dir``
+   through the job machinery (manifest, resume, workers); ``-o`` as a job of one image in this
+   process, without a manifest (its output's advisory lock taken, the image read, optimised,
+   written atomically, the lock released);
+5. one reporter for both (``stylegrad.cli.report``): a tally line on stderr and, with
+   ``--json``, a summary object on stdout.
 """
 from __future__ import annotations
 
@@ -20,57 +25,31 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from stylegrad.cli.job import check_job_arguments, run_stylize_job
-from stylegrad.cli.options import config_from_args, plain_progress_wanted, progress_lines
+from stylegrad.cli.job import run_stylize_job
+from stylegrad.cli.plan import StylizePlan, expand_contents, plan_from_args
+from stylegrad.cli.report import CliReporter
 from stylegrad.config import StyleConfig
 from stylegrad.errors import ConfigError, OutputLockedError, StyleGradError, error_text
 from stylegrad.io import images as imgs
 from stylegrad.io.fileio import check_creatable_folder, check_write_target, check_writable_folder, output_lock
-from stylegrad.jobs.work import optimise_and_write, planned_snapshots
+from stylegrad.jobs.work import planned_snapshots
 from stylegrad.run import memory
 from stylegrad.run import progress as prog
-from stylegrad.run import scales
-from stylegrad.run.stylizer import Progress, Stylizer
+from stylegrad.run.stylizer import Progress
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
-
-
-def expand_contents(items: List[str]) -> List[Path]:
-    paths: List[Path] = []
-    for it in items:
-        p = Path(it)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in IMAGE_EXTS)
-            if not found:
-                raise ConfigError(f"folder {p} holds no images")
-            paths.extend(found)
-        else:
-            paths.append(p)
-    return paths
+__all__ = ["cmd_stylize", "run_plan", "expand_contents"]
 
 
-def plan_outputs(args, config: StyleConfig, contents: List[Path]) -> List[Path]:
-    if args.output:
-        if len(contents) != 1:
-            raise ConfigError(f"-o takes one content image, got {len(contents)}: use --out-dir DIR")
-        outs = [Path(args.output)]
-    else:
-        d = Path(args.out_dir)
-        if d.exists() and not d.is_dir():
-            raise ConfigError(f"--out-dir {d} exists and is not a folder")
-        ext = args.ext.lstrip(".").lower()
-        outs = [d / f"{c.stem}.{ext}" for c in contents]
-        if len(set(outs)) != len(outs):
-            raise ConfigError("two content images share a name; their outputs would collide in --out-dir")
-    for o in outs:
+def check_outputs(plan: StylizePlan) -> None:
+    """The output paths' names, and every file the run will write (outputs, snapshots)."""
+    config = plan.config
+    for o in plan.outputs:
         imgs.check_output_path(o)
-    inputs = list(contents) + [Path(s) for s in args.style]
+    inputs = list(plan.contents) + [Path(s) for s in plan.styles]
     inputs += [Path(m) for m in (config.content_mask,) + tuple(config.style_masks or ()) if isinstance(m, str)]
     if config.init not in ("content", "noise"):
         inputs.append(Path(config.init))
-    check_planned_writes(outs, inputs, config, getattr(args, "overwrite", False),
-                         getattr(args, "overwrite_remedy", "pass --overwrite to replace it"))
-    return outs
+    check_planned_writes(list(plan.outputs), inputs, config, plan.overwrite, plan.overwrite_remedy)
 
 
 def check_planned_writes(outputs: List[Path], inputs: List[Path], config: StyleConfig, overwrite: bool,
@@ -93,17 +72,19 @@ def check_planned_writes(outputs: List[Path], inputs: List[Path], config: StyleC
             seen[key] = snap
 
 
-def prepare_output_folders(args, outputs: List[Path]) -> None:
+def prepare_output_folders(plan: StylizePlan) -> None:
     """Check that every output's folder exists and takes a file, or for a ``--out-dir`` not
     there yet that it can be created (it is created by the job once every check passed, so a
     refused run leaves no folder behind): before any compute, a typo or a read-only
     filesystem is exit 2, not a lost run."""
-    if args.out_dir:
-        why = check_creatable_folder(args.out_dir)
+    outputs = plan.outputs
+    out_dir = plan.job.out_dir if plan.job is not None else None
+    if out_dir is not None:
+        why = check_creatable_folder(out_dir)
         if why:
             raise ConfigError(f"cannot write the outputs: {why}")
     for folder in sorted({o.parent for o in outputs}, key=str):
-        if args.out_dir and not folder.exists():
+        if out_dir is not None and not folder.exists():
             continue
         why = check_writable_folder(folder)
         if why:
@@ -144,97 +125,75 @@ def check_memory_up_front(config: StyleConfig, contents: Sequence[Path], style_h
         raise first_error
 
 
-def with_style_masks(args, config: StyleConfig) -> StyleConfig:
-    """The config with ``--style-mask`` (style index, FILE) pairs as ``style_masks``, one per --style."""
-    pairs = getattr(args, "style_mask_list", None) or []
-    if not pairs:
-        return config
-    masks = [None] * len(args.style)
-    for i, path in pairs:
-        masks[i] = path
-    return config.replace(style_masks=tuple(masks))
-
-
-def check_masks(args, config: StyleConfig, contents: List[Path], style_hw, budget) -> None:
+def check_masks(plan: StylizePlan, style_hw, budget) -> None:
     """Region masks (``stylegrad.terms``) read and checked against the images before any work;
     a mask's warning (snapped anti-aliased pixels) is one line on stderr."""
     import warnings
 
     from stylegrad import terms
 
+    config = plan.config
     if config.content_mask is None and not config.style_masks:
         return
-    if config.style_masks and getattr(args, "pair_styles", False):
+    if config.style_masks and plan.pair_styles:
         raise ConfigError("--style-mask does not go with --pair-styles (each image would take one painting of "
                           "several masks); use --content-mask alone, or one run per painting")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        terms.check_inputs(config, [imgs.image_size(c, budget) for c in contents], style_hw)
+        terms.check_inputs(config, [imgs.image_size(c, budget) for c in plan.contents], style_hw)
     for w in caught:
-        if not args.quiet:
+        if not plan.report.quiet:
             print(f"stylegrad: warning: {w.message}", file=sys.stderr)
 
 
-def cmd_stylize(args, vgg=None, on_progress: Optional[Callable[[Progress], None]] = None) -> int:
-    """``vgg``: weights already loaded (``stylegrad neural-style`` needs their convention first);
-    ``on_progress``: called with every iteration's Progress besides the usual reporting (``-o`` runs)."""
+def cmd_stylize(args) -> int:
+    """``stylegrad stylize``: the namespace becomes a plan here, and only here."""
+    return run_plan(plan_from_args(args))
+
+
+def run_plan(plan: StylizePlan, vgg=None, on_iteration: Optional[Callable[[Progress], None]] = None) -> int:
+    """Check everything that can be checked before compute, then run the plan. ``vgg``: weights
+    already loaded (``stylegrad neural-style`` needs their convention first); ``on_iteration``:
+    called with every iteration's Progress besides the usual reporting (``-o`` runs)."""
     t_start = time.perf_counter()
-    config = with_style_masks(args, config_from_args(args))
-    check_job_arguments(args, config)
-    contents = expand_contents(args.content)
-    outputs = plan_outputs(args, config, contents)
+    config = plan.config
+    check_outputs(plan)
     budget = config.max_memory
-    style_hw = [imgs.image_size(s, budget) for s in args.style]   # bad style: exit 2 before any work
-    styles = [imgs.load_image(s, budget) for s in args.style]
-    check_masks(args, config, contents, style_hw, budget)
-    if args.pair_styles:
-        if len(styles) != len(contents):
-            raise ConfigError(f"--pair-styles needs one --style per content image: {len(styles)} for {len(contents)}")
+    style_hw = [imgs.image_size(s, budget) for s in plan.styles]   # bad style: exit 2 before any work
+    for s in plan.styles:
+        imgs.load_image(s, budget)
+    check_masks(plan, style_hw, budget)
+    if plan.pair_styles:
+        if len(plan.styles) != len(plan.contents):
+            raise ConfigError(f"--pair-styles needs one --style per content image: {len(plan.styles)} for "
+                              f"{len(plan.contents)}")
         if config.style_blend_weights is not None:
             raise ConfigError("--pair-styles and --style-blend-weights do not go together")
     if config.init not in ("content", "noise"):
         imgs.load_image(config.init, budget)
-    prepare_output_folders(args, outputs)
-    check_memory_up_front(config, contents, style_hw, args.pair_styles)
-    if args.out_dir:
-        return run_stylize_job(args, config, contents, outputs)   # a job folder: engine/cli/job.py
-    return _stylize_one(args, config, contents[0], outputs[0], styles, t_start, vgg, on_progress)
+    prepare_output_folders(plan)
+    check_memory_up_front(config, plan.contents, style_hw, plan.pair_styles)
+    if plan.job is not None:
+        return run_stylize_job(plan)       # a job folder: engine/cli/job.py
+    return _stylize_one(plan, t_start, vgg, on_iteration)
 
 
-def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_start: float, vgg=None,
-                 hook: Optional[Callable[[Progress], None]] = None) -> int:
-    """``-o OUT``: one content image, under the output's advisory lock."""
+def _stylize_one(plan: StylizePlan, t_start: float, vgg=None,
+                 on_iteration: Optional[Callable[[Progress], None]] = None) -> int:
+    """``-o OUT``: a job of one image, run by the job worker in this process (no manifest): the
+    worker takes the output's advisory lock, reads, optimises and writes, as it does for a job."""
+    from stylegrad.jobs.work import Item, JobSpec, JobWorker, Task
+
+    config, report = plan.config, plan.report
+    content, out = plan.contents[0], plan.outputs[0]
     name = str(content)
-    show_bar = not args.quiet and not args.json and sys.stderr.isatty()
-    lines = progress_lines(args, config, [name]) if plain_progress_wanted(args) else None
-    failed: List[str] = []
-
-    def note(msg: str) -> None:
-        if not args.quiet:
-            print(f"stylegrad: {msg}", file=sys.stderr)
-
-    def fail(e: BaseException) -> None:
-        failed.append(name)
-        msg = error_text(e)
-        msg = getattr(args, "hints", None)(msg) if getattr(args, "hints", None) else msg   # neural-style's flags
-        print(f"stylegrad: error: {name}: {msg}", file=sys.stderr)
-        if args.json:
-            print(prog.json_line({"image": name, "status": "error", "error": msg}), flush=True)
-
-    def finish() -> int:
-        rc = 1 if failed else 0
-        ok = 0 if failed else 1
-        if not args.quiet:
-            print(f"stylegrad: {prog.tally_line(ok, len(failed), str(out))}", file=sys.stderr)
-        if args.json:
-            print(prog.json_line(prog.summary_object("run", ok, failed, str(out), time.perf_counter() - t_start, rc)), flush=True)
-        return rc
+    reporter = CliReporter(report, config, [out], [name], single=True)
 
     def download_bar():
         state = {}
 
         def cb(done, total):
-            if not show_bar:
+            if not report.bar:
                 return
             if "bar" not in state:
                 from tqdm import tqdm
@@ -242,80 +201,29 @@ def _stylize_one(args, config: StyleConfig, content: Path, out: Path, styles, t_
             state["bar"].update(done - state["bar"].n)
         return cb
 
+    # the weights or the styles failing to load raise (exit 2 or 1 by their kind, as any run);
+    # the image's own failures (its file, its lock, divergence, the write) are its outcome
+    # the output's lock first, for the whole run: a link planted at the lock file is refused
+    # (exit 2); another process writing this output is this image's failure (exit 1)
     try:
-        with output_lock(out):                 # a second process on this output fails here
-            stylizer = Stylizer(config, vgg=vgg, download_progress=download_bar())
+        with output_lock(out):
+            worker = JobWorker(JobSpec(config, plan.styles), config.device, vgg=vgg,
+                               download_progress=download_bar(), on_iteration=on_iteration)
             try:
-                stylizer.set_styles(styles)
-                if stylizer.weights_are_random:
-                    note("using random VGG weights (--weights random): results show the machinery, not "
-                         "ImageNet-quality style")
-                _optimise_and_write(args, config, stylizer, name, content, out, show_bar, lines, fail, hook)
+                reporter.random_weights = worker.weights_are_random
+                reporter.planned(1, 1, 0)
+                outcome = worker.run_task(Task(0, (Item(0, name, name, str(out)),)), on_progress=reporter.progress,
+                                          lock_outputs=False)[0]
             finally:
-                stylizer.close()
-    except OutputLockedError as e:             # another process writes this output: exit 1
-        fail(e)
-    return finish()
-
-
-def _optimise_and_write(args, config, stylizer: Stylizer, name: str, content: Path, out: Path, show_bar: bool,
-                        lines: Optional[prog.ProgressLines], fail, hook=None) -> None:
-    try:
-        tensor = imgs.resize_longest(imgs.load_image(content, config.max_memory), config.size, config.resize_filter)
-    except Exception as e:          # an unreadable content image: its error, exit 1
-        fail(e)
-        return
-    plan = scales.plan(config)
-    bar = None
-    if show_bar:
-        from tqdm import tqdm
-        bar = tqdm(total=sum(sc.iters for sc in plan), desc=f"{prog.image_label(1, 1, 1)} {content.name}",
-                   file=sys.stderr, leave=False)
-
-    def on_progress(p: Progress) -> None:     # after write_snapshot (optimise_and_write)
-        if hook is not None:
-            hook(p)
-        reported = p.iter % config.print_every == 0 or p.iter == p.iters
-        if args.json and reported:
-            print(prog.json_line({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
-                         "height": p.height, "iter": p.iter, "loss": p.loss, "content": p.content,
-                         "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)}), flush=True)
-        if bar is not None and p.iter > 0:
-            bar.update(sum(sc.iters for sc in plan[:p.scale - 1]) + p.iter - bar.n)
-            bar.set_postfix(scale=f"{p.scale}/{p.scales}", loss=f"{p.loss:.4g}")
-        if lines is not None and reported:
-            line = lines.progress(p.image, p.iter, p.loss, p.scale)
-            if line:
-                print(f"stylegrad: {line}", file=sys.stderr, flush=True)
-        if p.stopped and not args.quiet and not args.json:
-            print(f"stylegrad: {p.image}: converged (--tol {config.tol:g} over {config.tol_window} iterations): "
-                  f"stopped at iteration {p.iter} of {p.iters}" + (f", scale {p.scale}/{p.scales}" if p.scales > 1 else ""),
-                  file=sys.stderr)
-
-    def on_warning(image: str, line: str) -> None:
-        print(f"stylegrad: warning: {image}: {line}", file=sys.stderr)
-
-    try:   # the one image-writing path, shared with job workers
-        written = optimise_and_write(stylizer, [tensor], [name], [out], config, on_progress=on_progress,
-                                     on_warning=on_warning)[0]
-    except Exception as e:
-        fail(e)
-        return
-    finally:
-        if bar is not None:
-            bar.close()
-    if written.status != "ok":  # diverged or stalled (the run says why), or the write failed: nothing written
-        fail(StyleGradError(written.error))
-        return
-    result = written.result
-    summary = {"image": name, "status": "ok", "output": str(out), "iters": config.iters, "scales": len(plan),
-               "loss": result.final_loss, "initial_loss": result.history[0].loss,
-               "width": int(result.image.shape[-1]), "height": int(result.image.shape[-2]),
-               "seconds": round(result.seconds, 3), "backend": result.backend,
-               "precision": result.precision}
-    if args.json:
-        print(prog.json_line(summary), flush=True)
-    elif not args.quiet:
-        print(prog.result_line(str(out), result.initial_loss, result.final_loss, len(plan),
-                               result.last_scale_initial_loss, result.seconds,
-                               f"{result.backend} {result.precision}"), file=sys.stderr)
+                worker.close()
+                reporter.close()
+    except OutputLockedError as e:
+        outcome = {"index": 0, "name": name, "input": name, "status": "error", "error": error_text(e)}
+    reporter.record(outcome, outcome)
+    rc = 1 if reporter.failed else 0
+    if not report.quiet:
+        print(f"stylegrad: {prog.tally_line(reporter.ok, len(reporter.failed), str(out))}", file=sys.stderr)
+    if report.json:
+        print(prog.json_line(prog.summary_object("run", reporter.ok, reporter.failed, str(out),
+                                                 time.perf_counter() - t_start, rc)), flush=True)
+    return rc

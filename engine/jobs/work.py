@@ -191,7 +191,12 @@ class JobWorker:
     a GPU, ``threads`` if given (host-side work only; it does not change the bits).
     """
 
-    def __init__(self, spec: JobSpec, device: str, threads: Optional[int] = None):
+    def __init__(self, spec: JobSpec, device: str, threads: Optional[int] = None, *, vgg=None,
+                 download_progress=None, on_iteration: Optional[Callable[[Progress], None]] = None):
+        """``vgg``, ``download_progress``: as :class:`~stylegrad.Stylizer` takes them (a worker in
+        the caller's own process: ``stylegrad stylize -o``, ``stylegrad neural-style``);
+        ``on_iteration``: sees every iteration's Progress (in process only; ``run_task``'s
+        ``on_progress`` sees every ``print_every``-th, as a dict that can cross processes)."""
         if torch.device(device).type == "cpu" and spec.cpu_threads:
             torch.set_num_threads(spec.cpu_threads)
         elif threads:
@@ -201,7 +206,8 @@ class JobWorker:
         self.host = socket.gethostname()
         self._tmp = tempfile.TemporaryDirectory(prefix="stylegrad-job-") if spec.ship_bytes else None
         self.config = spec.config.replace(device=device)
-        self.stylizer = Stylizer(self.config)
+        self.on_iteration = on_iteration
+        self.stylizer = Stylizer(self.config, vgg=vgg, download_progress=download_progress)
         try:
             if spec.ship_bytes:
                 self.styles = [self._decode(data, name) for data, name in zip(spec.style_bytes, spec.styles)]
@@ -244,17 +250,18 @@ class JobWorker:
             tmp.unlink(missing_ok=True)
 
     # -- the work ------------------------------------------------------------------------------
-    def run_task(self, task: Task, on_progress: Optional[ProgressSink] = None) -> List[dict]:
+    def run_task(self, task: Task, on_progress: Optional[ProgressSink] = None, lock_outputs: bool = True) -> List[dict]:
         """Compute a task; one outcome per item with ``write`` set. Never raises for an image.
         Each output is written under its advisory lock (``stylegrad.io.fileio.output_lock``, the
         rule ``-o`` follows too), held from before its input is read until it is written; an
         output another process holds is an error outcome, and its image is still computed for
-        its batch partners. Shipped outputs are locked by the driver, which writes them."""
+        its batch partners. Shipped outputs are locked by the driver, which writes them, and
+        ``lock_outputs=False`` says the caller holds the locks (``stylegrad stylize -o``)."""
         with ExitStack() as locks:
             outcomes: List[dict] = []
             items: List[Item] = []
             for item in task.items:
-                if item.write and not self.spec.ship_bytes:
+                if item.write and lock_outputs and not self.spec.ship_bytes:
                     try:
                         locks.enter_context(output_lock(item.output))
                     except (OutputLockedError, UnsafeFileError) as e:
@@ -298,10 +305,13 @@ class JobWorker:
         warnings: Dict[str, List[str]] = {}
 
         def callback(p: Progress) -> Optional[bool]:
-            if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters):
+            if self.on_iteration is not None:
+                self.on_iteration(p)
+            if on_progress is not None and (p.iter % cfg.print_every == 0 or p.iter == p.iters or p.stopped):
                 stop = on_progress({"image": p.image, "scale": p.scale, "scales": p.scales, "width": p.width,
                                     "height": p.height, "iter": p.iter, "iters": p.iters, "loss": p.loss,
-                                    "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3)})
+                                    "content": p.content, "style": p.style, "tv": p.tv, "ms": round(p.ms, 3),
+                                    "stopped": p.stopped})
                 return False if stop is False else None   # on_progress returning False cancels the batch
             return None
 

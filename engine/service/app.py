@@ -1,7 +1,7 @@
 """The HTTP service: FastAPI app, authentication, limits, the jobs and styles API, health,
 metrics and the web page. See the README's *Service* section for the API and security model.
 
-Library code: nothing here prints or exits; ``stylegrad serve`` (``stylegrad.service.cli``)
+Library code: nothing here prints or exits; ``stylegrad serve`` (``stylegrad.cli.serve``)
 does.
 """
 from __future__ import annotations

@@ -65,7 +65,7 @@ def assert_json_error(resp, status, code=None, field=None):
 def test_options_schema_is_derived_from_styleconfig():
     names = {f.name for f in dataclasses.fields(StyleConfig)}
     assert set(JobOptions.model_fields) == set(CLIENT_FIELDS) <= names
-    from stylegrad.service.cli import CLIENT_FIELDS as CLI_FIELDS
+    from stylegrad.cli.serve import CLIENT_FIELDS as CLI_FIELDS
     assert tuple(CLI_FIELDS) == tuple(CLIENT_FIELDS)
     # the server owns these: a request naming them is refused
     for owned in ("weights", "device", "model", "save_every", "max_memory"):
