@@ -127,7 +127,7 @@ def unknown_option_hint(parser: argparse.ArgumentParser, argv: Sequence[str]) ->
 
 class _StyleMaskAction(argparse.Action):
     """``--style-mask FILE`` belongs to the ``--style`` given just before it: kept as
-    (style index, FILE) pairs (``cli_stylize.with_style_masks`` makes them the config's)."""
+    (style index, FILE) pairs (``stylegrad.cli.plan`` makes them the config's ``style_masks``)."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         n = len(getattr(namespace, "style", None) or [])
