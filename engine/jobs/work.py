@@ -192,9 +192,11 @@ class JobWorker:
     """
 
     def __init__(self, spec: JobSpec, device: str, threads: Optional[int] = None, *, vgg=None,
-                 download_progress=None, on_iteration: Optional[Callable[[Progress], None]] = None):
-        """``vgg``, ``download_progress``: as :class:`~stylegrad.Stylizer` takes them (a worker in
-        the caller's own process: ``stylegrad stylize -o``, ``stylegrad neural-style``);
+                 download_progress=None, on_iteration: Optional[Callable[[Progress], None]] = None,
+                 style_images: Optional[Sequence[torch.Tensor]] = None):
+        """``vgg``, ``download_progress``: as :class:`~stylegrad.Stylizer` takes them, and
+        ``style_images``: ``spec.styles`` already read (a worker in the caller's own process:
+        ``stylegrad stylize -o``, ``stylegrad neural-style``);
         ``on_iteration``: sees every iteration's Progress (in process only; ``run_task``'s
         ``on_progress`` sees every ``print_every``-th, as a dict that can cross processes)."""
         if torch.device(device).type == "cpu" and spec.cpu_threads:
@@ -212,7 +214,8 @@ class JobWorker:
             if spec.ship_bytes:
                 self.styles = [self._decode(data, name) for data, name in zip(spec.style_bytes, spec.styles)]
             else:
-                self.styles = [imgs.load_image(p) for p in spec.styles]
+                self.styles = (list(style_images) if style_images is not None
+                               else [imgs.load_image(p) for p in spec.styles])
             if not spec.pair_styles:
                 self.stylizer.set_styles(self.styles)
         except BaseException:
